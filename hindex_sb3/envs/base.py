@@ -1,0 +1,239 @@
+"""What every H-InDex task shares: observation modes, rendering, success bookkeeping, input checks and pickling.
+
+A task subclass supplies the simulation (``model``/``data``), how an action moves it, the state vector, the
+proprioception slice, the reward and the reset. Everything users and SB3 rely on being uniform across the 12 paper
+tasks lives here, so the Adroit and DexMV families cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from hindex_sb3.envs.rendering import RENDER_QUALITIES, OffscreenRenderer, resolve_camera, validate_image_size
+
+OBS_MODES: tuple[str, ...] = ("pixels", "state", "all")
+REWARD_TYPES: tuple[str, ...] = ("dense", "sparse")
+
+# Model fields that resets randomise (object placement, targets): saved with the physics state when pickling.
+_RANDOMISED_MODEL_FIELDS: tuple[str, ...] = ("body_pos", "body_quat", "site_pos", "site_quat")
+
+
+class ManipulationEnv(gym.Env):
+    """Base class of the ``HInDex/*`` environments.
+
+    Observations (``obs_mode``):
+
+    * ``"pixels"`` (default): ``Dict(pixels=Box(uint8, (3, H, W)), proprio=Box(float32, (P,)))``, channel-first so
+      SB3 treats ``pixels`` as an image without a transpose wrapper;
+    * ``"state"``: the task's original state vector (what the state-based experts take), nothing is rendered;
+    * ``"all"``: ``pixels``, ``proprio`` and ``state``.
+
+    ``info["goal_achieved"]`` reports the per-step goal test; ``info["is_success"]`` applies the paper's episode rule
+    to the steps so far. The rule is monotone (a count of goal steps passing a threshold), so its value at the last
+    step of an episode, wherever the time limit cuts it, is the episode's success.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 100}
+
+    #: camera used when ``camera=None``
+    default_camera: ClassVar[str]
+    #: ``info["is_success"]`` is ``goal_steps > success_threshold`` (or ``>=`` when ``success_inclusive``)
+    success_threshold: ClassVar[int]
+    success_inclusive: ClassVar[bool] = False
+    #: horizon used at registration (``max_episode_steps``)
+    default_horizon: ClassVar[int]
+    proprio_dim: ClassVar[int]
+    state_dim: ClassVar[int]
+
+    def __init__(
+        self,
+        obs_mode: str = "pixels",
+        image_size: int | tuple[int, int] = 224,
+        camera: str | int | None = None,
+        reward_type: str = "dense",
+        render_quality: str = "fast",
+        render_mode: str | None = None,
+    ):
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        if reward_type not in REWARD_TYPES:
+            raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
+        if render_quality not in RENDER_QUALITIES:
+            raise ValueError(f"render_quality must be one of {RENDER_QUALITIES}, got {render_quality!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self._init_kwargs = dict(
+            obs_mode=obs_mode,
+            image_size=image_size,
+            camera=camera,
+            reward_type=reward_type,
+            render_quality=render_quality,
+            render_mode=render_mode,
+        )
+        self.obs_mode = obs_mode
+        self.image_height, self.image_width = validate_image_size(image_size)
+        self.reward_type = reward_type
+        self.render_quality = render_quality
+        self.render_mode = render_mode
+
+        self._build_simulation()
+        self.camera_name = self.default_camera if camera is None else camera
+        self.camera_id = resolve_camera(self.model, self.camera_name)
+
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.model.nu,), dtype=np.float32)
+        state_space = spaces.Box(-np.inf, np.inf, shape=(self.state_dim,), dtype=np.float64)
+        if obs_mode == "state":
+            self.observation_space = state_space
+        else:
+            obs_spaces: dict[str, spaces.Space] = {
+                "pixels": spaces.Box(0, 255, shape=(3, self.image_height, self.image_width), dtype=np.uint8),
+                "proprio": spaces.Box(-np.inf, np.inf, shape=(self.proprio_dim,), dtype=np.float32),
+            }
+            if obs_mode == "all":
+                obs_spaces["state"] = state_space
+            self.observation_space = spaces.Dict(obs_spaces)
+
+        self._renderer: OffscreenRenderer | None = None
+        self._last_pixels: np.ndarray | None = None
+        self._goal_steps = 0
+        self._elapsed = 0
+
+    # ------------------------------------------------------------------ task interface
+    @property
+    @abstractmethod
+    def model(self) -> mujoco.MjModel: ...
+
+    @property
+    @abstractmethod
+    def data(self) -> mujoco.MjData: ...
+
+    @abstractmethod
+    def _build_simulation(self) -> None:
+        """Create the MuJoCo model and data (called once from ``__init__``)."""
+
+    @abstractmethod
+    def _apply_action(self, action: np.ndarray) -> None:
+        """Advance the simulation by one control step; ``action`` is already checked and clipped to [-1, 1]."""
+
+    @abstractmethod
+    def _reset_simulation(self, options: dict[str, Any] | None) -> None:
+        """Reset the scene using ``self.np_random``; honour ``options["initial_state_dict"]`` where supported."""
+
+    @abstractmethod
+    def _state(self) -> np.ndarray: ...
+
+    @abstractmethod
+    def _proprio(self) -> np.ndarray: ...
+
+    @abstractmethod
+    def _reward(self) -> tuple[float, bool, bool]:
+        """Return ``(reward, goal_achieved, terminated)`` for the current simulator state."""
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+        self._reset_simulation(options)
+        self._goal_steps = 0
+        self._elapsed = 0
+        return self._observe(), {}
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            bad = np.flatnonzero(~np.isfinite(action)).tolist()
+            raise ValueError(f"action contains NaN or infinite values at indices {bad}")
+        self._apply_action(np.clip(action, -1.0, 1.0))
+        reward, goal_achieved, terminated = self._reward()
+        self._elapsed += 1
+        self._goal_steps += int(goal_achieved)
+        info = {
+            "goal_achieved": bool(goal_achieved),
+            "is_success": self.episode_success(self._goal_steps),
+        }
+        return self._observe(), float(reward), bool(terminated), False, info
+
+    @classmethod
+    def episode_success(cls, goal_steps: int) -> bool:
+        """The paper's episode rule applied to a count of goal-achieved steps."""
+        if cls.success_inclusive:
+            return goal_steps >= cls.success_threshold
+        return goal_steps > cls.success_threshold
+
+    def render(self) -> np.ndarray | None:
+        """``rgb_array``: the current frame ``(H, W, 3)`` from the observation camera (reused when already observed)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to the constructor")
+            return None
+        if self._last_pixels is not None:
+            return np.ascontiguousarray(self._last_pixels.transpose(1, 2, 0))
+        return self._get_renderer().render(self.data, self.camera_id).copy()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        super().close()
+
+    # ------------------------------------------------------------------ helpers
+    def _get_renderer(self) -> OffscreenRenderer:
+        if self._renderer is None:
+            self._renderer = OffscreenRenderer(self.model, self.image_height, self.image_width, self.render_quality)
+        return self._renderer
+
+    def _observe(self):
+        if self.obs_mode == "state":
+            self._last_pixels = None
+            return self._state()
+        pixels = self._get_renderer().render_chw(self.data, self.camera_id)
+        self._last_pixels = pixels
+        obs = {"pixels": pixels, "proprio": np.asarray(self._proprio(), dtype=np.float32)}
+        if self.obs_mode == "all":
+            obs["state"] = self._state()
+        return obs
+
+    @property
+    def goal_steps(self) -> int:
+        """Number of goal-achieved steps in the current episode."""
+        return self._goal_steps
+
+    # ------------------------------------------------------------------ pickling (SubprocVecEnv, deepcopy)
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle constructor arguments plus the full simulator state; GL resources are recreated on demand."""
+        model, data = self.model, self.data
+        physics = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(model, data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        return {
+            "init_kwargs": self._init_kwargs,
+            "physics": physics,
+            "model_fields": {name: getattr(model, name).copy() for name in _RANDOMISED_MODEL_FIELDS},
+            "rng_state": None if self._np_random is None else self._np_random.bit_generator.state,
+            "episode": (self._elapsed, self._goal_steps),
+            "spec": self.spec,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["init_kwargs"])
+        for name, value in state["model_fields"].items():
+            getattr(self.model, name)[:] = value
+        mujoco.mj_setState(self.model, self.data, state["physics"], mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(self.model, self.data)
+        if state["rng_state"] is not None:
+            rng = np.random.Generator(np.random.PCG64())
+            rng.bit_generator.state = state["rng_state"]
+            self._np_random = rng
+        self._elapsed, self._goal_steps = state["episode"]
+        self.spec = state["spec"]
+        self._after_unpickle()
+
+    def _after_unpickle(self) -> None:
+        """Hook for subclasses whose helpers share the RNG."""

@@ -1,0 +1,152 @@
+"""Offscreen MuJoCo rendering tuned for pixel-based RL.
+
+We drive MuJoCo's renderer directly rather than through ``mujoco.Renderer`` or Gymnasium's ``MujocoRenderer`` because:
+
+* the GL backend must follow what :mod:`hindex_sb3._platform` chose, even if ``mujoco`` was imported (and bound to
+  GLFW) before us;
+* the Adroit XMLs ask for a 4096^2 shadow map, 8x multisampling and a 3024x1680 offscreen buffer. That costs ~10x in
+  frame rate on a CPU rasteriser and buys nothing an encoder can use, so the default ``"fast"`` quality drops them,
+  while ``"paper"`` keeps the original look;
+* we reuse one pixel buffer per renderer (no per-frame allocation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Literal
+
+import mujoco
+import numpy as np
+
+RenderQuality = Literal["fast", "paper"]
+RENDER_QUALITIES: tuple[str, ...] = ("fast", "paper")
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 1024
+
+
+def _gl_context_class():
+    """Pick the GL context class from ``MUJOCO_GL`` at call time (not at ``mujoco`` import time)."""
+    backend = os.environ.get("MUJOCO_GL", "").lower()
+    if backend == "egl":
+        from mujoco.egl import GLContext
+    elif backend == "osmesa":
+        from mujoco.osmesa import GLContext
+    else:
+        from mujoco.glfw import GLContext
+    return GLContext
+
+
+def validate_image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """Return ``(height, width)``; reject sizes an encoder or the GL framebuffer cannot sensibly use."""
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        height = width = int(image_size)
+    elif (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in image_size)
+    ):
+        height, width = (int(v) for v in image_size)
+    else:
+        raise TypeError(f"image_size must be an int or a (height, width) pair of ints, got {image_size!r}")
+    for v in (height, width):
+        if not MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size {image_size!r} out of range: each side must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]"
+            )
+    return height, width
+
+
+def resolve_camera(model: mujoco.MjModel, camera: str | int) -> int:
+    """Map a camera name (or id) to its id, listing the available cameras when it does not exist."""
+    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
+    if isinstance(camera, str):
+        cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if cam_id < 0:
+            raise ValueError(f"unknown camera {camera!r}; this model has cameras {names}")
+        return cam_id
+    if isinstance(camera, (int, np.integer)) and 0 <= int(camera) < model.ncam:
+        return int(camera)
+    raise ValueError(f"unknown camera {camera!r}; this model has cameras {names}")
+
+
+def configure_model_visuals(model: mujoco.MjModel, height: int, width: int, quality: str) -> None:
+    """Set the model's visual options that the GL context reads at creation time."""
+    if quality not in RENDER_QUALITIES:
+        raise ValueError(f"render_quality must be one of {RENDER_QUALITIES}, got {quality!r}")
+    if quality == "fast":
+        model.vis.quality.offsamples = 0
+        model.vis.quality.shadowsize = 0
+        # A framebuffer the size of the image: clearing/reading a 3024x1680 buffer per frame is pure waste.
+        model.vis.global_.offwidth = width
+        model.vis.global_.offheight = height
+    else:
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+
+
+class OffscreenRenderer:
+    """Renders RGB frames of one model from fixed cameras into a reused buffer.
+
+    The caller owns the model; :func:`configure_model_visuals` is applied to it here, so create one renderer per
+    model (our environments do) and call :meth:`close` to release the GL context.
+    """
+
+    def __init__(self, model: mujoco.MjModel, height: int, width: int, quality: str = "fast", max_geom: int = 2000):
+        configure_model_visuals(model, height, width, quality)
+        self.model = model
+        self.height, self.width = height, width
+        self.quality = quality
+        self._gl = _gl_context_class()(width, height)
+        self._gl.make_current()
+        try:
+            self._con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        except Exception:
+            self._gl.free()
+            raise
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
+        self._scene = mujoco.MjvScene(model, maxgeom=max_geom)
+        if quality == "fast":
+            self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._option = mujoco.MjvOption()
+        self._perturb = mujoco.MjvPerturb()
+        self._camera = mujoco.MjvCamera()
+        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._rect = mujoco.MjrRect(0, 0, width, height)
+        self._buffer = np.empty((height, width, 3), dtype=np.uint8)
+
+    @property
+    def closed(self) -> bool:
+        return self._gl is None
+
+    def render(self, data: mujoco.MjData, camera_id: int) -> np.ndarray:
+        """Render into the internal buffer and return it as an upright ``(H, W, 3)`` view (valid until next call)."""
+        if self._gl is None:
+            raise RuntimeError("render() called after close()")
+        self._gl.make_current()
+        self._camera.fixedcamid = camera_id
+        mujoco.mjv_updateScene(
+            self.model, data, self._option, self._perturb, self._camera, mujoco.mjtCatBit.mjCAT_ALL, self._scene
+        )
+        mujoco.mjr_render(self._rect, self._scene, self._con)
+        mujoco.mjr_readPixels(self._buffer, None, self._rect, self._con)
+        return self._buffer[::-1]  # OpenGL's origin is bottom-left
+
+    def render_chw(self, data: mujoco.MjData, camera_id: int) -> np.ndarray:
+        """Render and return a fresh channel-first ``(3, H, W)`` uint8 array (what SB3 takes as an image)."""
+        return np.ascontiguousarray(self.render(data, camera_id).transpose(2, 0, 1))
+
+    def close(self) -> None:
+        if self._gl is None:
+            return
+        try:
+            self._gl.make_current()
+            self._con.free()
+        finally:
+            self._gl.free()
+            self._gl = None
+
+    def __del__(self):  # best effort; explicit close() is the contract
+        with contextlib.suppress(Exception):
+            self.close()
