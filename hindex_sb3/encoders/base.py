@@ -1,0 +1,186 @@
+"""The frozen encoder module: preprocessing + trunk, images in, features out.
+
+An :class:`Encoder` owns everything that turns pixels into the representation the paper feeds to its policy, so that
+callers (the SB3 extractor, the VecEnv wrapper, benchmarks, Stage 2) cannot get the preprocessing subtly wrong:
+
+``uint8 (B, 3, H, W)`` -> ``/255`` -> ``Resize(256)`` (bilinear, antialiased, shorter side) -> ``CenterCrop(224)``
+-> ImageNet mean/std (baselines only; H-InDex uses none) -> trunk -> ``(B, D)`` float32.
+
+Float input is accepted too, and must already be in [0, 1]: that is what SB3 hands to features extractors after its
+own ``/255`` (``preprocess_obs``). The encoder is *frozen*: it always runs under ``no_grad`` and stays in eval mode
+whatever ``train()`` says, and it ignores ``apply()``, because SB3's ``ortho_init`` re-initialises extractors with
+``module.apply(init_weights)`` and would otherwise overwrite the pretrained weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+import torchvision.transforms.functional as TF
+from torch import nn
+
+from hindex_sb3.ema_bn import EMABatchNorm2d, EMAScope, convert_to_ema_bn, ema_bn_modules, ema_bn_updates
+
+if TYPE_CHECKING:
+    from hindex_sb3.encoders.registry import EncoderSpec
+
+__all__ = ["Encoder", "Preprocess"]
+
+_INTERPOLATION = {
+    "bilinear": TF.InterpolationMode.BILINEAR,
+    "bicubic": TF.InterpolationMode.BICUBIC,
+}
+
+
+class Preprocess(nn.Module):
+    """``[0, 1]`` float images -> resized, centre-cropped, optionally mean/std-normalised network input.
+
+    Same operations as ``transforms.Resize(resize)``, ``CenterCrop(crop)``, ``Normalize(mean, std)`` applied to float
+    tensors, which is how H-InDex runs all five encoders (on GPU tensors, bilinear with antialiasing).
+    The mean/std buffers are non-persistent: they are constants of the spec, and keeping them out of the state dict
+    keeps SB3's exact-match ``load`` and checkpoint layouts independent of them.
+    """
+
+    def __init__(
+        self,
+        resize: int = 256,
+        crop: int = 224,
+        interpolation: str = "bilinear",
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither")
+        self.resize, self.crop = int(resize), int(crop)
+        self.interpolation = _INTERPOLATION[interpolation]
+        self.normalize = mean is not None
+        self.register_buffer("mean", torch.tensor(mean or (0.0, 0.0, 0.0)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std or (1.0, 1.0, 1.0)).view(1, 3, 1, 1), persistent=False)
+
+    def extra_repr(self) -> str:
+        norm = f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}" if self.normalize else "none"
+        return f"resize={self.resize} ({self.interpolation.value}), crop={self.crop}, normalize={norm}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = TF.resize(x, [self.resize], interpolation=self.interpolation, antialias=True)
+        x = TF.center_crop(x, [self.crop, self.crop])
+        if self.normalize:
+            x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return x
+
+
+class Encoder(nn.Module):
+    """A frozen visual representation: ``forward(images) -> (B, feature_dim)``.
+
+    Build it with :func:`hindex_sb3.encoders.create_encoder`. ``images`` are ``uint8`` in [0, 255] or floats in
+    [0, 1], shaped ``(B, 3, H, W)``. Invalid input (wrong rank or channels, NaN/inf, floats outside [0, 1], e.g.
+    un-normalised 0-255 floats) raises ``ValueError`` instead of producing plausible-looking garbage features.
+
+    :ivar spec: the :class:`~hindex_sb3.encoders.registry.EncoderSpec` (sizes, normalisation, weight file).
+    :ivar weights_source: ``"random"``, or the path the weights were read from.
+    """
+
+    def __init__(self, spec: EncoderSpec, backbone: nn.Module, weights_source: str = "random") -> None:
+        super().__init__()
+        self.spec = spec
+        self.preprocess = Preprocess(spec.resize, spec.input_size, spec.interpolation, spec.mean, spec.std)
+        self.backbone = backbone
+        self.weights_source = weights_source
+        self.channels_last = False
+        self._ema_layers: list[EMABatchNorm2d] = []
+        self._pending_weights_error: Exception | None = None
+        for p in self.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+        self.register_load_state_dict_pre_hook(_clear_pending_if_complete)
+
+    # -- properties ----------------------------------------------------------------------------------------------------
+    @property
+    def feature_dim(self) -> int:
+        return self.spec.feature_dim
+
+    @property
+    def ema_layers(self) -> list[EMABatchNorm2d]:
+        """The EMA-BN layers (empty unless :meth:`enable_ema_bn` was called)."""
+        return list(self._ema_layers)
+
+    # -- frozen behaviour ----------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Encoder:
+        """Stay in eval mode: BatchNorm must never switch to batch statistics (that is EMA-BN's job, explicitly)."""
+        return super().train(False)
+
+    def apply(self, fn: Callable[[nn.Module], None]) -> Encoder:
+        """Ignore ``fn``: a frozen pretrained encoder must survive SB3's ``ortho_init`` (``module.apply(init)``).
+
+        To really transform the weights, call ``fn`` on ``encoder.backbone`` explicitly.
+        """
+        return self
+
+    # -- options -------------------------------------------------------------------------------------------------------
+    def enable_ema_bn(self, scope: EMAScope = "all", momentum: float = 0.0) -> list[str]:
+        """Turn the backbone's BatchNorm layers (all, or the stem ``bn1``) into :class:`EMABatchNorm2d`.
+
+        Statistics then move only in forwards called with ``update_bn_stats=True``. Returns the converted names.
+        """
+        names = convert_to_ema_bn(self.backbone, scope, momentum, update_stats=False)
+        self._ema_layers = ema_bn_modules(self.backbone)
+        return names
+
+    def to_channels_last(self, enabled: bool = True) -> Encoder:
+        """Use the channels-last memory format (faster convolutions on GPUs and for ResNets on recent CPUs)."""
+        self.channels_last = enabled
+        self.backbone.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        return self
+
+    # -- forward -------------------------------------------------------------------------------------------------------
+    def to_float01(self, images: torch.Tensor) -> torch.Tensor:
+        """Validate ``images`` and return them as floats in [0, 1] (uint8 is divided by 255)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{self.spec.name} encoder expects images shaped (B, 3, H, W), got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return images.float().div_(255.0)
+        if not images.is_floating_point():
+            raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+        lo, hi = torch.aminmax(images.detach()) if images.numel() else (images.new_zeros(()), images.new_zeros(()))
+        lo, hi = float(lo), float(hi)  # NaN propagates through aminmax, so this also catches non-finite input
+        if not (lo >= -1e-3 and hi <= 1.0 + 1e-3):
+            raise ValueError(
+                f"float images must be finite and in [0, 1] (got min {lo}, max {hi}); pass uint8 images or divide "
+                "by 255 (SB3 does this for uint8 Box image spaces unless normalize_images=False)"
+            )
+        return images
+
+    def forward(self, images: torch.Tensor, *, update_bn_stats: bool = False) -> torch.Tensor:
+        """Features ``(B, feature_dim)`` of ``images`` (see class doc).
+
+        :param update_bn_stats: fold this batch into the EMA-BN running statistics before normalising (Stage 3).
+            Requires :meth:`enable_ema_bn`; with momentum 0 it changes nothing.
+        """
+        if self._pending_weights_error is not None:
+            raise self._pending_weights_error
+        if update_bn_stats and not self._ema_layers:
+            raise ValueError(f"{self.spec.name} encoder has no EMA-BN layers; call enable_ema_bn() first")
+        x = self.to_float01(images)
+        with torch.no_grad():
+            x = self.preprocess(x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if update_bn_stats:
+                with ema_bn_updates(self.backbone, enabled=True):
+                    feats = self.backbone(x)
+            else:
+                feats = self.backbone(x)
+        return feats.float()
+
+
+def _clear_pending_if_complete(module: Encoder, state_dict, prefix: str, *args, **kwargs) -> None:
+    """State-dict pre-hook: once every tensor of the encoder arrives from a state dict (e.g. SB3 ``load``
+    restoring a saved policy), weights that could not be obtained at construction time are no longer needed."""
+    if module._pending_weights_error is None:
+        return
+    if all(prefix + key in state_dict for key in module.state_dict()):
+        module._pending_weights_error = None
+        module.weights_source = "state_dict"

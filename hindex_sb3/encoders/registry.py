@@ -1,0 +1,318 @@
+"""The encoder registry: one :class:`EncoderSpec` per representation, and :func:`create_encoder`.
+
+In the manner of timm's registry, a spec records everything needed to reproduce a representation: the trunk builder,
+the feature size, the exact preprocessing (resize, crop, normalisation) and the weight file (URL, cache name, key
+layout). ``create_encoder(name, weights=...)`` returns a frozen :class:`~hindex_sb3.encoders.base.Encoder`.
+
+The weight files registered here include one that is not an encoder (``vgg16_imagenet``, for the Stage-2 perceptual
+loss), so that every pretrained download in the package goes through the same cache, offline error and strict loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights, VGG16_Weights
+
+from hindex_sb3.ema_bn import EMAScope
+from hindex_sb3.encoders import layouts
+from hindex_sb3.encoders.base import Encoder
+from hindex_sb3.encoders.resnet import resnet50_trunk
+from hindex_sb3.encoders.vit import fit_pos_embed, vit_cls
+from hindex_sb3.encoders.weights import (
+    WeightsError,
+    WeightSpec,
+    load_state_dict_strict,
+    load_weights,
+    register_weights,
+)
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EncoderSpec",
+    "RandomWeightsWarning",
+    "create_encoder",
+    "get_encoder_spec",
+    "list_encoders",
+    "register_encoder",
+]
+
+
+class RandomWeightsWarning(UserWarning):
+    """An encoder was built without pretrained weights (fine for smoke tests, meaningless for experiments)."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything that defines one representation.
+
+    :param name: registry key (``"hindex"``, ``"rrl"``, ``"r3m"``, ``"mvp"``, ``"vc1"``).
+    :param feature_dim: size D of the feature vector.
+    :param weights: the official weight file (URL, cache file name, key layout, converter).
+    :param builder: returns the randomly initialised trunk, ``(B, 3, input_size, input_size) -> (B, D)``.
+    :param family: ``"resnet"`` or ``"vit"`` (ResNets have BatchNorm, hence EMA-BN).
+    :param input_size: centre-crop size fed to the trunk.
+    :param resize: shorter-side resize before the crop.
+    :param interpolation: resize filter (H-InDex uses bilinear for every encoder).
+    :param mean: per-channel mean for normalisation, ``None`` for no normalisation (H-InDex).
+    :param std: per-channel std, ``None`` with ``mean``.
+    :param description: one line for listings and docs.
+    """
+
+    name: str
+    feature_dim: int
+    weights: WeightSpec
+    builder: Callable[[], nn.Module] = field(repr=False)
+    family: Literal["resnet", "vit"] = "resnet"
+    input_size: int = 224
+    resize: int = 256
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] | None = IMAGENET_MEAN
+    std: tuple[float, float, float] | None = IMAGENET_STD
+    description: str = ""
+
+    @property
+    def url(self) -> str:
+        return self.weights.url
+
+    @property
+    def file_name(self) -> str:
+        return self.weights.file_name
+
+    @property
+    def key_layout(self) -> str:
+        return self.weights.key_layout
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return self.family == "resnet"
+
+
+_ENCODERS: dict[str, EncoderSpec] = {}
+
+
+def register_encoder(spec: EncoderSpec, *, overwrite: bool = False) -> EncoderSpec:
+    """Add an encoder to the registry (raises on a duplicate name unless ``overwrite``)."""
+    if spec.name in _ENCODERS and not overwrite:
+        raise ValueError(f"encoder {spec.name!r} is already registered")
+    _ENCODERS[spec.name] = spec
+    return spec
+
+
+def get_encoder_spec(name: str) -> EncoderSpec:
+    try:
+        return _ENCODERS[name]
+    except KeyError:
+        raise KeyError(f"unknown encoder {name!r}; available: {list_encoders()}") from None
+
+
+def list_encoders() -> list[str]:
+    return sorted(_ENCODERS)
+
+
+def create_encoder(
+    name: str,
+    weights: str | os.PathLike | None = "default",
+    *,
+    ema_scope: EMAScope | None = None,
+    ema_momentum: float = 0.0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    on_unavailable: Literal["raise", "defer"] = "raise",
+) -> Encoder:
+    """Build the frozen encoder ``name`` and load its weights.
+
+    :param weights: ``"default"`` (official file, cached in ``$HINDEX_SB3_HOME/weights``, downloaded on first use),
+        a local file path (for ``hindex``: FrankMocap's ``pose_shape_best.pth``, an H-InDex adapted checkpoint, or
+        one written by :func:`~hindex_sb3.encoders.weights.save_adapted_checkpoint`), or ``None`` for random
+        initialisation (warns with :class:`RandomWeightsWarning`).
+    :param ema_scope: ``"all"`` / ``"stem"`` turns BatchNorm layers into EMA-BN (Stage 3); ``None`` keeps plain BN.
+    :param ema_momentum: EMA momentum m (weight of the new batch) for those layers.
+    :param on_unavailable: ``"defer"`` builds the encoder even when the weight file cannot be obtained; it then
+        refuses to run until a complete state dict is loaded into it (used by the SB3 extractor so that ``load()``
+        of a saved model works offline: the zip holds the weights). ``"raise"`` raises immediately.
+    :raises WeightsUnavailableError: no file and no way to download it (names the URL and where to put the file).
+    :raises CheckpointError: unreadable file, foreign layout, or any key/shape mismatch (listed).
+    """
+    spec = get_encoder_spec(name)
+    pending: Exception | None = None
+    source = "random"
+    try:
+        state, path = load_weights(spec.weights, weights, progress=progress)
+    except WeightsError as err:
+        if on_unavailable != "defer" or not isinstance(err, FileNotFoundError):
+            raise
+        state, path, pending = None, None, err
+        warnings.warn(
+            f"{name}: pretrained weights unavailable; the encoder will refuse to run unless a saved model's state "
+            f"dict is loaded into it.\n{err}",
+            RandomWeightsWarning,
+            stacklevel=2,
+        )
+    backbone = spec.builder()  # after resolving the file: a missing file fails before a costly ViT-B init
+    if state is not None:
+        if spec.family == "vit":
+            state = fit_pos_embed(backbone, state)
+        load_state_dict_strict(backbone, state, what=f"{name} weights from {path}")
+        source = str(path)
+        logger.info("%s encoder: loaded %s", name, path)
+    elif pending is None:
+        warnings.warn(
+            f"{name} encoder is randomly initialised (weights=None): use only for smoke tests.",
+            RandomWeightsWarning,
+            stacklevel=2,
+        )
+    encoder = Encoder(spec, backbone, weights_source=source)
+    encoder._pending_weights_error = pending
+    if ema_scope is not None:
+        if not spec.has_batchnorm:
+            raise ValueError(f"{name} ({spec.family}) has no BatchNorm layers, so EMA-BN does not apply")
+        encoder.enable_ema_bn(ema_scope, ema_momentum)
+    if device is not None:
+        encoder.to(device)
+    return encoder
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Weight files. URLs and layouts: docs/representations.md (from the H-InDex, FrankMocap, R3M, MVP and VC-1 sources).
+
+FRANKMOCAP_HAND = register_weights(
+    WeightSpec(
+        name="frankmocap_hand",
+        url="https://dl.fbaipublicfiles.com/eft/fairmocap_data/hand_module/checkpoints_best/pose_shape_best.pth",
+        file_name="pose_shape_best.pth",
+        key_layout=(
+            "FrankMocap 'main_encoder.*' (+ fc1, feat_encoder.1, regressor.0); or H-InDex adapted "
+            "'module.pose_net.*'; or {'format': 'hindex_sb3.adapted/1', 'state_dict', 'provenance'}"
+        ),
+        converter=layouts.hindex_any,
+        description="FrankMocap hand-module ResNet-50 (H-InDex Stage 1); also reads Stage-2 adapted checkpoints",
+        manual_download=(
+            "the authors' per-task adapted encoders (Stage 2) are a Google Drive archive "
+            "(https://drive.google.com/file/d/1TPCAnZMOcgErMruZ45R8MAg7b4iWu5DT); pass one file as weights=path."
+        ),
+    )
+)
+RESNET50_IMAGENET = register_weights(
+    WeightSpec(
+        name="resnet50_imagenet_v1",
+        url=ResNet50_Weights.IMAGENET1K_V1.url,
+        file_name=ResNet50_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1],
+        key_layout="torchvision resnet50 state_dict (fc.* dropped)",
+        converter=layouts.torchvision_resnet_no_fc,
+        sha256_prefix=ResNet50_Weights.IMAGENET1K_V1.url.rsplit("-", 1)[-1].split(".")[0],
+        description="torchvision ImageNet ResNet-50 (IMAGENET1K_V1), the RRL baseline as H-InDex runs it",
+    )
+)
+R3M_RESNET50 = register_weights(
+    WeightSpec(
+        name="r3m_resnet50",
+        url="https://drive.google.com/uc?id=1Xu0ssuG0N1zjZS54wmWzJ7-nb0-7XzbA",
+        file_name="r3m_resnet50_model.pt",
+        key_layout="{'r3m': {'module.convnet.<resnet50 key>', 'module.lang_enc.*', 'module.lang_rew.*', ...}}",
+        converter=layouts.r3m_resnet,
+        description="R3M ResNet-50 (Nair et al. 2022)",
+        manual_download=(
+            "Google Drive may serve a confirmation page instead of the file; then download it in a browser "
+            "(it is R3M's r3m_50/model.pt) and place it at the path above."
+        ),
+    )
+)
+MVP_VITS = register_weights(
+    WeightSpec(
+        name="mvp_vits_mae_hoi",
+        url="https://berkeley.box.com/shared/static/m93ynem558jo8vltlads5rcmnahgsyzr.pth",
+        file_name="mae_pretrain_hoi_vit_small.pth",
+        key_layout="{'model': {cls_token, pos_embed, patch_embed.proj.*, blocks.N.*, norm.*, decoder_*, mask_token}}",
+        converter=layouts.mae_vit,
+        description="MVP ViT-S/16 MAE on HOI data (Xiao et al. 2022), 12 heads",
+    )
+)
+VC1_VITB = register_weights(
+    WeightSpec(
+        name="vc1_vitb",
+        url="https://dl.fbaipublicfiles.com/eai-vc/vc1_vitb.pth",
+        file_name="vc1_vitb.pth",
+        key_layout="{'model': {cls_token, pos_embed, patch_embed.proj.*, blocks.N.*, norm.*, decoder_*, mask_token}}",
+        converter=layouts.mae_vit,
+        description="VC-1 base ViT-B/16 MAE (Majumdar et al. 2023)",
+    )
+)
+VGG16_IMAGENET = register_weights(
+    WeightSpec(
+        name="vgg16_imagenet",
+        url=VGG16_Weights.IMAGENET1K_V1.url,
+        file_name=VGG16_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1],
+        key_layout="torchvision vgg16 state_dict",
+        converter=layouts.torchvision_plain,
+        sha256_prefix=VGG16_Weights.IMAGENET1K_V1.url.rsplit("-", 1)[-1].split(".")[0],
+        description="torchvision ImageNet VGG16 (IMAGENET1K_V1), the Stage-2 perceptual loss network",
+    )
+)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoders (H-InDex's make_encoder: every encoder gets Resize(256) -> CenterCrop(224), bilinear, on [0, 1] input).
+
+register_encoder(
+    EncoderSpec(
+        name="hindex",
+        feature_dim=2048,
+        weights=FRANKMOCAP_HAND,
+        builder=resnet50_trunk,
+        family="resnet",
+        mean=None,
+        std=None,
+        description="H-InDex: FrankMocap hand ResNet-50, pooled layer4, [0,1] input without mean/std",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        name="rrl",
+        feature_dim=2048,
+        weights=RESNET50_IMAGENET,
+        builder=resnet50_trunk,
+        description="RRL baseline: ImageNet ResNet-50, pooled layer4",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        name="r3m",
+        feature_dim=2048,
+        weights=R3M_RESNET50,
+        builder=resnet50_trunk,
+        description="R3M ResNet-50 convnet, pooled layer4",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        name="mvp",
+        feature_dim=384,
+        weights=MVP_VITS,
+        builder=lambda: vit_cls(embed_dim=384, depth=12, num_heads=12),
+        family="vit",
+        description="MVP ViT-S/16 (12 heads), CLS token after the final LayerNorm",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        name="vc1",
+        feature_dim=768,
+        weights=VC1_VITB,
+        builder=lambda: vit_cls(embed_dim=768, depth=12, num_heads=12),
+        family="vit",
+        description="VC-1 base ViT-B/16, CLS token after the final LayerNorm",
+    )
+)

@@ -1,0 +1,330 @@
+"""Weight files: where they come from, where they are cached, how their keys map onto our modules.
+
+Every pretrained file the package can use (encoder or not; Stage 2 needs VGG16) is described once by a
+:class:`WeightSpec`: its official URL, the file name in the cache, its *key layout* and a converter from the loaded
+checkpoint object to the target module's ``state_dict``. Resolution of a ``weights`` argument is uniform:
+
+* ``"default"``: the cached official file, downloaded on first use (with a progress bar) into
+  :func:`weights_dir` (``$HINDEX_SB3_HOME/weights``, default ``~/.cache/hindex_sb3/weights``);
+* a path: that file, never the network;
+* ``None``: no file (the caller initialises randomly and says so).
+
+Loading always uses ``torch.load(weights_only=True)`` (a checkpoint is data, not code), and
+:func:`load_state_dict_strict` refuses any key or shape mismatch with a message listing what differed: a silent
+partial load of a frozen encoder would train a policy on half-random features without any visible symptom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+HOME_ENV = "HINDEX_SB3_HOME"
+OFFLINE_ENV = "HINDEX_SB3_OFFLINE"
+ADAPTED_FORMAT = "hindex_sb3.adapted/1"
+
+StateDict = dict[str, torch.Tensor]
+Converter = Callable[[Any], StateDict]
+
+__all__ = [
+    "ADAPTED_FORMAT",
+    "HOME_ENV",
+    "OFFLINE_ENV",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "WeightSpec",
+    "WeightsError",
+    "WeightsUnavailableError",
+    "cache_home",
+    "get_weight_spec",
+    "list_weights",
+    "load_checkpoint",
+    "load_state_dict_strict",
+    "load_weights",
+    "read_adapted_checkpoint",
+    "register_weights",
+    "resolve_weights_file",
+    "save_adapted_checkpoint",
+    "weights_dir",
+]
+
+
+class WeightsError(RuntimeError):
+    """Base class for everything that can go wrong while obtaining or loading weights."""
+
+
+class WeightsUnavailableError(WeightsError, FileNotFoundError):
+    """The file is not on disk and could not be downloaded (offline, host down, or a page instead of a file)."""
+
+
+class CheckpointError(WeightsError):
+    """The file exists but is not a checkpoint in a layout we understand."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """Keys or tensor shapes differ between the checkpoint and the module; lists every difference."""
+
+    def __init__(
+        self, what: str, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]]
+    ) -> None:
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+        parts = [f"{what}: checkpoint does not match the module (nothing was loaded)."]
+        if missing:
+            parts.append(f"  missing from checkpoint ({len(missing)}): {_abbrev(missing)}")
+        if unexpected:
+            parts.append(f"  unexpected in checkpoint ({len(unexpected)}): {_abbrev(unexpected)}")
+        if mismatched:
+            shown = [f"{k}: checkpoint {tuple(a)} vs module {tuple(b)}" for k, a, b in mismatched]
+            parts.append(f"  shape mismatch ({len(mismatched)}): {_abbrev(shown)}")
+        super().__init__("\n".join(parts))
+
+
+def _abbrev(items: list[str], limit: int = 12) -> str:
+    head = ", ".join(items[:limit])
+    return head + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One pretrained file.
+
+    :param name: registry key, e.g. ``"frankmocap_hand"``.
+    :param url: official download location.
+    :param file_name: name inside :func:`weights_dir`.
+    :param key_layout: human-readable description of the keys in the file (shown in errors and docs).
+    :param converter: maps the object returned by ``torch.load`` to the target module's ``state_dict``
+        (prefix stripping, dropping heads/decoders). It must raise :class:`CheckpointError` on a foreign layout.
+    :param sha256_prefix: if known, the downloaded file's SHA-256 must start with it (torchvision-style names).
+    :param description: one line for listings.
+    :param manual_download: extra hint shown when the file cannot be fetched automatically.
+    """
+
+    name: str
+    url: str
+    file_name: str
+    key_layout: str
+    converter: Converter = field(repr=False)
+    sha256_prefix: str | None = None
+    description: str = ""
+    manual_download: str = ""
+
+    @property
+    def cache_path(self) -> Path:
+        """Where the default file lives (or must be placed when offline)."""
+        return weights_dir() / self.file_name
+
+
+_WEIGHTS: dict[str, WeightSpec] = {}
+
+
+def register_weights(spec: WeightSpec, *, overwrite: bool = False) -> WeightSpec:
+    """Add a weight file to the registry (raises on a duplicate name unless ``overwrite``)."""
+    if spec.name in _WEIGHTS and not overwrite:
+        raise ValueError(f"weights {spec.name!r} are already registered")
+    _WEIGHTS[spec.name] = spec
+    return spec
+
+
+def get_weight_spec(name: str) -> WeightSpec:
+    try:
+        return _WEIGHTS[name]
+    except KeyError:
+        raise KeyError(f"unknown weights {name!r}; registered: {sorted(_WEIGHTS)}") from None
+
+
+def list_weights() -> list[str]:
+    return sorted(_WEIGHTS)
+
+
+def cache_home() -> Path:
+    """``$HINDEX_SB3_HOME`` if set, else ``~/.cache/hindex_sb3``."""
+    env = os.environ.get(HOME_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hindex_sb3"
+
+
+def weights_dir() -> Path:
+    return cache_home() / "weights"
+
+
+def _offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _unavailable_message(spec: WeightSpec, reason: str) -> str:
+    msg = (
+        f"{spec.name} weights are not available: {reason}.\n"
+        f"  Download {spec.url}\n"
+        f"  and place the file at {spec.cache_path}\n"
+        f"  (or pass weights='/path/to/{spec.file_name}'; set ${HOME_ENV} to move the cache)."
+    )
+    if spec.manual_download:
+        msg += f"\n  Note: {spec.manual_download}"
+    return msg
+
+
+def _looks_like_html(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head"))
+
+
+def download(spec: WeightSpec, *, progress: bool = True) -> Path:
+    """Fetch ``spec.url`` into the cache (atomic: a partial download never looks like a file)."""
+    dst = spec.cache_path
+    if _offline():
+        raise WeightsUnavailableError(_unavailable_message(spec, f"not cached and ${OFFLINE_ENV} is set"))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s weights from %s to %s", spec.name, spec.url, dst)
+    try:
+        # torch.hub's downloader: temp file + move, tqdm progress bar, optional SHA-256 prefix check.
+        torch.hub.download_url_to_file(spec.url, str(dst), hash_prefix=spec.sha256_prefix, progress=progress)
+    except Exception as err:  # URLError, HTTPError, OSError, hash mismatch: all mean "no usable file"
+        raise WeightsUnavailableError(
+            _unavailable_message(spec, f"download failed ({type(err).__name__}: {err})")
+        ) from err
+    if _looks_like_html(dst):  # e.g. Google Drive's "can't scan this file" page instead of the file
+        dst.unlink()
+        raise WeightsUnavailableError(_unavailable_message(spec, "the server returned a web page, not the file"))
+    return dst
+
+
+def resolve_weights_file(spec: WeightSpec, weights: str | os.PathLike | None, *, progress: bool = True) -> Path | None:
+    """Turn a ``weights`` argument into a file on disk (downloading the default if needed); ``None`` stays None."""
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights == "default":
+        path = spec.cache_path
+        return path if path.is_file() else download(spec, progress=progress)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"{spec.name} weights file {path} does not exist (official file: {spec.url}; "
+            f"weights='default' caches it at {spec.cache_path})."
+        )
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that say which file and why.
+
+    ``argparse.Namespace`` is allow-listed because MAE-style training scripts (MVP, VC-1) store their arguments next
+    to the weights; it only carries plain values. Anything else that is not tensors/containers is refused.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"{path} holds Python objects besides tensors, which weights_only loading refuses ({err}). If you "
+                "trust the file, re-save its tensors: torch.save({'model': torch.load(p, weights_only=False)"
+                "['model']}, p2)."
+            ) from err
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({err})") from err
+    except Exception as err:  # garbage bytes surface as almost any exception type from the unpickler
+        reason = f"{type(err).__name__}: {err}"
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {reason}") from err
+
+
+def load_weights(spec: WeightSpec | str, weights: str | os.PathLike | None = "default", *, progress: bool = True):
+    """Resolve, read and convert a weight file; returns ``(state_dict, path)`` or ``(None, None)`` for ``None``."""
+    spec = get_weight_spec(spec) if isinstance(spec, str) else spec
+    path = resolve_weights_file(spec, weights, progress=progress)
+    if path is None:
+        return None, None
+    ckpt = load_checkpoint(path)
+    try:
+        state = spec.converter(ckpt)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err} (expected layout for {spec.name}: {spec.key_layout})") from err
+    return state, path
+
+
+def load_state_dict_strict(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    what: str = "checkpoint",
+    optional_suffixes: Iterable[str] = ("num_batches_tracked",),
+) -> None:
+    """Load ``state_dict`` into ``module`` only if keys and shapes match exactly; otherwise raise listing all diffs.
+
+    Keys ending in ``optional_suffixes`` may be absent (BatchNorm's ``num_batches_tracked`` counter is missing from
+    checkpoints written by old PyTorch versions and carries no weights); they then keep the module's value.
+    """
+    own = module.state_dict()
+    optional = tuple(optional_suffixes)
+    missing = sorted(k for k in own if k not in state_dict and not k.endswith(optional))
+    unexpected = sorted(k for k in state_dict if k not in own)
+    mismatched = [
+        (k, tuple(state_dict[k].shape), tuple(own[k].shape))
+        for k in sorted(own)
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    bad_type = [k for k in state_dict if k in own and not isinstance(state_dict[k], torch.Tensor)]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(what, missing, unexpected, mismatched)
+    if bad_type:
+        raise CheckpointError(f"{what}: entries that are not tensors: {_abbrev(bad_type)}")
+    full = {k: state_dict.get(k, v) for k, v in own.items()}
+    module.load_state_dict(full, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The package's own adapted-checkpoint format (written by Stage 2, read by create_encoder("hindex", weights=path)).
+
+
+def save_adapted_checkpoint(
+    path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], provenance: Mapping[str, Any]
+) -> Path:
+    """Write an adapted H-InDex backbone as ``{"format": ADAPTED_FORMAT, "state_dict", "provenance"}``.
+
+    ``state_dict`` uses torchvision ResNet-50 key names without ``fc.*`` (exactly what the ``hindex`` encoder's
+    backbone holds). ``provenance`` is a plain dict (str/int/float/bool/None/list/dict) saying where the weights
+    came from, e.g. ``{"task": "door", "init": "frankmocap_hand", "iterations": 100000}``; it must survive
+    ``weights_only`` loading, so arbitrary objects are refused here rather than at read time.
+    """
+    _check_plain(provenance, "provenance")
+    sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+    if any(k.startswith("fc.") for k in sd):
+        raise ValueError("adapted checkpoints store the backbone without fc.*; drop the classifier first")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": ADAPTED_FORMAT, "state_dict": sd, "provenance": dict(provenance)}, path)
+    return path
+
+
+def read_adapted_checkpoint(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any]]:
+    """Read a file written by :func:`save_adapted_checkpoint`; returns ``(state_dict, provenance)``."""
+    ckpt = load_checkpoint(path)
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == ADAPTED_FORMAT):
+        raise CheckpointError(f"{path} is not a {ADAPTED_FORMAT} checkpoint")
+    return dict(ckpt["state_dict"]), dict(ckpt.get("provenance", {}))
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return
+    if isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: keys must be str, got {k!r}")
+            _check_plain(v, f"{where}.{k}")
+        return
+    raise TypeError(f"{where}: {type(obj).__name__} is not a plain value (str/int/float/bool/None/list/dict)")
