@@ -147,13 +147,10 @@ def reference_preprocess(images_u8: torch.Tensor, normalize: bool) -> torch.Tens
     x = images_u8.float() / 255.0
     h, w = x.shape[-2:]
     if min(h, w) != 256:
-        if h <= w:
-            size = (256, int(256 * w / h))
-        else:
-            size = (int(256 * h / w), 256)
+        size = (256, int(256 * w / h)) if h <= w else (int(256 * h / w), 256)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     h, w = x.shape[-2:]
-    top, left = int(round((h - 224) / 2.0)), int(round((w - 224) / 2.0))
+    top, left = round((h - 224) / 2.0), round((w - 224) / 2.0)
     x = x[..., top : top + 224, left : left + 224]
     if normalize:
         x = (x - IMAGENET_MEAN) / IMAGENET_STD

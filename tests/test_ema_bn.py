@@ -41,7 +41,8 @@ def test_k_updates_equal_hand_computation_with_biased_variance():
         y = bn(x)
         expected = (xn - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + eps)
         expected = expected * w[None, :, None, None] + b[None, :, None, None]
-        np.testing.assert_allclose(y.detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)  # normalised with *updated*
+        # normalised with the *updated* statistics
+        np.testing.assert_allclose(y.detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(bn.running_mean.double().numpy(), mean, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(bn.running_var.double().numpy(), var, rtol=1e-6, atol=1e-6)
         assert int(bn.num_batches_tracked) == i + 1
@@ -135,7 +136,6 @@ def test_encoder_updates_only_when_asked_and_matches_hand_computation():
     torch.testing.assert_close(enc.backbone.bn1.running_mean, 0.95 * mean0 + 0.05 * mean_b)
     torch.testing.assert_close(enc.backbone.bn1.running_var, 0.95 * var0 + 0.05 * var_b)
     assert not torch.allclose(plain, adapted)
-    with pytest.raises(ValueError, match="no EMA-BN layers"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RandomWeightsWarning)
-            create_encoder("hindex", weights=None)(x, update_bn_stats=True)
+    with pytest.raises(ValueError, match="no EMA-BN layers"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        create_encoder("hindex", weights=None)(x, update_bn_stats=True)

@@ -143,7 +143,7 @@ def test_hindex_own_adapted_format_round_trips(resnet_state, tmp_path, images):
 
 
 def test_adapted_format_refuses_bad_input(resnet_state, tmp_path):
-    with pytest.raises(TypeError, match="provenance.when"):
+    with pytest.raises(TypeError, match=r"provenance\.when"):
         save_adapted_checkpoint(tmp_path / "a.pth", {"conv1.weight": torch.zeros(1)}, {"when": object()})
     with pytest.raises(ValueError, match="without fc"):
         save_adapted_checkpoint(tmp_path / "a.pth", resnet_state, {})
@@ -253,12 +253,12 @@ def test_foreign_layouts_are_refused(resnet_state, tmp_path):
 def test_corrupt_files_and_pickled_objects_are_refused(resnet_state, tmp_path):
     good = save(frankmocap_checkpoint(resnet_state), tmp_path / "good.pth")
     truncated = tmp_path / "truncated.pth"
-    truncated.write_bytes(good.read_bytes()[: 1_000_000])
+    truncated.write_bytes(good.read_bytes()[:1_000_000])
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         create_encoder("hindex", weights=truncated)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="garbage.pth"):
+    with pytest.raises(CheckpointError, match=r"garbage\.pth"):
         create_encoder("hindex", weights=garbage)
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "module.pth")  # arbitrary objects need weights_only=False
     with pytest.raises(CheckpointError, match="weights_only"):
@@ -314,13 +314,13 @@ def test_download_goes_to_cache_with_progress_and_failures_are_explained(resnet_
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    with pytest.raises(WeightsUnavailableError, match="download failed.*Name or service not known") as err:
+    with pytest.raises(WeightsUnavailableError, match=r"download failed.*Name or service not known") as err:
         create_encoder("rrl")
     assert "resnet50-0676ba61.pth" in str(err.value)
 
 
 def test_non_encoder_weights_use_the_same_machinery(tmp_path):
-    with pytest.raises(WeightsUnavailableError, match="vgg16-397923af.pth"):
+    with pytest.raises(WeightsUnavailableError, match=r"vgg16-397923af\.pth"):
         load_weights("vgg16_imagenet")
     path = save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "vgg.pth")
     sd, where = load_weights("vgg16_imagenet", path)
@@ -332,7 +332,7 @@ def test_deferred_weights_refuse_to_run_until_a_full_state_dict_arrives(resnet_s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         enc = create_encoder("hindex", on_unavailable="defer")
-    with pytest.raises(WeightsUnavailableError, match="pose_shape_best.pth"):
+    with pytest.raises(WeightsUnavailableError, match=r"pose_shape_best\.pth"):
         enc(images[:1])
     partial = {f"backbone.{k}": v for k, v in resnet_state.items() if k.startswith("conv1")}
     enc.load_state_dict(partial, strict=False)
