@@ -54,7 +54,8 @@ class TinyPixelEnv(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.observation_space.seed(seed)
+        if seed is not None:  # reproducible frames across identically seeded copies (auto-resets pass no seed)
+            self.observation_space.seed(seed)
         self._t = 0
         return self._obs(), {}
 
