@@ -114,6 +114,11 @@ class AdroitEnv(ManipulationEnv):
         """The DAPG-style state dict of the current scene (restorable through ``reset(options=...)``)."""
         return self._core.get_env_state()
 
+    def restore_state(self, state_dict: dict[str, Any]):
+        """Put the scene in a recorded state mid-episode and return its observation (for re-rendering demos)."""
+        self._core.set_env_state(self._check_state_dict(state_dict))
+        return self._observe()
+
     def _state(self) -> np.ndarray:
         return self._core._get_obs()
 

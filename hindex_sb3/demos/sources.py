@@ -1,0 +1,274 @@
+"""Where demonstrations come from: files, datasets, and rollouts of experts.
+
+* :func:`load_dapg_pickle` reads the original DAPG ``*_demos.pickle`` files with an unpickler that can only build
+  numpy arrays and plain containers. A pickle asking for any other class (the way malicious pickles run code) is
+  refused before anything executes.
+* :func:`save_npz` / :func:`load_npz`: our own pickle-free format (``n_demos``, ``obs_{i}`` or ``obs.{key}_{i}``,
+  ``acts_{i}``, ``rews_{i}``, ``init_{key}_{i}``), which also reads ``shared/data``'s ``door-human-v0.npz``.
+* :func:`load_minari`: Minari datasets (e.g. ``D4RL/door/human-v2``) without making minari a hard dependency.
+* :func:`rollout`: episodes of any policy: an SB3 model, an ``.npz`` expert, a scripted demonstrator, a callable.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from hindex_sb3.demos.core import Trajectory, to_trajectories
+
+# Everything a DAPG demo pickle needs: numpy arrays/scalars/dtypes and builtin containers.
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "tuple"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "bytearray"),
+    ("_codecs", "encode"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refused to load {module}.{name}: demonstration pickles may only contain numpy arrays and plain "
+            "containers (a pickle that asks for other classes can execute code)"
+        )
+
+
+def load_dapg_pickle(path: str | Path) -> list[Trajectory]:
+    """Read a DAPG demonstration pickle (a list of dicts with observations, actions, rewards, init_state_dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no demonstration file at {path}")
+    data = path.read_bytes()
+    try:
+        obj = _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable demonstration pickle: {err}") from err
+    return to_trajectories(obj)
+
+
+def save_npz(trajectories: Any, path: str | Path) -> Path:
+    """Write demonstrations in our pickle-free ``.npz`` format (readable with ``allow_pickle=False``)."""
+    trajectories = to_trajectories(trajectories)
+    arrays: dict[str, np.ndarray] = {"n_demos": np.asarray(len(trajectories))}
+    for i, t in enumerate(trajectories):
+        if isinstance(t.observations, dict):
+            for key, value in t.observations.items():
+                arrays[f"obs.{key}_{i}"] = value
+        else:
+            arrays[f"obs_{i}"] = t.observations
+        arrays[f"acts_{i}"] = t.actions
+        if t.rewards is not None:
+            arrays[f"rews_{i}"] = t.rewards
+        for key, value in (t.init_state or {}).items():
+            arrays[f"init_{key}_{i}"] = np.asarray(value)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+_NPZ_KEYS = (
+    (re.compile(r"^(obs|acts|rews)_(\d+)$"), lambda m: (m.group(1), "", int(m.group(2)))),
+    (re.compile(r"^obs\.(.+)_(\d+)$"), lambda m: ("obs", m.group(1), int(m.group(2)))),
+    (re.compile(r"^init_(.+)_(\d+)$"), lambda m: ("init", m.group(1), int(m.group(2)))),
+)
+
+
+def _parse_npz_key(name: str) -> tuple[str, str, int] | None:
+    for pattern, parse in _NPZ_KEYS:
+        m = pattern.match(name)
+        if m is not None:
+            return parse(m)
+    return None
+
+
+def load_npz(path: str | Path) -> list[Trajectory]:
+    """Read demonstrations written by :func:`save_npz` (or in ``shared/data``'s demo layout)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no demonstration file at {path}")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+    with f:
+        if "n_demos" not in f.files:
+            raise ValueError(f"{path} has no 'n_demos' entry: not a demonstration file (keys: {f.files[:8]})")
+        n = int(f["n_demos"])
+        parts: list[dict[str, Any]] = [{"obs": {}, "init": {}} for _ in range(n)]
+        for name in f.files:
+            parsed = _parse_npz_key(name)
+            if parsed is None:
+                continue
+            kind, key, idx = parsed
+            if idx >= n:
+                raise ValueError(f"{path}: entry {name} is beyond n_demos={n}")
+            if kind == "obs":
+                parts[idx]["obs"][key] = f[name]
+            elif kind == "init":
+                parts[idx]["init"][key] = f[name]
+            else:
+                parts[idx][kind] = f[name]
+    trajectories = []
+    for i, p in enumerate(parts):
+        if "acts" not in p or not p["obs"]:
+            raise ValueError(f"{path}: demonstration {i} lacks observations or actions")
+        obs = p["obs"][""] if set(p["obs"]) == {""} else p["obs"]
+        trajectories.append(Trajectory(obs, p["acts"], p.get("rews"), p["init"] or None))
+    return trajectories
+
+
+def load_minari(dataset: Any, state_keys: Sequence[str] | None = None) -> list[Trajectory]:
+    """Episodes of a Minari dataset (an id such as ``"D4RL/door/human-v2"`` or a loaded ``MinariDataset``).
+
+    When the episodes' ``infos`` carry simulator states (``infos["state"][key]`` or ``infos[key]`` for each of
+    ``state_keys``), the first becomes the trajectory's start state and all are kept in ``infos["states"]``, so the
+    demonstrations can be re-rendered exactly with :func:`hindex_sb3.demos.render_states`.
+    """
+    try:
+        import minari
+    except ImportError as err:
+        raise ImportError("reading Minari datasets needs minari: pip install 'hindex-sb3[minari]'") from err
+    if isinstance(dataset, (str, Path)):
+        try:
+            dataset = minari.load_dataset(str(dataset))
+        except Exception as err:
+            raise FileNotFoundError(
+                f"could not load Minari dataset {dataset!r} ({err}). Offline, it must lie under "
+                "$MINARI_DATASETS_PATH/<namespace>/<name>-vN/data/ (download it elsewhere with `minari download`)."
+            ) from err
+    trajectories = []
+    for episode in dataset.iterate_episodes():
+        infos = episode.infos or {}
+        states = _states_from_infos(infos, state_keys)
+        init = {k: v[0] for k, v in states.items()} if states else None
+        t = Trajectory(episode.observations, episode.actions, episode.rewards, init)
+        if states:
+            t.infos["states"] = {k: v[: len(t)] for k, v in states.items()}
+        trajectories.append(t)
+    if not trajectories:
+        raise ValueError("the Minari dataset has no episodes")
+    return trajectories
+
+
+def _states_from_infos(infos: dict[str, Any], state_keys: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """Per-step simulator states: ``infos["state"]`` (all its arrays), or the named ``state_keys``."""
+    source = infos.get("state")
+    if state_keys is not None:
+        source = source if isinstance(source, dict) else infos
+        missing = [k for k in state_keys if k not in source]
+        if missing:
+            raise KeyError(f"the episode infos lack state keys {missing}")
+        return {k: np.asarray(source[k]) for k in state_keys}
+    if not isinstance(source, dict):
+        return {}
+    return {k: np.asarray(v) for k, v in source.items() if np.ndim(v) >= 1}
+
+
+PolicyLike = Any
+
+
+def _as_action_fn(policy: PolicyLike, deterministic: bool, rng: np.random.Generator) -> Callable[[Any], np.ndarray]:
+    from hindex_sb3.experts import NpzMLPPolicy
+
+    if isinstance(policy, (str, Path)):
+        policy = NpzMLPPolicy.load(policy)
+    if isinstance(policy, NpzMLPPolicy):
+        return lambda obs: policy(obs, deterministic=deterministic, rng=rng)
+    if hasattr(policy, "predict"):
+        return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
+    if callable(policy):
+        return policy
+    raise TypeError(f"cannot act with {type(policy).__name__}: give an SB3 model, an .npz expert or a callable")
+
+
+def rollout(
+    env: gym.Env | str,
+    policy: PolicyLike,
+    n_episodes: int,
+    seed: int = 0,
+    deterministic: bool = True,
+    policy_obs_key: str | None = None,
+    record_keys: Sequence[str] | None = None,
+    only_successful: bool = False,
+    max_attempts: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> list[Trajectory]:
+    """Record ``n_episodes`` episodes of ``policy`` in ``env`` (an env or an id), from seeds ``seed, seed+1, ...``.
+
+    :param policy_obs_key: feed the policy ``obs[key]`` (e.g. ``"state"`` for a state expert in an ``obs_mode="all"``
+        env) while recording the full observation
+    :param record_keys: keep only these observation keys (e.g. ``("pixels", "proprio")``)
+    :param deterministic: mean actions for experts; for SB3 models, ``predict(deterministic=...)``
+    :param only_successful: keep only episodes whose final ``info["is_success"]`` is true, trying further seeds
+    A policy with a ``reset()`` method (the scripted demonstrators) is reset at the start of every episode.
+    """
+    own_env = isinstance(env, str)
+    if isinstance(env, str):
+        env = gym.make(env, **(env_kwargs or {}))
+    rng = np.random.default_rng(seed)
+    act = _as_action_fn(policy, deterministic, rng)
+    trajectories: list[Trajectory] = []
+    if max_attempts is None:
+        max_attempts = 10 * n_episodes if only_successful else n_episodes
+    attempts = 0
+    try:
+        while len(trajectories) < n_episodes and attempts < max_attempts:
+            obs, _ = env.reset(seed=seed + attempts)
+            attempts += 1
+            if hasattr(policy, "reset") and callable(policy.reset):
+                policy.reset()
+            base = env.unwrapped
+            init = base.get_env_state() if hasattr(base, "get_env_state") else None
+            observations, actions, rewards, info, done = [], [], [], {}, False
+            while not done:
+                policy_in = obs[policy_obs_key] if policy_obs_key is not None else obs
+                action = np.asarray(act(policy_in), dtype=np.float32)
+                if isinstance(obs, dict) and record_keys is not None:
+                    observations.append({k: obs[k] for k in record_keys})
+                else:
+                    observations.append(obs)
+                obs, reward, terminated, truncated, info = env.step(action)
+                actions.append(action)
+                rewards.append(reward)
+                done = terminated or truncated
+            if only_successful and not info.get("is_success", False):
+                continue
+            if isinstance(observations[0], dict):
+                stacked: Any = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+            else:
+                stacked = np.stack(observations)
+            t = Trajectory(stacked, np.stack(actions), np.asarray(rewards), init)
+            t.infos["is_success"] = bool(info.get("is_success", False))
+            t.infos["seed"] = seed + attempts - 1
+            trajectories.append(t)
+    finally:
+        if own_env:
+            env.close()
+    if len(trajectories) < n_episodes:
+        raise RuntimeError(
+            f"only {len(trajectories)} of {n_episodes} episodes succeeded in {attempts} attempts; "
+            "relax only_successful or raise max_attempts"
+        )
+    return trajectories
