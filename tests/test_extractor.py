@@ -17,6 +17,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from synthetic_checkpoints import frankmocap_checkpoint, random_resnet50_state, save
 
 from hindex_sb3.callbacks import EMABatchNormCallback
+from hindex_sb3.ema_bn import set_ema_momentum
 from hindex_sb3.encoders import RandomWeightsWarning, WeightsUnavailableError, create_encoder
 from hindex_sb3.extractor import HIndexExtractor, baseline_extractor, hindex_extractor, paper_policy_kwargs
 
@@ -250,3 +251,36 @@ def test_saved_model_loads_offline_without_the_weight_file(hand_ckpt, tmp_path):
         fresh = PPO("MultiInputPolicy", DummyVecEnv([TinyPixelEnv]), n_steps=4, policy_kwargs=hindex_extractor(local))
     with pytest.raises(WeightsUnavailableError, match=r"hand\.pth does not exist"):
         fresh.learn(4)  # never silently trains on random features
+
+
+def test_dapg_gets_one_update_per_step_and_a_frozen_encoder(hand_ckpt):
+    from hindex_sb3.dapg import DAPG
+
+    kwargs = hindex_extractor(hand_ckpt, algo="dapg")
+    model = DAPG("MultiInputPolicy", DummyVecEnv([TinyPixelEnv]), n_trajectories=2, policy_kwargs=kwargs)
+    ext = model.policy.features_extractor
+    expected = dict(create_encoder("hindex", weights=hand_ckpt).named_parameters())
+    callback = EMABatchNormCallback(momentum=0.01)
+    model.learn(12, callback=callback)  # one iteration: two 6-step episodes, then BC-free NPG and value updates
+    assert model.num_timesteps == 12 and callback.num_updates == 12
+    assert all(torch.equal(expected[k], v) for k, v in _encoder_params(ext).items())
+
+
+def test_an_armed_update_is_one_shot_and_only_for_the_announced_no_grad_batch(hand_ckpt):
+    space = TinyPixelEnv(proprio=False).observation_space
+    ext = HIndexExtractor(space, weights=str(hand_ckpt))
+    set_ema_momentum(ext.encoder, 0.1)
+    step = np.stack([space.sample() for _ in range(2)])
+    other = np.stack([space.sample() for _ in range(2)])
+    count = lambda: int(ext.encoder.backbone.bn1.num_batches_tracked)  # noqa: E731
+    start = count()
+    as_sb3 = lambda a: torch.as_tensor(a).float() / 255.0  # noqa: E731
+    ext.arm_bn_update(step)
+    ext(as_sb3(step))  # grad enabled: a gradient update, never a statistics update
+    with torch.no_grad():
+        ext(as_sb3(other))  # e.g. an evaluation episode or a bootstrap value
+    assert count() == start
+    with torch.no_grad():
+        ext(as_sb3(step))
+        ext(as_sb3(step))
+    assert count() == start + 1
