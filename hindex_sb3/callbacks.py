@@ -51,7 +51,8 @@ class EMABatchNormCallback(BaseCallback):
         if not self.extractors:
             raise ValueError(
                 "EMABatchNormCallback: the policy has no HIndexExtractor with EMA-BN layers; build it with "
-                "hindex_extractor(ema_scope='all' | 'stem') (ViT baselines have no BatchNorm)"
+                "hindex_extractor(ema_scope='all' | 'stem') (ViT baselines have no BatchNorm). With pre-computed "
+                "features, pass ema_momentum to VecEncode instead."
             )
         for extractor in self.extractors:
             set_ema_momentum(extractor.encoder, self.momentum)
