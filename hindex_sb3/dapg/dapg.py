@@ -18,6 +18,7 @@ the demos would otherwise be divided by 1e-8); ``input_scale_floor=0`` restores 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -186,6 +187,7 @@ class DAPG(OnPolicyAlgorithm):
         self.bc_done = False
         self.bc_loss = float("nan")
         self.demos: list[Trajectory] = []
+        self.last_timings: dict[str, float] = {}
         self._paths: list[_Path] = []
         self._demo_features: th.Tensor | None = None
         self._pending_demos = demos
@@ -325,11 +327,14 @@ class DAPG(OnPolicyAlgorithm):
         buffers: list[dict[str, list]] = [self._empty_path_buffer() for _ in range(n_envs)]
         completed: list[_Path] = []
         callback.on_rollout_start()
+        forward_time, start = 0.0, time.perf_counter()
         while len(completed) < self.n_trajectories:
+            tic = time.perf_counter()
             with th.no_grad():
                 obs_tensor = self._obs_to_tensor(self._last_obs)
                 actions, features, log_probs = self.policy(obs_tensor)
             actions = actions.cpu().numpy()
+            forward_time += time.perf_counter() - tic
             clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += n_envs
@@ -359,6 +364,7 @@ class DAPG(OnPolicyAlgorithm):
             self._last_obs = new_obs
             self._last_episode_starts = dones
         self._paths = completed[: self.n_trajectories]
+        self.last_timings = {"rollout": time.perf_counter() - start, "policy_forward": forward_time}
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
@@ -390,6 +396,13 @@ class DAPG(OnPolicyAlgorithm):
         return w * max_advantage if self.demo_weight == "paper" else w
 
     def train(self) -> None:
+        start = time.perf_counter()
+        self._train()
+        self.last_timings["update"] = time.perf_counter() - start
+        for key, value in self.last_timings.items():
+            self.logger.record(f"time/{key}_s", value)
+
+    def _train(self) -> None:
         paths = self._paths
         if not paths:
             return

@@ -72,10 +72,11 @@ class DAPGPolicy(BasePolicy):
             raise ValueError(f"DAPG needs a continuous (Box) action space, got {action_space}")
         if use_sde:
             raise ValueError("DAPG does not support gSDE (use_sde=True)")
-        pi_arch, default_vf = [256, 256], [128, 128]
+        # A dict net_arch (as PPO-style policy_kwargs give) sets the policy from "pi"; the value baseline is mjrl's
+        # MLPBaseline (128-128 ReLU) unless vf_arch says otherwise, whatever "vf" a PPO-oriented helper put there.
+        pi_arch = [256, 256]
         if isinstance(net_arch, dict):
             pi_arch = list(net_arch.get("pi", pi_arch))
-            default_vf = list(net_arch.get("vf", default_vf))
         elif net_arch is not None:
             pi_arch = list(net_arch)
         if optimizer_kwargs is None:
@@ -91,7 +92,7 @@ class DAPGPolicy(BasePolicy):
             squash_output=False,
         )
         self.net_arch = pi_arch
-        self.vf_arch = list(vf_arch) if vf_arch is not None else default_vf
+        self.vf_arch = list(vf_arch) if vf_arch is not None else [128, 128]
         self.activation_fn = activation_fn
         self.log_std_init = log_std_init
         self.min_log_std = min_log_std

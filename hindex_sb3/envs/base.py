@@ -7,6 +7,7 @@ tasks lives here, so the Adroit and DexMV families cannot drift apart.
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from typing import Any, ClassVar
 
@@ -101,6 +102,7 @@ class ManipulationEnv(gym.Env):
 
         self._renderer: OffscreenRenderer | None = None
         self._last_pixels: np.ndarray | None = None
+        self.timings = {"simulate": 0.0, "render": 0.0}
         self._goal_steps = 0
         self._elapsed = 0
 
@@ -152,15 +154,22 @@ class ManipulationEnv(gym.Env):
         if not np.all(np.isfinite(action)):
             bad = np.flatnonzero(~np.isfinite(action)).tolist()
             raise ValueError(f"action contains NaN or infinite values at indices {bad}")
+        start = time.perf_counter()
         self._apply_action(np.clip(action, -1.0, 1.0))
+        self.timings["simulate"] += time.perf_counter() - start
         reward, goal_achieved, terminated = self._reward()
         self._elapsed += 1
         self._goal_steps += int(goal_achieved)
         info = {
             "goal_achieved": bool(goal_achieved),
             "is_success": self.episode_success(self._goal_steps),
+            **self._step_info(),
         }
         return self._observe(), float(reward), bool(terminated), False, info
+
+    def _step_info(self) -> dict[str, Any]:
+        """Extra task-specific ``info`` entries for the step just taken (e.g. DexMV's ``goal_measurement``)."""
+        return {}
 
     @classmethod
     def episode_success(cls, goal_steps: int) -> bool:
@@ -194,12 +203,19 @@ class ManipulationEnv(gym.Env):
         if self.obs_mode == "state":
             self._last_pixels = None
             return self._state()
+        start = time.perf_counter()
         pixels = self._get_renderer().render_chw(self.data, self.camera_id)
+        self.timings["render"] += time.perf_counter() - start
         self._last_pixels = pixels
         obs = {"pixels": pixels, "proprio": np.asarray(self._proprio(), dtype=np.float32)}
         if self.obs_mode == "all":
             obs["state"] = self._state()
         return obs
+
+    def reset_timings(self) -> dict[str, float]:
+        """Return the seconds spent simulating and rendering since the last call, and restart the count."""
+        timings, self.timings = self.timings, {"simulate": 0.0, "render": 0.0}
+        return timings
 
     @property
     def goal_steps(self) -> int:

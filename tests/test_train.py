@@ -1,0 +1,95 @@
+"""The ``hindex train`` pipeline end to end, on tiny settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hindex_sb3.cli import main
+from hindex_sb3.demos import rollout, save_npz
+from hindex_sb3.train import TrainConfig, TrainingError, resolve_task, train
+
+
+@pytest.fixture(scope="module")
+def door_demo_file(tmp_path_factory):
+    """State demonstrations with start states (so they can be replayed in a pixel env)."""
+    demos = rollout(
+        "HInDex/Door-v0", lambda obs: np.zeros(28), 2, env_kwargs={"obs_mode": "state", "max_episode_steps": 6}
+    )
+    return save_npz(demos, tmp_path_factory.mktemp("demos") / "door.npz")
+
+
+def test_resolve_task():
+    assert resolve_task("door") == "HInDex/Door-v0"
+    assert resolve_task("HInDex/Pen-v0") == "HInDex/Pen-v0"
+    assert resolve_task("Relocate") == "HInDex/Relocate-v0"
+    with pytest.raises(TrainingError, match="unknown task"):
+        resolve_task("laundry")
+
+
+def test_state_run_writes_outputs_and_resumes(tmp_path, door_demo_file):
+    cfg = TrainConfig(
+        task="door",
+        encoder="state",
+        demos=str(door_demo_file),
+        iterations=1,
+        trajectories=2,
+        horizon=6,
+        eval_episodes=2,
+        checkpoint_every=1,
+        out_dir=str(tmp_path),
+        progress_bar=False,
+    )
+    summary = train(cfg)
+    out = tmp_path / "door_state_seed0"
+    for name in ("summary.json", "curve.json", "config.json", "learning_curve.png", "eval.gif", "final_model.zip"):
+        assert (out / name).is_file(), name
+    assert (out / "checkpoints" / "iter_0001.zip").is_file()
+    assert any((out / "logs").glob("events.out.tfevents*")) and (out / "logs" / "progress.csv").is_file()
+    assert summary["iterations"] == 1 and summary["env_steps"] == 12 and summary["demos"]["count"] == 2
+    assert 0.0 <= summary["final_eval"]["success_rate"] <= 1.0
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve[0]["phase"] == "bc" and curve[1]["iteration"] == 1
+    assert set(curve[1]["time_s"]) == {"simulate", "render", "encode_and_act", "update", "rollout_total"}
+    resumed = train(
+        TrainConfig(**{**cfg.__dict__, "iterations": 2, "resume": str(out / "checkpoints" / "iter_0001.zip")})
+    )
+    assert resumed["iterations"] == 2
+
+
+def test_pixel_run_with_random_weights_is_labelled(tmp_path, door_demo_file):
+    summary = train(
+        TrainConfig(
+            task="door",
+            encoder="hindex",
+            weights="random",
+            demos=str(door_demo_file),
+            iterations=1,
+            trajectories=1,
+            horizon=4,
+            image_size=32,
+            eval_episodes=1,
+            out_dir=str(tmp_path),
+            progress_bar=False,
+        )
+    )
+    assert summary["weights"] == "random (NOT pretrained)"
+    out = tmp_path / "door_hindex_RANDOM-WEIGHTS_seed0"
+    assert (out / "eval_RANDOM-WEIGHTS.gif").is_file() and (out / "learning_curve.png").is_file()
+    assert summary["ema_momentum"] == 0.0  # the paper's door momentum
+
+
+def test_missing_weights_stop_with_a_clear_message(tmp_path, monkeypatch, capsys, door_demo_file):
+    monkeypatch.setenv("HINDEX_SB3_OFFLINE", "1")
+    monkeypatch.setenv("HINDEX_SB3_HOME", str(tmp_path / "cache"))
+    code = main(["train", "door", "--encoder", "r3m", "--demos", str(door_demo_file), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "https://" in err and "--weights random" in err and str(tmp_path / "cache") in err
+
+
+def test_unknown_demo_source(tmp_path):
+    with pytest.raises(TrainingError, match="no such file"):
+        train(TrainConfig(task="door", encoder="state", demos="nowhere.npz", out_dir=str(tmp_path)))
