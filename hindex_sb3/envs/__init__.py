@@ -10,18 +10,22 @@ import gymnasium as gym
 
 from hindex_sb3.envs.adroit import ADROIT_TASKS, AdroitEnv, DoorEnv, HammerEnv, PenEnv, RelocateEnv
 from hindex_sb3.envs.base import ManipulationEnv
+from hindex_sb3.envs.dexmv import DEXMV_TASKS, DexMVEnv
 
 NAMESPACE = "HInDex"
 
 
+ALL_TASKS: dict[str, type[ManipulationEnv]] = {**ADROIT_TASKS, **DEXMV_TASKS}
+
+
 def env_ids() -> list[str]:
-    """All environment ids this package registers."""
-    return [f"{NAMESPACE}/{name}-v0" for name in ADROIT_TASKS]
+    """All environment ids this package registers: the four Adroit tasks, then the nine DexMV tasks."""
+    return [f"{NAMESPACE}/{name}-v0" for name in ALL_TASKS]
 
 
 def register_envs() -> None:
     """Register every task (idempotent, so re-imports and ``gym.make("hindex_sb3:...")`` are harmless)."""
-    for name, cls in ADROIT_TASKS.items():
+    for name, cls in ALL_TASKS.items():
         env_id = f"{NAMESPACE}/{name}-v0"
         if env_id in gym.registry:
             continue
@@ -33,8 +37,10 @@ def register_envs() -> None:
 
 
 __all__ = [
+    "ALL_TASKS",
     "NAMESPACE",
     "AdroitEnv",
+    "DexMVEnv",
     "DoorEnv",
     "HammerEnv",
     "ManipulationEnv",
