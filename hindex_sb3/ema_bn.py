@@ -84,8 +84,7 @@ class EMABatchNorm2d(nn.BatchNorm2d):
     @torch.no_grad()
     def _ema_update(self, x: torch.Tensor) -> None:
         m = self.momentum_ema
-        # Statistics in float32 even under bf16 autocast: an EMA with m ~ 1e-3 is lost in bf16 rounding otherwise.
-        var, mean = torch.var_mean(x.detach().float(), dim=(0, 2, 3), correction=0)
+        mean, var = _batch_mean_var(x.detach())
         self.running_mean.mul_(1.0 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
         self.running_var.mul_(1.0 - m).add_(var.to(self.running_var.dtype), alpha=m)
         self.num_batches_tracked.add_(1)
@@ -97,6 +96,22 @@ class EMABatchNorm2d(nn.BatchNorm2d):
         if self.update_stats and self.momentum_ema > 0.0:
             self._ema_update(input)
         return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+def _batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance over (N, H, W), in the accumulation dtype (float32 for bf16/fp16).
+
+    ``torch.batch_norm_update_stats`` with no running buffers is the stats half of PyTorch's own training-mode BN
+    kernel (one vectorised pass, any memory format); it is ~3x faster on CPU than ``var_mean`` over dims (0, 2, 3),
+    which is what keeps the EMA forward close to a plain eval forward. Fallback for devices without the kernel.
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+        x = x.float()  # the CPU kernel returns stats in the input dtype; CUDA accumulates in float32 itself
+    try:
+        return torch.batch_norm_update_stats(x, None, None, 0.0)
+    except (RuntimeError, NotImplementedError):
+        var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), correction=0)
+        return mean, var
 
 
 def _check_momentum(m: float) -> float:

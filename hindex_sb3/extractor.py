@@ -49,7 +49,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
     :param ema_scope: which BatchNorm layers can follow the observations by EMA (``"all"``: the paper; ``"stem"``:
         the released code); ``"auto"`` is ``"all"`` for ResNets and nothing for ViTs. Updates only happen when
         :class:`~hindex_sb3.callbacks.EMABatchNormCallback` (or :meth:`update_bn_stats`) asks for them.
-    :param channels_last: run the trunk in channels-last memory format (helps on GPUs).
+    :param channels_last: trunk memory format; ``None`` = the encoder's default (channels-last for ResNets).
 
     Features: ``(B, encoder_dim + proprio_dim)``, e.g. 2048 + 24 for H-InDex on Adroit.
     """
@@ -62,7 +62,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
         ema_scope: EMAScope | Literal["auto"] | None = "auto",
         pixels_key: str = "pixels",
         proprio_key: str = "proprio",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
     ) -> None:
         pixels_space, proprio_space = _split_space(observation_space, pixels_key, proprio_key)
         spec = get_encoder_spec(encoder)
@@ -71,9 +71,9 @@ class HIndexExtractor(BaseFeaturesExtractor):
         if ema_scope == "auto":
             ema_scope = "all" if spec.has_batchnorm else None
         # "defer": if the file is unavailable (e.g. offline SB3 load()), build anyway; running it unrestored raises.
-        self.encoder = create_encoder(encoder, weights, ema_scope=ema_scope, on_unavailable="defer")
-        if channels_last:
-            self.encoder.to_channels_last()
+        self.encoder = create_encoder(
+            encoder, weights, ema_scope=ema_scope, channels_last=channels_last, on_unavailable="defer"
+        )
         self.is_dict = isinstance(observation_space, gym.spaces.Dict)
         self.pixels_key = pixels_key
         self.proprio_key = proprio_key if proprio_space is not None else None
@@ -229,7 +229,7 @@ def hindex_extractor(
     hidden: tuple[int, ...] = PAPER_HIDDEN,
     pixels_key: str = "pixels",
     proprio_key: str = "proprio",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     **policy_overrides: Any,
 ) -> dict[str, Any]:
     """A fresh ``policy_kwargs`` dict giving an SB3 policy the H-InDex representation.
@@ -254,7 +254,7 @@ def baseline_extractor(
     hidden: tuple[int, ...] = PAPER_HIDDEN,
     pixels_key: str = "pixels",
     proprio_key: str = "proprio",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     **policy_overrides: Any,
 ) -> dict[str, Any]:
     """Like :func:`hindex_extractor` for one of the paper's baselines (frozen, plain eval-mode BatchNorm)."""

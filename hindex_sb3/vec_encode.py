@@ -44,7 +44,7 @@ class VecEncode(VecEnvWrapper):
     :param ema_momentum: EMA-BN momentum m (0 = frozen statistics).
     :param ema_scope: ``"all"`` or ``"stem"`` BatchNorm layers adapt (only used when ``ema_momentum > 0``).
     :param update_stats: ``False`` for evaluation envs sharing a training env's encoder.
-    :param channels_last: channels-last trunk; ``None`` = on for CUDA.
+    :param channels_last: trunk memory format; ``None`` = the encoder's default (channels-last for ResNets).
     :param bf16: bfloat16 autocast; ``None`` = on for CUDA (features are returned as float32 either way).
     :param flatten: ``True``: ``Box(D + P)`` observations (for ``MlpPolicy``); ``False``: ``Dict(features, proprio)``.
     """
@@ -87,8 +87,8 @@ class VecEncode(VecEnvWrapper):
         else:
             self.encoder = create_encoder(encoder, weights, ema_scope=ema_scope if ema_momentum > 0 else None)
         self.encoder.to(self.device)
-        if on_cuda if channels_last is None else channels_last:
-            self.encoder.to_channels_last()
+        if channels_last is not None:
+            self.encoder.to_channels_last(channels_last)
         self.bf16 = bool(bf16 if bf16 is not None else on_cuda)
         if ema_momentum > 0:
             if not self.encoder.ema_layers:

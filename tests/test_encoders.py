@@ -93,6 +93,7 @@ def test_encoder_is_frozen_and_ignores_train_and_apply():
     with pytest.warns(RandomWeightsWarning, match="randomly initialised"):
         enc = create_encoder("hindex", weights=None)
     assert enc.weights_source == "random"
+    assert enc.channels_last and enc.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert not any(p.requires_grad for p in enc.parameters())
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     enc.train()

@@ -69,6 +69,8 @@ class EncoderSpec:
     :param interpolation: resize filter (H-InDex uses bilinear for every encoder).
     :param mean: per-channel mean for normalisation, ``None`` for no normalisation (H-InDex).
     :param std: per-channel std, ``None`` with ``mean``.
+    :param channels_last: default memory format of the trunk. Channels-last runs ResNet-50 faster on CPUs (oneDNN)
+        and GPUs, and makes EMA-BN's per-channel statistics a cheap vectorised pass.
     :param description: one line for listings and docs.
     """
 
@@ -82,6 +84,7 @@ class EncoderSpec:
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] | None = IMAGENET_MEAN
     std: tuple[float, float, float] | None = IMAGENET_STD
+    channels_last: bool = False
     description: str = ""
 
     @property
@@ -130,6 +133,7 @@ def create_encoder(
     ema_scope: EMAScope | None = None,
     ema_momentum: float = 0.0,
     device: torch.device | str | None = None,
+    channels_last: bool | None = None,
     progress: bool = True,
     on_unavailable: Literal["raise", "defer"] = "raise",
 ) -> Encoder:
@@ -141,6 +145,7 @@ def create_encoder(
         initialisation (warns with :class:`RandomWeightsWarning`).
     :param ema_scope: ``"all"`` / ``"stem"`` turns BatchNorm layers into EMA-BN (Stage 3); ``None`` keeps plain BN.
     :param ema_momentum: EMA momentum m (weight of the new batch) for those layers.
+    :param channels_last: memory format of the trunk; ``None`` = the spec's default (on for ResNets).
     :param on_unavailable: ``"defer"`` builds the encoder even when the weight file cannot be obtained; it then
         refuses to run until a complete state dict is loaded into it (used by the SB3 extractor so that ``load()``
         of a saved model works offline: the zip holds the weights). ``"raise"`` raises immediately.
@@ -181,6 +186,8 @@ def create_encoder(
         if not spec.has_batchnorm:
             raise ValueError(f"{name} ({spec.family}) has no BatchNorm layers, so EMA-BN does not apply")
         encoder.enable_ema_bn(ema_scope, ema_momentum)
+    if spec.channels_last if channels_last is None else channels_last:
+        encoder.to_channels_last()
     if device is not None:
         encoder.to(device)
     return encoder
@@ -272,6 +279,7 @@ register_encoder(
         feature_dim=2048,
         weights=FRANKMOCAP_HAND,
         builder=resnet50_trunk,
+        channels_last=True,
         family="resnet",
         mean=None,
         std=None,
@@ -284,6 +292,7 @@ register_encoder(
         feature_dim=2048,
         weights=RESNET50_IMAGENET,
         builder=resnet50_trunk,
+        channels_last=True,
         description="RRL baseline: ImageNet ResNet-50, pooled layer4",
     )
 )
@@ -293,6 +302,7 @@ register_encoder(
         feature_dim=2048,
         weights=R3M_RESNET50,
         builder=resnet50_trunk,
+        channels_last=True,
         description="R3M ResNet-50 convnet, pooled layer4",
     )
 )
