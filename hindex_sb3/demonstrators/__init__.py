@@ -16,9 +16,11 @@ from ``env.unwrapped`` and command the arm through inverse kinematics and fixed 
 
     trajectories = rollout_demonstrations("HInDex/Relocate-v0", n_episodes=25, seed=0)
 
-Available for: door and relocate (see :func:`available_demonstrators`).
+Available for: door and relocate, and the DexMV relocate and place-inside tasks (see :func:`available_demonstrators`).
 """
 
+# Importing the module registers the DexMV demonstrators (relocate x 7 objects, place-inside).
+from hindex_sb3.demonstrators import dexmv  # noqa: F401
 from hindex_sb3.demonstrators.adroit import (
     FINGER_JOINTS,
     DoorDemonstrator,
