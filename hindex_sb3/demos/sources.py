@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import pickle
 import re
@@ -203,6 +204,27 @@ def _as_action_fn(policy: PolicyLike, deterministic: bool, rng: np.random.Genera
     raise TypeError(f"cannot act with {type(policy).__name__}: give an SB3 model, an .npz expert or a callable")
 
 
+def episode_limit(env: gym.Env, max_steps: int | None) -> int:
+    """Steps per episode: ``max_steps``, else the env's registered time limit, else its ``default_horizon``."""
+    if max_steps is not None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        return max_steps
+    spec_limit = env.spec.max_episode_steps if env.spec is not None else None
+    return int(spec_limit or getattr(env.unwrapped, "default_horizon", 1000))
+
+
+def _reset_policy(policy: PolicyLike, seed: int) -> None:
+    """Call ``policy.reset`` at an episode start, with a per-episode seed when it takes one."""
+    reset = getattr(policy, "reset", None)
+    if not callable(reset):
+        return
+    if "seed" in inspect.signature(reset).parameters:
+        reset(seed=seed)
+    else:
+        reset()
+
+
 def rollout(
     env: gym.Env | str,
     policy: PolicyLike,
@@ -213,36 +235,48 @@ def rollout(
     record_keys: Sequence[str] | None = None,
     only_successful: bool = False,
     max_attempts: int | None = None,
+    max_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
 ) -> list[Trajectory]:
     """Record ``n_episodes`` episodes of ``policy`` in ``env`` (an env or an id), from seeds ``seed, seed+1, ...``.
+
+    Episode ``i`` starts from ``env.reset(seed=seed + i)`` (``i`` counts attempts when ``only_successful`` skips
+    failures). A policy with a ``reset()`` method (the scripted demonstrators) is reset at every episode start, with
+    a seed derived from ``(seed, i)`` if it accepts one, so every episode can be reproduced on its own.
 
     :param policy_obs_key: feed the policy ``obs[key]`` (e.g. ``"state"`` for a state expert in an ``obs_mode="all"``
         env) while recording the full observation
     :param record_keys: keep only these observation keys (e.g. ``("pixels", "proprio")``)
     :param deterministic: mean actions for experts; for SB3 models, ``predict(deterministic=...)``
-    :param only_successful: keep only episodes whose final ``info["is_success"]`` is true, trying further seeds
-    A policy with a ``reset()`` method (the scripted demonstrators) is reset at the start of every episode.
+    :param only_successful: keep only episodes whose final ``info["is_success"]`` is true, trying further seeds (at
+        most ``max_attempts``, default ``10 * n_episodes``)
+    :param max_steps: episode length cap, needed when the env has no time limit (default: its registered limit)
+    :returns: trajectories whose ``init_state`` is ``env.unwrapped.get_env_state()`` right after the reset and whose
+        ``infos`` hold ``is_success``, ``seed``, ``goal_achieved`` (per step) and ``goal_steps``.
     """
+    if n_episodes < 0:
+        raise ValueError(f"n_episodes must be >= 0, got {n_episodes}")
     own_env = isinstance(env, str)
     if isinstance(env, str):
         env = gym.make(env, **(env_kwargs or {}))
     rng = np.random.default_rng(seed)
     act = _as_action_fn(policy, deterministic, rng)
-    trajectories: list[Trajectory] = []
     if max_attempts is None:
         max_attempts = 10 * n_episodes if only_successful else n_episodes
+    trajectories: list[Trajectory] = []
     attempts = 0
     try:
+        limit = episode_limit(env, max_steps)
         while len(trajectories) < n_episodes and attempts < max_attempts:
-            obs, _ = env.reset(seed=seed + attempts)
+            episode_seed = seed + attempts
+            obs, _ = env.reset(seed=episode_seed)
+            _reset_policy(policy, int(np.random.SeedSequence([seed, attempts]).generate_state(1)[0]))
             attempts += 1
-            if hasattr(policy, "reset") and callable(policy.reset):
-                policy.reset()
             base = env.unwrapped
             init = base.get_env_state() if hasattr(base, "get_env_state") else None
-            observations, actions, rewards, info, done = [], [], [], {}, False
-            while not done:
+            observations, actions, rewards, goals = [], [], [], []
+            info: dict[str, Any] = {}
+            for _ in range(limit):
                 policy_in = obs[policy_obs_key] if policy_obs_key is not None else obs
                 action = np.asarray(act(policy_in), dtype=np.float32)
                 if isinstance(obs, dict) and record_keys is not None:
@@ -252,16 +286,20 @@ def rollout(
                 obs, reward, terminated, truncated, info = env.step(action)
                 actions.append(action)
                 rewards.append(reward)
-                done = terminated or truncated
-            if only_successful and not info.get("is_success", False):
+                goals.append(bool(info.get("goal_achieved", False)))
+                if terminated or truncated:
+                    break
+            success = bool(info.get("is_success", False))
+            if only_successful and not success:
                 continue
             if isinstance(observations[0], dict):
                 stacked: Any = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
             else:
                 stacked = np.stack(observations)
             t = Trajectory(stacked, np.stack(actions), np.asarray(rewards), init)
-            t.infos["is_success"] = bool(info.get("is_success", False))
-            t.infos["seed"] = seed + attempts - 1
+            t.infos.update(
+                is_success=success, seed=episode_seed, goal_achieved=np.asarray(goals), goal_steps=int(np.sum(goals))
+            )
             trajectories.append(t)
     finally:
         if own_env:
