@@ -283,6 +283,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     from tqdm.auto import tqdm
 
+    last_eval = None  # (iteration, result): the final evaluation reuses the last iteration's (same seeds, same policy)
     start_iteration = model.dapg_iterations
     bar = tqdm(
         range(start_iteration, cfg.iterations), disable=not cfg.progress_bar, desc=f"DAPG {task_name}", unit="it"
@@ -302,6 +303,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         }
         if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations:
             ev = evaluate(model, eval_env, cfg.eval_episodes, seed=cfg.seed)
+            last_eval = (model.dapg_iterations, ev)
             entry.update(eval_success=ev.success_rate, eval_return=ev.mean_return)
             model.logger.record("eval/success_rate", ev.success_rate)
             model.logger.record("eval/mean_return", ev.mean_return)
@@ -315,7 +317,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             model.save(out / "checkpoints" / f"iter_{it + 1:04d}.zip")
     model.save(out / "final_model.zip")
 
-    final = evaluate(model, eval_env, cfg.eval_episodes, seed=cfg.seed)
+    if last_eval is not None and last_eval[0] == model.dapg_iterations:
+        final = last_eval[1]
+    else:
+        final = evaluate(model, eval_env, cfg.eval_episodes, seed=cfg.seed)
     eval_env.close()
     title = f"{task_name} / {cfg.encoder} ({label}) seed {cfg.seed}"
     if cfg.random_weights:
