@@ -114,6 +114,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from hindex_sb3.adapt import AdaptConfig, AdaptError, adapt
+
+    try:
+        env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    except json.JSONDecodeError as err:
+        print(f"hindex adapt: --env-kwargs is not JSON: {err}", file=sys.stderr)
+        return 2
+    cfg = AdaptConfig(
+        task=args.task,
+        weights=args.weights,
+        episodes=args.episodes,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        image_size=args.image_size,
+        frame_size=args.frame_size,
+        policy=args.policy,
+        deterministic=args.deterministic,
+        camera=args.camera,
+        max_steps=args.max_steps,
+        pair_window=args.pair_window,
+        dataset=args.dataset,
+        env_kwargs=env_kwargs,
+        vgg_weights=args.vgg_weights,
+        calibrate_batches=args.calibrate_batches,
+        seed=args.seed,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+        out_dir=args.out,
+        resume=args.resume,
+        figures=not args.no_figures,
+        progress_bar=not args.no_progress,
+    )
+    try:
+        summary = adapt(cfg)
+    except AdaptError as err:
+        print(f"hindex adapt: {err}", file=sys.stderr)
+        return 2
+    print(
+        json.dumps({k: summary[k] for k in ("encoder", "iterations", "bn_change", "figures") if k in summary}, indent=2)
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hindex", description="H-InDex for Stable-Baselines3 and Gymnasium")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +202,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--verbose", type=int, default=0)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "adapt", help="Stage 2: adapt the hand encoder's BatchNorm to a task by self-supervised keypoints"
+    )
+    p.add_argument("task", help="one of our tasks (door, hammer, ...) or any registered Gymnasium id")
+    p.add_argument("--weights", default="default", help="base encoder: 'default' (FrankMocap), a path, or 'random'")
+    p.add_argument("--episodes", type=int, default=50, help="episodes of frames to collect")
+    p.add_argument("--iterations", type=int, default=100_000)
+    p.add_argument("--out", default="runs/adapt", help="run folder (frames, checkpoints, encoder, figures)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--image-size", type=int, default=224, help="model input (multiple of 32; 224 -> 56x56 heatmaps)")
+    p.add_argument("--frame-size", type=int, default=None, help="render size (default image-size * 256/224)")
+    p.add_argument(
+        "--policy", default="auto", help="auto | random | scripted | expert:PATH.npz | DEMOS.npz | ALGO:MODEL.zip"
+    )
+    p.add_argument("--deterministic", action="store_true", help="mean actions for experts/SB3 (default: sampled)")
+    p.add_argument("--camera", default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="actions per episode (default: the env's horizon)")
+    p.add_argument("--pair-window", type=int, default=None, help="pairs among the first N frames (default: paper's)")
+    p.add_argument("--dataset", default=None, help="an existing frames .npz instead of collecting")
+    p.add_argument("--env-kwargs", default=None, help="JSON keyword arguments for gym.make (your own envs)")
+    p.add_argument("--vgg-weights", default="default", help="'default' (torchvision ImageNet VGG16), a path, 'random'")
+    p.add_argument("--calibrate-batches", type=int, default=8, help="head-BN calibration batches (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_adapt)
     return parser
 
 
