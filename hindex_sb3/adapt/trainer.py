@@ -658,7 +658,9 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
         "base": base_record,
         "heads_init": "random (TTP-Penn penn_joint.pth unavailable)",
         "head_bn_calibration_batches": cfg.calibrate_batches,
-        "vgg16": "random (NOT pretrained)" if random_vgg else str(cfg.vgg_weights),
+        "vgg16": "random (NOT pretrained)"
+        if random_vgg
+        else ("vgg16_imagenet (torchvision IMAGENET1K_V1)" if cfg.vgg_weights == "default" else str(cfg.vgg_weights)),
         "frames": str(frames_path),
         "labels": labels,
         "package": "hindex_sb3",
