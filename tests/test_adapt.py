@@ -321,11 +321,11 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(run, frames, vgg, 
     resumed.run(4, progress=False)
     assert resumed.iteration == 4
     assert resumed.optimizer.state_dict()["state"][0]["step"] == 4
-    assert resumed.history["fixed"] == pytest.approx(full.history["fixed"], rel=1e-5)
+    # Same pairs, same Adam state, same running means: on one machine the runs agree bit for bit.
+    assert resumed.history == full.history
     a, b = resumed.model.state_dict(), full.model.state_dict()
-    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-    assert worst < 1e-5
-    torch.testing.assert_close(resumed.loss.running_means, full.loss.running_means)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert torch.equal(resumed.loss.running_means, full.loss.running_means)
     other = FrameDataset.from_episodes(moving_square_episodes(seed=9), {"env_id": "synthetic"})
     with pytest.raises(AdaptError, match="another frame dataset"):
         make_adapter(other, vgg, base_state).load_checkpoint(tmp_path / "ckpt.pt")
