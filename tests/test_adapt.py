@@ -420,3 +420,17 @@ def test_reconstruction_loss_falls_between_the_first_and_last_100_iterations(vgg
     h = {k: np.asarray(v) for k, v in adapter.history.items()}
     assert h["pixels"][-100:].mean() < 0.8 * h["pixels"][:100].mean()
     assert h["fixed"][-100:].mean() < 0.8 * h["fixed"][:100].mean()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_adapter_trains_and_exports_on_cuda(frames, vgg, base_file, tmp_path):
+    """The whole step (batch, model, loss, history bookkeeping) on a GPU; the export is still backbone-exact."""
+    base_state, _ = load_base_backbone(base_file)
+    adapter = make_adapter(frames, vgg, base_state, device=torch.device("cuda"))
+    adapter.calibrate(2)
+    rows = [adapter.step() for _ in range(3)]
+    assert all(math.isfinite(v) for row in rows for v in row.values())
+    path = adapter.export(tmp_path / "adapted.pth", {"task": "synthetic"})
+    encoder = create_encoder("hindex", weights=path)
+    convs = {k: v for k, v in encoder.backbone.state_dict().items() if v.dim() == 4}
+    assert convs and all(torch.equal(v.cpu(), base_state[k].cpu()) for k, v in convs.items())

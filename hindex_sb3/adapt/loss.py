@@ -129,4 +129,4 @@ class PerceptualLoss(nn.Module):
 
     def fixed_normalised(self, raw_terms: torch.Tensor) -> torch.Tensor:
         """``sum(raw / initial_means)``: a loss value comparable across iterations (the running means move)."""
-        return (raw_terms / self.initial_means).sum(-1)
+        return (raw_terms / self.initial_means.to(raw_terms.device)).sum(-1)

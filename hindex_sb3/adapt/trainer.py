@@ -279,8 +279,10 @@ class Adapter:
         self.optimizer.step()
         self.iteration += 1
         self.seconds += time.perf_counter() - t0
-        row = {"loss": float(loss.detach()), "fixed": float(self.loss.fixed_normalised(raw.cpu()))}
-        row.update({name: float(v) for name, v in zip(TERM_NAMES, raw.cpu(), strict=True)})
+        # One device-to-host copy per iteration (loss, fixed-normalised loss, the raw terms), on CPU and GPU alike.
+        values = torch.cat([loss.detach().reshape(1), self.loss.fixed_normalised(raw).reshape(1), raw]).tolist()
+        row = {"loss": values[0], "fixed": values[1]}
+        row.update(zip(TERM_NAMES, values[2:], strict=True))
         for k, v in row.items():
             self.history[k].append(v)
         return row
