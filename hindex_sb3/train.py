@@ -135,9 +135,14 @@ def load_demos(cfg: TrainConfig, env_id: str) -> list[Trajectory]:
     try:
         if source == "scripted":
             try:
-                from hindex_sb3.demonstrators import make_demonstrator
+                from hindex_sb3.demonstrators import demonstration_horizon, make_demonstrator
             except ImportError as err:
                 raise TrainingError("scripted demonstrators are not available in this installation") from err
+            horizon = demonstration_horizon(env)
+            if horizon is not None and horizon != env.spec.max_episode_steps:
+                # demonstrations may be longer than RL episodes (place-inside's controller needs 200 steps)
+                env.close()
+                env = gym.make(env_id, **{**env_kwargs, "max_episode_steps": horizon})
             try:
                 demonstrator = make_demonstrator(env)
             except (KeyError, ValueError, TypeError) as err:

@@ -519,6 +519,18 @@ def test_demonstrators_succeed_fast_subset(env_id, seeds, steps):
     assert all(_demo_success(env_id, seeds, steps))
 
 
+def test_place_inside_demonstrations_use_the_demonstrators_longer_horizon():
+    """RL episodes have 100 steps, the controller needs up to 200: recorded demonstrations get the 200."""
+    from hindex_sb3.demonstrators import demonstration_horizon, rollout_demonstrations
+
+    assert gym.spec("HInDex/PlaceInside-v0").max_episode_steps == 100
+    assert demonstration_horizon("HInDex/PlaceInside-v0") == 200
+    assert demonstration_horizon(gym.make("HInDex/PlaceInside-v0", obs_mode="state", max_episode_steps=300)) == 300
+    assert demonstration_horizon("HInDex/RelocateMug-v0") == 100
+    (trajectory,) = rollout_demonstrations("HInDex/PlaceInside-v0", n_episodes=1, seed=3, only_successful=True)
+    assert 100 < len(trajectory) <= 200 and trajectory.infos["is_success"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in DEXMV_TASKS if n != "Pour"])
 def test_demonstrators_50_seeds(name):

@@ -31,6 +31,7 @@ from hindex_sb3.demonstrators.adroit import (
 from hindex_sb3.demonstrators.base import (
     Demonstrator,
     available_demonstrators,
+    demonstration_horizon,
     demonstrator_class,
     make_demonstrator,
     register_demonstrator,
@@ -44,6 +45,7 @@ __all__ = [
     "HandDemonstrator",
     "RelocateDemonstrator",
     "available_demonstrators",
+    "demonstration_horizon",
     "demonstrator_class",
     "hand_posture",
     "make_demonstrator",

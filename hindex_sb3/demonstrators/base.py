@@ -35,6 +35,9 @@ class Demonstrator(ABC):
 
     #: environment classes this demonstrator drives (the registry's keys)
     task_classes: ClassVar[tuple[type, ...]] = ()
+    #: episode length the demonstrator needs to succeed, when longer than the task's RL horizon (None: the task's).
+    #: Demonstrations only feed behaviour cloning and DAPG's demo term, so they may be longer than RL episodes.
+    horizon: ClassVar[int | None] = None
 
     def __init__(self, env: gym.Env, noise_std: float = 0.0, seed: int | None = None):
         unwrapped = env.unwrapped
@@ -128,6 +131,23 @@ def available_demonstrators(namespace: str = "HInDex") -> list[str]:
         if cls is not None and demonstrator_class(cls) is not None:
             ids.append(env_id)
     return ids
+
+
+def demonstration_horizon(env: gym.Env | str) -> int | None:
+    """Episode length to record demonstrations of ``env`` (an env or a registered id) with: its time limit, or longer
+    if its demonstrator needs it. ``None`` when there is no time limit and the demonstrator states no need.
+    """
+    if isinstance(env, str):
+        limit = gym.spec(env).max_episode_steps
+        env_cls = _env_class(env)
+        cls = demonstrator_class(env_cls) if env_cls is not None else None
+    else:
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+        cls = demonstrator_class(env)
+    need = cls.horizon if cls is not None else None
+    if need is None:
+        return limit
+    return need if limit is None else max(limit, need)
 
 
 def make_demonstrator(env: gym.Env, noise_std: float = 0.0, seed: int | None = None, **kwargs: Any) -> Demonstrator:

@@ -7,7 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from hindex_sb3.demonstrators.base import Demonstrator, make_demonstrator
+from hindex_sb3.demonstrators.base import Demonstrator, demonstration_horizon, make_demonstrator
 from hindex_sb3.demos.core import Trajectory
 from hindex_sb3.demos.sources import rollout
 
@@ -35,7 +35,13 @@ def rollout_demonstrations(
         raise ValueError(f"n_episodes must be >= 0, got {n_episodes}")
     own_env = isinstance(env, str)
     if isinstance(env, str):
-        env = gym.make(env, **({"obs_mode": "state"} if env_kwargs is None else env_kwargs))
+        kwargs = {"obs_mode": "state"} if env_kwargs is None else dict(env_kwargs)
+        if "max_episode_steps" not in kwargs and demonstrator is None:
+            # e.g. place-inside: the scripted controller needs 200 steps where RL episodes have 100
+            horizon = demonstration_horizon(env)
+            if horizon is not None and horizon != gym.spec(env).max_episode_steps:
+                kwargs["max_episode_steps"] = horizon
+        env = gym.make(env, **kwargs)
     try:
         demo = demonstrator if demonstrator is not None else make_demonstrator(env, noise_std=noise_std)
         trajectories = rollout(
