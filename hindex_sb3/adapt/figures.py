@@ -63,7 +63,12 @@ def keypoint_figure(adapter: Adapter, path: str | os.PathLike, *, n: int = 6, ti
             axes[r, i].set_yticks([])
     for r, label in enumerate(("source (appearance)", f"target + {model.num_keypoints} keypoints", "reconstruction")):
         axes[r, 0].set_ylabel(label, fontsize=9)
-    fig.suptitle(title or "Stage-2 keypoints", fontsize=9)
+    return _save(plt, fig, path, title or "Stage-2 keypoints")
+
+
+def _save(plt, fig, path: str | os.PathLike, title: str) -> Path:
+    """Title, tight layout, write the PNG (creating its folder) and free the figure: every figure ends this way."""
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,13 +111,7 @@ def bn_distribution_figure(
     axes[2].grid(alpha=0.3)
     axes[2].set_xticks(x)
     axes[2].set_xticklabels(layers, rotation=90, fontsize=6)
-    fig.suptitle(title or "Backbone BatchNorm affine parameters, original vs adapted", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title or "Backbone BatchNorm affine parameters, original vs adapted")
 
 
 def _smooth(values: np.ndarray, k: int) -> np.ndarray:
@@ -143,10 +142,4 @@ def loss_figure(history: Mapping[str, list[float]], path: str | os.PathLike, *, 
     axes[1].set_xlabel("iteration")
     axes[1].set_ylabel(f"raw MSE per term (moving average {k})" if k > 1 else "raw MSE per term")
     axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(title or "Stage-2 loss", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title or "Stage-2 loss")
