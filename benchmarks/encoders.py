@@ -113,9 +113,13 @@ def bench_throughput(names, batches, repeats, device) -> list[dict]:
 def bench_ema_overhead(batches, repeats, device) -> list[dict]:
     """EMA forward (update + normalise) vs plain eval forward of the same module, interleaved, paired."""
     results = []
-    for scope, channels_last in (("all", True), ("all", False), ("stem", True)):
+    configs = [("all", True, False), ("all", False, False), ("stem", True, False)]
+    if device.type == "cuda":  # the same forwards replayed as CUDA graphs (no launch overhead)
+        configs += [("all", True, True), ("all", False, True)]
+    for scope, channels_last, graphs in configs:
         enc = _make("hindex", device, channels_last, ema_scope=scope)
-        layout = "channels_last" if channels_last else "contiguous"
+        enc.use_cuda_graphs(graphs)
+        layout = ("channels_last" if channels_last else "contiguous") + (" + CUDA graphs" if graphs else "")
         for batch in batches:
             x = _images(batch, device)
             plain, ema = [], []
@@ -138,7 +142,7 @@ def bench_ema_overhead(batches, repeats, device) -> list[dict]:
             }
             results.append(res)
             pct = res["overhead_pct_median_paired"]
-            print(f"  EMA-BN {scope:4s} {layout:13s} b={batch:3d}: {pct:+.1f} %", file=sys.stderr)
+            print(f"  EMA-BN {scope:4s} {layout:28s} b={batch:3d}: {pct:+.1f} %", file=sys.stderr)
     return results
 
 

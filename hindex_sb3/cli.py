@@ -99,6 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
         ema_momentum=args.ema_momentum,
+        cuda_graphs=args.cuda_graphs,
         out_dir=args.out,
         resume=args.resume,
         video=not args.no_video,
@@ -196,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--checkpoint-every", type=int, default=25)
     p.add_argument("--ema-momentum", type=float, default=None, help="EMA-BN momentum (default: the paper's per task)")
+    p.add_argument(
+        "--no-cuda-graphs",
+        dest="cuda_graphs",
+        action="store_false",
+        help="run the encoder eagerly on a GPU (default: replayed as CUDA graphs, ~4x faster at rollout batch sizes)",
+    )
     p.add_argument("--out", default="runs", help="output root folder")
     p.add_argument("--resume", default=None, help="a checkpoint .zip to continue from")
     p.add_argument("--no-video", action="store_true")

@@ -50,6 +50,8 @@ class HIndexExtractor(BaseFeaturesExtractor):
         the released code); ``"auto"`` is ``"all"`` for ResNets and nothing for ViTs. Updates only happen when
         :class:`~hindex_sb3.callbacks.EMABatchNormCallback` (or :meth:`update_bn_stats`) asks for them.
     :param channels_last: trunk memory format; ``None`` = the encoder's default (channels-last for ResNets).
+    :param cuda_graphs: replay the encoder as captured CUDA graphs on a GPU (much faster at rollout batch sizes,
+        where a forward is bound by kernel launches; see :meth:`~hindex_sb3.encoders.base.Encoder.use_cuda_graphs`).
 
     Features: ``(B, encoder_dim + proprio_dim)``, e.g. 2048 + 24 for H-InDex on Adroit.
     """
@@ -63,6 +65,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
         pixels_key: str = "pixels",
         proprio_key: str = "proprio",
         channels_last: bool | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         pixels_space, proprio_space = _split_space(observation_space, pixels_key, proprio_key)
         spec = get_encoder_spec(encoder)
@@ -72,7 +75,12 @@ class HIndexExtractor(BaseFeaturesExtractor):
             ema_scope = "all" if spec.has_batchnorm else None
         # "defer": if the file is unavailable (e.g. offline SB3 load()), build anyway; running it unrestored raises.
         self.encoder = create_encoder(
-            encoder, weights, ema_scope=ema_scope, channels_last=channels_last, on_unavailable="defer"
+            encoder,
+            weights,
+            ema_scope=ema_scope,
+            channels_last=channels_last,
+            cuda_graphs=cuda_graphs,
+            on_unavailable="defer",
         )
         self.is_dict = isinstance(observation_space, gym.spaces.Dict)
         self.pixels_key = pixels_key
@@ -230,6 +238,7 @@ def hindex_extractor(
     pixels_key: str = "pixels",
     proprio_key: str = "proprio",
     channels_last: bool | None = None,
+    cuda_graphs: bool = False,
     **policy_overrides: Any,
 ) -> dict[str, Any]:
     """A fresh ``policy_kwargs`` dict giving an SB3 policy the H-InDex representation.
@@ -240,9 +249,15 @@ def hindex_extractor(
         policies take different keyword arguments.
     :param ema_scope: BatchNorm layers that EMA-BN may adapt (with :class:`~hindex_sb3.callbacks.EMABatchNormCallback`).
     :param hidden: policy (and value/critic) MLP sizes; the paper uses 256-256 with tanh.
+    :param cuda_graphs: replay the encoder as CUDA graphs on a GPU (see :class:`HIndexExtractor`).
     :param policy_overrides: any other SB3 policy keyword, applied last (e.g. ``share_features_extractor=False``).
     """
-    options = {"pixels_key": pixels_key, "proprio_key": proprio_key, "channels_last": channels_last}
+    options = {
+        "pixels_key": pixels_key,
+        "proprio_key": proprio_key,
+        "channels_last": channels_last,
+        "cuda_graphs": cuda_graphs,
+    }
     return _extractor_kwargs("hindex", weights, algo, ema_scope, hidden, policy_overrides, options)
 
 
@@ -255,10 +270,16 @@ def baseline_extractor(
     pixels_key: str = "pixels",
     proprio_key: str = "proprio",
     channels_last: bool | None = None,
+    cuda_graphs: bool = False,
     **policy_overrides: Any,
 ) -> dict[str, Any]:
     """Like :func:`hindex_extractor` for one of the paper's baselines (frozen, plain eval-mode BatchNorm)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES} (or use hindex_extractor)")
-    options = {"pixels_key": pixels_key, "proprio_key": proprio_key, "channels_last": channels_last}
+    options = {
+        "pixels_key": pixels_key,
+        "proprio_key": proprio_key,
+        "channels_last": channels_last,
+        "cuda_graphs": cuda_graphs,
+    }
     return _extractor_kwargs(name, weights, algo, None, hidden, policy_overrides, options)

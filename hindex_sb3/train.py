@@ -70,6 +70,7 @@ class TrainConfig:
     eval_every: int = 1
     checkpoint_every: int = 25
     ema_momentum: float | None = None  # None: the paper's per-task value
+    cuda_graphs: bool = True  # replay the encoder as CUDA graphs when training on a GPU (no effect on CPU)
     out_dir: str = "runs"
     resume: str | None = None
     video: bool = True
@@ -113,9 +114,14 @@ def policy_setup(cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-weights warning: we label the outputs instead
         if cfg.encoder == "hindex":
-            kwargs = hindex_extractor(weights, algo="dapg")
+            kwargs = hindex_extractor(weights, algo="dapg", cuda_graphs=cfg.cuda_graphs)
         else:
-            kwargs = baseline_extractor(cfg.encoder, weights, algo="dapg")  # type: ignore[arg-type]
+            kwargs = baseline_extractor(
+                cfg.encoder,  # type: ignore[arg-type]
+                weights,
+                algo="dapg",
+                cuda_graphs=cfg.cuda_graphs,
+            )
     return "MultiInputPolicy", kwargs
 
 

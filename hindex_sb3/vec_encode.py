@@ -46,6 +46,8 @@ class VecEncode(VecEnvWrapper):
     :param update_stats: ``False`` for evaluation envs sharing a training env's encoder.
     :param channels_last: trunk memory format; ``None`` = the encoder's default (channels-last for ResNets).
     :param bf16: bfloat16 autocast; ``None`` = on for CUDA (features are returned as float32 either way).
+    :param cuda_graphs: replay the encoder as captured CUDA graphs on a GPU (one per batch size; see
+        :meth:`~hindex_sb3.encoders.base.Encoder.use_cuda_graphs`).
     :param flatten: ``True``: ``Box(D + P)`` observations (for ``MlpPolicy``); ``False``: ``Dict(features, proprio)``.
     """
 
@@ -63,6 +65,7 @@ class VecEncode(VecEnvWrapper):
         update_stats: bool = True,
         channels_last: bool | None = None,
         bf16: bool | None = None,
+        cuda_graphs: bool = False,
         flatten: bool = True,
     ) -> None:
         space = venv.observation_space
@@ -89,6 +92,8 @@ class VecEncode(VecEnvWrapper):
         self.encoder.to(self.device)
         if channels_last is not None:
             self.encoder.to_channels_last(channels_last)
+        if cuda_graphs:
+            self.encoder.use_cuda_graphs()
         self.bf16 = bool(bf16 if bf16 is not None else on_cuda)
         if ema_momentum > 0:
             if not self.encoder.ema_layers:

@@ -22,6 +22,7 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from hindex_sb3.ema_bn import EMABatchNorm2d, EMAScope, convert_to_ema_bn, ema_bn_modules, ema_bn_updates
+from hindex_sb3.encoders.cuda_graphs import GraphCache
 
 if TYPE_CHECKING:
     from hindex_sb3.encoders.registry import EncoderSpec
@@ -92,10 +93,12 @@ class Encoder(nn.Module):
         self.channels_last = False
         self._ema_layers: list[EMABatchNorm2d] = []
         self._pending_weights_error: Exception | None = None
+        self._graphs: GraphCache | None = None
         for p in self.parameters():
             p.requires_grad_(False)
         super().train(False)
         self.register_load_state_dict_pre_hook(_clear_pending_if_complete)
+        self.register_load_state_dict_post_hook(_drop_graphs_after_load)
 
     # -- properties ----------------------------------------------------------------------------------------------------
     @property
@@ -127,13 +130,38 @@ class Encoder(nn.Module):
         """
         names = convert_to_ema_bn(self.backbone, scope, momentum, update_stats=False)
         self._ema_layers = ema_bn_modules(self.backbone)
+        self._invalidate_graphs()
         return names
 
     def to_channels_last(self, enabled: bool = True) -> Encoder:
         """Use the channels-last memory format (faster convolutions on GPUs and for ResNets on recent CPUs)."""
         self.channels_last = enabled
         self.backbone.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        self._invalidate_graphs()
         return self
+
+    def use_cuda_graphs(self, enabled: bool = True, max_graphs: int = 4) -> Encoder:
+        """Replay the forward as a captured CUDA graph for CUDA input (see :mod:`hindex_sb3.encoders.cuda_graphs`).
+
+        Worth it at RL batch sizes, where a GPU forward is bound by kernel launches (on an H100 it makes EMA-BN's
+        extra kernels nearly free). One graph per input shape and setting, ``max_graphs`` kept; CPU input and
+        inputs that need validation first (floats) still run eagerly up to the graph. Off by default.
+        """
+        self._graphs = GraphCache(self, max_graphs) if enabled else None
+        return self
+
+    @property
+    def cuda_graphs(self) -> bool:
+        return self._graphs is not None
+
+    def _invalidate_graphs(self) -> None:
+        if getattr(self, "_graphs", None) is not None:
+            self._graphs.clear()
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.cuda()``, ``.half()`` ... replace tensors that captured graphs point to: drop the graphs."""
+        self._invalidate_graphs()
+        return super()._apply(fn, recurse)
 
     # -- forward -------------------------------------------------------------------------------------------------------
     def to_float01(self, images: torch.Tensor) -> torch.Tensor:
@@ -164,6 +192,12 @@ class Encoder(nn.Module):
         if update_bn_stats and not self._ema_layers:
             raise ValueError(f"{self.spec.name} encoder has no EMA-BN layers; call enable_ema_bn() first")
         x = self.to_float01(images)
+        if self._graphs is not None and x.is_cuda:
+            key = (bool(update_bn_stats), tuple((bn.momentum_ema, bn.update_stats) for bn in self._ema_layers))
+            return self._graphs.run(lambda t: self._features(t, update_bn_stats), x, key)
+        return self._features(x, update_bn_stats)
+
+    def _features(self, x: torch.Tensor, update_bn_stats: bool) -> torch.Tensor:
         with torch.no_grad():
             x = self.preprocess(x)
             if self.channels_last:
@@ -174,6 +208,11 @@ class Encoder(nn.Module):
             else:
                 feats = self.backbone(x)
         return feats.float()
+
+
+def _drop_graphs_after_load(module: Encoder, incompatible_keys) -> None:
+    """State-dict post-hook (a module-level function so that encoders stay picklable)."""
+    module._invalidate_graphs()
 
 
 def _clear_pending_if_complete(module: Encoder, state_dict, prefix: str, *args, **kwargs) -> None:

@@ -1,0 +1,123 @@
+"""CUDA-graph replay of encoders: same features and same EMA-BN statistics as eager forwards.
+
+The GPU tests skip without CUDA (CI has none); the CPU tests check what must hold everywhere: graphs are opt-in,
+CPU input runs eagerly, and encoders with graphs enabled still copy and pickle.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+
+from hindex_sb3.ema_bn import set_ema_momentum
+from hindex_sb3.encoders import RandomWeightsWarning, create_encoder
+from hindex_sb3.encoders.cuda_graphs import GraphCache
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _encoder(device: str = "cpu", **kwargs):
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        return create_encoder("hindex", weights=None, device=device, **kwargs)
+
+
+def _images(batch: int, seed: int, device: str = "cpu") -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 3, 96, 96), dtype=torch.uint8, generator=g).to(device)
+
+
+def _stats(encoder) -> list[torch.Tensor]:
+    return [t.clone() for bn in encoder.ema_layers for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
+
+
+# -- everywhere ----------------------------------------------------------------------------------------------------
+def test_graphs_are_opt_in_and_cpu_input_runs_eagerly():
+    plain = _encoder()
+    graphed = _encoder(cuda_graphs=True)
+    assert not plain.cuda_graphs and graphed.cuda_graphs
+    x = _images(2, 0)
+    torch.testing.assert_close(graphed(x), plain(x), rtol=0, atol=0)
+    assert len(graphed._graphs) == 0  # nothing captured for CPU input
+    assert not graphed.use_cuda_graphs(False).cuda_graphs
+
+
+def test_encoder_with_graphs_copies_and_pickles_without_its_graphs():
+    encoder = _encoder(cuda_graphs=True, ema_scope="all", ema_momentum=0.1)
+    clone = copy.deepcopy(encoder)
+    assert clone.cuda_graphs and clone._graphs.module is clone and len(clone._graphs) == 0
+    buffer = io.BytesIO()
+    torch.save(encoder, buffer)
+    buffer.seek(0)
+    restored = torch.load(buffer, weights_only=False)
+    assert restored.cuda_graphs and restored._graphs.module is restored
+
+
+def test_graph_cache_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="max_graphs"):
+        GraphCache(torch.nn.Identity(), max_graphs=0)
+    with pytest.raises(ValueError, match="CUDA input"):
+        GraphCache(torch.nn.Identity()).run(lambda t: t, torch.zeros(2))
+
+
+# -- on a GPU ------------------------------------------------------------------------------------------------------
+@cuda
+def test_replayed_features_equal_eager_features_for_each_batch_size():
+    eager = _encoder("cuda")
+    graphed = _encoder("cuda", cuda_graphs=True)
+    for batch, seed in ((1, 0), (4, 1), (1, 2), (4, 3)):
+        x = _images(batch, seed, "cuda")
+        torch.testing.assert_close(graphed(x), eager(x), rtol=1e-4, atol=1e-5)
+    assert len(graphed._graphs) == 2  # one graph per batch size, reused
+
+
+@cuda
+def test_ema_bn_updates_match_eager_step_by_step():
+    """Each replay folds its batch into the statistics exactly once, as an eager forward; capturing changes nothing."""
+    eager = _encoder("cuda", ema_scope="all", ema_momentum=0.1)
+    graphed = copy.deepcopy(eager).use_cuda_graphs()
+    for seed in range(4):
+        x = _images(2, seed, "cuda")
+        got, want = graphed(x, update_bn_stats=True), eager(x, update_bn_stats=True)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        for a, b in zip(_stats(graphed), _stats(eager), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        # a forward without updates in between: its own graph, statistics untouched
+        before = _stats(graphed)
+        torch.testing.assert_close(graphed(x), eager(x), rtol=1e-4, atol=1e-5)
+        assert all(torch.equal(a, b) for a, b in zip(before, _stats(graphed), strict=True))
+
+
+@cuda
+def test_changed_momentum_and_loaded_weights_are_not_replayed_stale():
+    eager = _encoder("cuda", ema_scope="all", ema_momentum=0.1)
+    graphed = copy.deepcopy(eager).use_cuda_graphs()
+    x = _images(2, 0, "cuda")
+    graphed(x, update_bn_stats=True), eager(x, update_bn_stats=True)
+    for enc in (eager, graphed):
+        set_ema_momentum(enc, 0.5)
+    torch.testing.assert_close(graphed(x, update_bn_stats=True), eager(x, update_bn_stats=True), rtol=1e-4, atol=1e-5)
+    other = _encoder("cuda", ema_scope="all", ema_momentum=0.5)
+    torch.manual_seed(1)
+    for p in other.parameters():
+        p.data.normal_(0.0, 0.05)
+    eager.load_state_dict(other.state_dict())
+    graphed.load_state_dict(other.state_dict())
+    assert len(graphed._graphs) == 0
+    torch.testing.assert_close(graphed(x), eager(x), rtol=1e-4, atol=1e-5)
+
+
+@cuda
+def test_bf16_autocast_is_part_of_the_key():
+    eager = _encoder("cuda")
+    graphed = _encoder("cuda", cuda_graphs=True)
+    x = _images(2, 0, "cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        torch.testing.assert_close(graphed(x), eager(x), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(graphed(x), eager(x), rtol=1e-4, atol=1e-5)
+    assert len(graphed._graphs) == 2
