@@ -66,11 +66,12 @@ class TinyPixelEnv(gym.Env):
 
 
 def _encoder_params(extractor: HIndexExtractor) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in extractor.encoder.named_parameters()}
+    """On the CPU, whatever device SB3 chose ("auto" is CUDA where there is one), to compare with references."""
+    return {k: v.detach().cpu().clone() for k, v in extractor.encoder.named_parameters()}
 
 
 def _bn_buffers(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in encoder.named_buffers() if "running" in k or "num_batches" in k}
+    return {k: v.cpu().clone() for k, v in encoder.named_buffers() if "running" in k or "num_batches" in k}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -157,15 +158,22 @@ class _RecordStepObs(BaseCallback):
         return True
 
 
-def test_callback_updates_once_per_step_exactly_like_a_replay(hand_ckpt):
+@pytest.mark.parametrize(
+    "cuda_graphs",
+    [False, pytest.param(True, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
+def test_callback_updates_once_per_step_exactly_like_a_replay(hand_ckpt, cuda_graphs):
+    """Also with the encoder replayed as CUDA graphs: the same updates as an eager replay of the step batches."""
     env = DummyVecEnv([TinyPixelEnv, TinyPixelEnv])
-    model = PPO("MultiInputPolicy", env, n_steps=4, batch_size=8, n_epochs=1, policy_kwargs=hindex_extractor(hand_ckpt))
+    kwargs = hindex_extractor(hand_ckpt, cuda_graphs=cuda_graphs)
+    model = PPO("MultiInputPolicy", env, n_steps=4, batch_size=8, n_epochs=1, policy_kwargs=kwargs)
     spy, ema = _RecordStepObs(), EMABatchNormCallback(momentum=0.1)
     evaluation = EvalCallback(DummyVecEnv([TinyPixelEnv]), n_eval_episodes=1, eval_freq=5, warn=False, verbose=0)
     model.learn(16, callback=CallbackList([ema, spy, evaluation]))  # 2 rollouts x 4 steps x 2 envs
     assert len(spy.batches) == 8 and np.isfinite(evaluation.last_mean_reward)  # an evaluation ran
     ext = model.policy.features_extractor
-    replay = create_encoder("hindex", weights=hand_ckpt, ema_scope="all", ema_momentum=0.1)
+    device = next(ext.encoder.parameters()).device
+    replay = create_encoder("hindex", weights=hand_ckpt, ema_scope="all", ema_momentum=0.1, device=device)
     start = int(replay.backbone.bn1.num_batches_tracked)  # the checkpoint's counter
     assert {int(bn.num_batches_tracked) - start for bn in ext.encoder.ema_layers} == {8}  # no eval/bootstrap updates
     for batch in spy.batches:
@@ -214,11 +222,11 @@ def _run_and_check(algo: str, hand_ckpt: Path, tmp_path: Path, n_steps: int, tot
     updates = total - n_steps if algo == "sac" else total  # SAC's warm-up actions are random: no forward
     assert callback.num_updates == updates
     adapted, frozen = ext.encoder.backbone.layer2[0].bn1, reference.backbone.layer2[0].bn1
-    assert not torch.equal(adapted.running_mean, frozen.running_mean)  # the statistics did follow the observations
+    assert not torch.equal(adapted.running_mean.cpu(), frozen.running_mean)  # the statistics followed the observations
 
     path = tmp_path / f"{algo}.zip"
     model.save(path)
-    loaded = ALGOS[algo].load(path, device="cpu")
+    loaded = ALGOS[algo].load(path, device=model.device)
     saved, restored = model.policy.state_dict(), loaded.policy.state_dict()
     assert set(saved) == set(restored) and all(torch.equal(saved[k], restored[k]) for k in saved)
     obs = model.env.reset()
