@@ -100,6 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         ema_momentum=args.ema_momentum,
         cuda_graphs=args.cuda_graphs,
+        vec_env=args.vec_env,
         out_dir=args.out,
         resume=args.resume,
         video=not args.no_video,
@@ -197,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--checkpoint-every", type=int, default=25)
     p.add_argument("--ema-momentum", type=float, default=None, help="EMA-BN momentum (default: the paper's per task)")
+    p.add_argument(
+        "--vec-env",
+        choices=["auto", "dummy", "subproc"],
+        default="auto",
+        help="envs in this process (dummy) or one worker process each (subproc); auto: subproc on GPU machines",
+    )
     p.add_argument(
         "--no-cuda-graphs",
         dest="cuda_graphs",

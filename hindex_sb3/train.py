@@ -9,6 +9,7 @@ are labelled as such in every output (directory name, plot title, video name, JS
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import torch
 
 from hindex_sb3.dapg import DAPG
 from hindex_sb3.demos import Trajectory, load_dapg_pickle, load_minari, load_npz, replay, rollout
@@ -71,6 +73,7 @@ class TrainConfig:
     checkpoint_every: int = 25
     ema_momentum: float | None = None  # None: the paper's per-task value
     cuda_graphs: bool = True  # replay the encoder as CUDA graphs when training on a GPU (no effect on CPU)
+    vec_env: str = "auto"  # "dummy" (one process), "subproc" (one process per env), "auto" (subproc on GPU machines)
     out_dir: str = "runs"
     resume: str | None = None
     video: bool = True
@@ -144,9 +147,10 @@ def load_demos(cfg: TrainConfig, env_id: str) -> list[Trajectory]:
                 from hindex_sb3.demonstrators import demonstration_horizon, make_demonstrator
             except ImportError as err:
                 raise TrainingError("scripted demonstrators are not available in this installation") from err
-            horizon = demonstration_horizon(env)
+            # the task's own horizon, or longer if its demonstrator needs it (place-inside: 200), whatever --horizon
+            # says: demonstrations only feed BC and DAPG's demo term, so they need not match RL episodes
+            horizon = demonstration_horizon(env_id)
             if horizon is not None and horizon != env.spec.max_episode_steps:
-                # demonstrations may be longer than RL episodes (place-inside's controller needs 200 steps)
                 env.close()
                 env = gym.make(env_id, **{**env_kwargs, "max_episode_steps": horizon})
             try:
@@ -178,6 +182,23 @@ def load_demos(cfg: TrainConfig, env_id: str) -> list[Trajectory]:
         return demos
     finally:
         env.close()
+
+
+def vec_env_class(cfg: TrainConfig) -> str:
+    """``"dummy"`` or ``"subproc"`` for this run.
+
+    ``"auto"`` chooses worker processes when several envs run with the encoder on a GPU and the machine has cores to
+    spare (4 or more): there stepping and rendering are most of a rollout (see docs/benchmarks.md). On a CPU the
+    encoder needs the cores, so the envs stay in this process.
+    """
+    if cfg.vec_env not in ("auto", "dummy", "subproc"):
+        raise TrainingError(f"vec_env must be 'auto', 'dummy' or 'subproc', got {cfg.vec_env!r}")
+    if cfg.vec_env != "auto":
+        return cfg.vec_env if cfg.n_envs > 1 else "dummy"
+    on_gpu = cfg.encoder != "state" and (
+        cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    )
+    return "subproc" if cfg.n_envs > 1 and on_gpu and (os.cpu_count() or 1) >= 4 else "dummy"
 
 
 def _env_timings(venv) -> dict[str, float]:
@@ -241,6 +262,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
 
     env_id = resolve_task(cfg.task)
+    vec_kind = vec_env_class(cfg)  # validates cfg.vec_env before any work
     task_name = env_id.split("/")[1].removesuffix("-v0")
     label = "random-weights" if cfg.random_weights else (cfg.weights if cfg.encoder != "state" else "state")
     tag = f"{task_name.lower()}_{cfg.encoder}{'_RANDOM-WEIGHTS' if cfg.random_weights else ''}_seed{cfg.seed}"
@@ -254,8 +276,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     demos = load_demos(cfg, env_id)
     demo_time = time.perf_counter() - t0
 
-    # One process (DummyVecEnv): the encoder runs batched over the envs of a step, on the GPU when there is one.
-    venv = make_vec_env(env_id, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=make_env_kwargs(cfg))
+    # The encoder always runs batched over the envs of a step, in this process; the envs themselves step and render
+    # here (DummyVecEnv) or in worker processes (SubprocVecEnv), which pays off once the encoder is on a GPU.
+    if vec_kind == "subproc":
+        from stable_baselines3.common.vec_env import SubprocVecEnv
+
+        # the module-prefixed id makes fresh worker processes import (and so register) the package
+        venv = make_vec_env(
+            f"hindex_sb3:{env_id}",
+            n_envs=cfg.n_envs,
+            seed=cfg.seed,
+            env_kwargs=make_env_kwargs(cfg),
+            vec_env_cls=SubprocVecEnv,
+        )
+    else:
+        venv = make_vec_env(env_id, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=make_env_kwargs(cfg))
     eval_env = gym.make(env_id, **make_env_kwargs(cfg))
 
     if cfg.resume:
@@ -354,6 +389,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "env_steps": model.num_timesteps,
         "final_eval": final.as_dict() | {"episodes": cfg.eval_episodes},
         "bc_loss": model.bc_loss,
+        # with "subproc", curve.json's simulate/render seconds are summed over the worker processes (they overlap)
+        "vec_env": vec_kind,
         "wall_s": round(time.perf_counter() - t0, 1),
         "out_dir": str(out),
         "video": video,

@@ -81,6 +81,23 @@ def test_pixel_run_with_random_weights_is_labelled(tmp_path, door_demo_file):
     assert summary["ema_momentum"] == 0.0  # the paper's door momentum
 
 
+def test_pixel_run_in_worker_processes_matches_one_process(tmp_path, door_demo_file):
+    """SubprocVecEnv workers (fresh processes that must register the envs themselves) give the same run."""
+    base = {
+        "task": "door", "encoder": "hindex", "weights": "random", "demos": str(door_demo_file), "iterations": 1,
+        "trajectories": 2, "n_envs": 2, "horizon": 4, "image_size": 32, "eval_episodes": 1, "progress_bar": False,
+        "video": False,
+    }  # fmt: skip
+    one = train(TrainConfig(**base, vec_env="dummy", out_dir=str(tmp_path / "one")))
+    workers = train(TrainConfig(**base, vec_env="subproc", out_dir=str(tmp_path / "workers")))
+    assert one["vec_env"] == "dummy" and workers["vec_env"] == "subproc"
+    assert workers["env_steps"] == one["env_steps"] == 8
+    # not bit-identical: SB3's DummyVecEnv hands rewards on as float32, SubprocVecEnv as float64
+    assert workers["final_eval"]["mean_return"] == pytest.approx(one["final_eval"]["mean_return"], rel=1e-5)
+    with pytest.raises(TrainingError, match="vec_env"):
+        train(TrainConfig(**base, vec_env="threads", out_dir=str(tmp_path / "bad")))
+
+
 def test_missing_weights_stop_with_a_clear_message(tmp_path, monkeypatch, capsys, door_demo_file):
     monkeypatch.setenv("HINDEX_SB3_OFFLINE", "1")
     monkeypatch.setenv("HINDEX_SB3_HOME", str(tmp_path / "cache"))
