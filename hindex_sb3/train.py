@@ -140,19 +140,17 @@ def load_demos(cfg: TrainConfig, env_id: str) -> list[Trajectory]:
     pixel = cfg.encoder != "state"
     record = ("pixels", "proprio") if pixel else None
     env_kwargs = make_env_kwargs(cfg, obs_mode="all" if pixel else "state")
+    if source == "scripted":
+        try:
+            from hindex_sb3.demonstrators import demonstration_horizon, make_demonstrator
+        except ImportError as err:
+            raise TrainingError("scripted demonstrators are not available in this installation") from err
+        # the task's own horizon, or longer if its demonstrator needs it (place-inside: 200), whatever --horizon
+        # says: demonstrations only feed BC and DAPG's demo term, so they need not match RL episodes
+        env_kwargs["max_episode_steps"] = demonstration_horizon(env_id)
     env = gym.make(env_id, **env_kwargs)
     try:
         if source == "scripted":
-            try:
-                from hindex_sb3.demonstrators import demonstration_horizon, make_demonstrator
-            except ImportError as err:
-                raise TrainingError("scripted demonstrators are not available in this installation") from err
-            # the task's own horizon, or longer if its demonstrator needs it (place-inside: 200), whatever --horizon
-            # says: demonstrations only feed BC and DAPG's demo term, so they need not match RL episodes
-            horizon = demonstration_horizon(env_id)
-            if horizon is not None and horizon != env.spec.max_episode_steps:
-                env.close()
-                env = gym.make(env_id, **{**env_kwargs, "max_episode_steps": horizon})
             try:
                 demonstrator = make_demonstrator(env)
             except (KeyError, ValueError, TypeError) as err:

@@ -38,9 +38,7 @@ def rollout_demonstrations(
         kwargs = {"obs_mode": "state"} if env_kwargs is None else dict(env_kwargs)
         if "max_episode_steps" not in kwargs and demonstrator is None:
             # e.g. place-inside: the scripted controller needs 200 steps where RL episodes have 100
-            horizon = demonstration_horizon(env)
-            if horizon is not None and horizon != gym.spec(env).max_episode_steps:
-                kwargs["max_episode_steps"] = horizon
+            kwargs["max_episode_steps"] = demonstration_horizon(env)
         env = gym.make(env, **kwargs)
     try:
         demo = demonstrator if demonstrator is not None else make_demonstrator(env, noise_std=noise_std)
