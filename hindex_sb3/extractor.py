@@ -229,6 +229,18 @@ def _extractor_kwargs(
     return kwargs
 
 
+def _extractor_options(
+    pixels_key: str, proprio_key: str, channels_last: bool | None, cuda_graphs: bool
+) -> dict[str, Any]:
+    """The :class:`HIndexExtractor` keywords that both factories pass through unchanged."""
+    return {
+        "pixels_key": pixels_key,
+        "proprio_key": proprio_key,
+        "channels_last": channels_last,
+        "cuda_graphs": cuda_graphs,
+    }
+
+
 def hindex_extractor(
     weights: str | os.PathLike | None = "default",
     *,
@@ -252,12 +264,7 @@ def hindex_extractor(
     :param cuda_graphs: replay the encoder as CUDA graphs on a GPU (see :class:`HIndexExtractor`).
     :param policy_overrides: any other SB3 policy keyword, applied last (e.g. ``share_features_extractor=False``).
     """
-    options = {
-        "pixels_key": pixels_key,
-        "proprio_key": proprio_key,
-        "channels_last": channels_last,
-        "cuda_graphs": cuda_graphs,
-    }
+    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs)
     return _extractor_kwargs("hindex", weights, algo, ema_scope, hidden, policy_overrides, options)
 
 
@@ -276,10 +283,5 @@ def baseline_extractor(
     """Like :func:`hindex_extractor` for one of the paper's baselines (frozen, plain eval-mode BatchNorm)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES} (or use hindex_extractor)")
-    options = {
-        "pixels_key": pixels_key,
-        "proprio_key": proprio_key,
-        "channels_last": channels_last,
-        "cuda_graphs": cuda_graphs,
-    }
+    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs)
     return _extractor_kwargs(name, weights, algo, None, hidden, policy_overrides, options)
