@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from hindex_sb3.envs import env_ids
 from hindex_sb3.envs.adroit import ADROIT_TASKS, DoorEnv, HammerEnv, PenEnv, RelocateEnv
@@ -45,6 +47,49 @@ def test_check_env_other_modes(env_id, obs_mode):
     env = gym.make(env_id, obs_mode=obs_mode, image_size=32)
     check_env(env.unwrapped, skip_render_check=True)
     env.close()
+
+
+OBS_MODES = ("pixels", "rgb", "state", "all")
+QUICK_IDS = ("HInDex/Door-v0", "HInDex/RelocateMug-v0")  # one Adroit and one DexMV task in the default run
+
+
+def _sb3_check_params() -> list:
+    params = []
+    for env_id in env_ids():
+        for mode in OBS_MODES:
+            slow = mode != "state" and env_id not in QUICK_IDS  # ~0.7 s each for a renderer, 13 x 3 of them
+            params.append(pytest.param(env_id, mode, marks=[pytest.mark.slow] if slow else [], id=f"{env_id}-{mode}"))
+    return params
+
+
+@pytest.mark.parametrize(("env_id", "obs_mode"), _sb3_check_params())
+def test_sb3_check_env_every_id_every_obs_mode(env_id, obs_mode):
+    """SB3's own checker (image spaces, channel order, dtypes), not only Gymnasium's; it must not even warn."""
+    env = gym.make(env_id, obs_mode=obs_mode, image_size=36)  # 36: SB3 warns about smaller images
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sb3_check_env(env.unwrapped)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", QUICK_IDS)
+def test_rgb_mode_is_the_pixels_of_the_dict_modes(env_id):
+    rgb = gym.make(env_id, obs_mode="rgb", image_size=(24, 32))
+    full = gym.make(env_id, obs_mode="all", image_size=(24, 32))
+    assert rgb.observation_space == gym.spaces.Box(0, 255, (3, 24, 32), np.uint8)
+    obs, _ = rgb.reset(seed=5)
+    ref, _ = full.reset(seed=5)
+    np.testing.assert_array_equal(obs, ref["pixels"])
+    action = rgb.action_space.sample()
+    obs, *_ = rgb.step(action)
+    ref, *_ = full.step(action)
+    np.testing.assert_array_equal(obs, ref["pixels"])
+    assert obs.std() > 10  # a rendered scene, not a blank frame
+    clone = pickle.loads(pickle.dumps(rgb.unwrapped))
+    assert clone.observation_space == rgb.observation_space
+    rgb.close()
+    full.close()
+    clone.close()
 
 
 @pytest.mark.parametrize("name", list(ADROIT_TASKS))
@@ -109,7 +154,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(TypeError, match="image_size"):
         DoorEnv(image_size="big")
     with pytest.raises(ValueError, match="obs_mode"):
-        DoorEnv(obs_mode="rgb")
+        DoorEnv(obs_mode="rgbd")
     with pytest.raises(ValueError, match="reward_type"):
         DoorEnv(reward_type="shaped")
     with pytest.raises(ValueError, match="render_quality"):

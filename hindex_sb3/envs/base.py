@@ -18,7 +18,7 @@ from gymnasium import spaces
 
 from hindex_sb3.envs.rendering import RENDER_QUALITIES, OffscreenRenderer, resolve_camera, validate_image_size
 
-OBS_MODES: tuple[str, ...] = ("pixels", "state", "all")
+OBS_MODES: tuple[str, ...] = ("pixels", "rgb", "state", "all")
 REWARD_TYPES: tuple[str, ...] = ("dense", "sparse")
 
 # Model fields that resets randomise (object placement, targets): saved with the physics state when pickling.
@@ -31,7 +31,9 @@ class ManipulationEnv(gym.Env):
     Observations (``obs_mode``):
 
     * ``"pixels"`` (default): ``Dict(pixels=Box(uint8, (3, H, W)), proprio=Box(float32, (P,)))``, channel-first so
-      SB3 treats ``pixels`` as an image without a transpose wrapper;
+      SB3 treats ``pixels`` as an image without a transpose wrapper (the paper's observation: ``MultiInputPolicy``);
+    * ``"rgb"``: the image alone, ``Box(uint8, (3, H, W))``, for ``CnnPolicy`` and image-only pipelines (no
+      proprioception, so the policy must infer the hand's joint angles from pixels);
     * ``"state"``: the task's original state vector (what the state-based experts take), nothing is rendered;
     * ``"all"``: ``pixels``, ``proprio`` and ``state``.
 
@@ -89,11 +91,14 @@ class ManipulationEnv(gym.Env):
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.model.nu,), dtype=np.float32)
         state_space = spaces.Box(-np.inf, np.inf, shape=(self.state_dim,), dtype=np.float64)
+        pixels_space = spaces.Box(0, 255, shape=(3, self.image_height, self.image_width), dtype=np.uint8)
         if obs_mode == "state":
             self.observation_space = state_space
+        elif obs_mode == "rgb":
+            self.observation_space = pixels_space
         else:
             obs_spaces: dict[str, spaces.Space] = {
-                "pixels": spaces.Box(0, 255, shape=(3, self.image_height, self.image_width), dtype=np.uint8),
+                "pixels": pixels_space,
                 "proprio": spaces.Box(-np.inf, np.inf, shape=(self.proprio_dim,), dtype=np.float32),
             }
             if obs_mode == "all":
@@ -207,6 +212,8 @@ class ManipulationEnv(gym.Env):
         pixels = self._get_renderer().render_chw(self.data, self.camera_id)
         self.timings["render"] += time.perf_counter() - start
         self._last_pixels = pixels
+        if self.obs_mode == "rgb":
+            return pixels
         obs = {"pixels": pixels, "proprio": np.asarray(self._proprio(), dtype=np.float32)}
         if self.obs_mode == "all":
             obs["state"] = self._state()
