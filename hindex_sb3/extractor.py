@@ -2,11 +2,14 @@
 
 ``PPO("MultiInputPolicy", env, policy_kwargs=hindex_extractor())`` gives any SB3 algorithm the paper's
 representation: the frozen encoder's features, concatenated with proprioception, into the paper's policy MLP
-(256-256, tanh). Three SB3 behaviours would silently damage a pretrained frozen encoder and are neutralised here:
+(256-256, tanh); ``CnnPolicy`` on an image-only env gets the features alone. The same dict works for every SB3 and
+sb3-contrib algorithm. SB3 behaviours that would silently damage a pretrained frozen encoder are neutralised here:
 
 * ``ortho_init`` (on by default in PPO/A2C/TRPO) re-initialises every conv/linear layer of the extractor. The
-  encoder ignores ``apply()`` (see :class:`~hindex_sb3.encoders.base.Encoder`) and the factories also pass
-  ``ortho_init=False`` for on-policy algorithms (off-policy policies do not accept that argument at all).
+  encoder ignores ``apply()`` (see :class:`~hindex_sb3.encoders.base.Encoder`) and is not a registered submodule
+  anyway; ``algo="ppo"`` (any on-policy name) also passes ``ortho_init=False`` for mjrl's head initialisation.
+* Code that walks every policy parameter (TRPO's gradients, SAC/TD3's target-network averaging) never meets the
+  frozen weights: they are outside ``parameters()`` but inside ``state_dict()``.
 * ``set_training_mode(True)`` before gradient updates would put BatchNorm into batch-statistics mode; the encoder
   stays in eval mode. Its statistics move only through EMA-BN, one update per environment step
   (:class:`~hindex_sb3.callbacks.EMABatchNormCallback`), never in gradient updates or evaluation episodes.
@@ -17,6 +20,7 @@ representation: the frozen encoder's features, concatenated with proprioception,
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -29,7 +33,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from hindex_sb3.ema_bn import EMAScope
-from hindex_sb3.encoders import create_encoder, get_encoder_spec
+from hindex_sb3.encoders import Encoder, create_encoder, get_encoder_spec
 
 __all__ = ["HIndexExtractor", "baseline_extractor", "hindex_extractor", "paper_policy_kwargs"]
 
@@ -37,13 +41,16 @@ BASELINES = ("rrl", "r3m", "mvp", "vc1")
 _ON_POLICY = {"ppo", "a2c", "trpo", "dapg", "recurrentppo", "maskableppo"}
 _OFF_POLICY = {"sac", "td3", "ddpg", "tqc", "crossq", "dqn", "qrdqn"}
 PAPER_HIDDEN = (256, 256)
+_ENCODER_PREFIX = "encoder."
 
 
 class HIndexExtractor(BaseFeaturesExtractor):
     """Frozen pretrained encoder on the image, concatenated with proprioception.
 
-    :param observation_space: a uint8 channel-first image ``Box(0, 255, (3, H, W))``, or a ``Dict`` with that
-        image under ``pixels_key`` and, optionally, a ``Box`` under ``proprio_key`` (flattened and appended).
+    :param observation_space: a uint8 channel-first image ``Box(0, 255, (3, H, W))`` (``CnnPolicy``), or a ``Dict``
+        with that image under ``pixels_key`` and, optionally, a ``Box`` under ``proprio_key`` (flattened and appended;
+        ``MultiInputPolicy``). ``k`` stacked frames ``(3k, H, W)`` (``VecFrameStack``) are encoded one by one and
+        their features concatenated, oldest first, as RRL-style pipelines do.
     :param encoder: registry name: ``"hindex"``, ``"rrl"``, ``"r3m"``, ``"mvp"``, ``"vc1"``.
     :param weights: ``"default"`` (official file, cached), a local path, or ``None`` (random; smoke tests only).
     :param ema_scope: which BatchNorm layers can follow the observations by EMA (``"all"``: the paper; ``"stem"``:
@@ -53,7 +60,10 @@ class HIndexExtractor(BaseFeaturesExtractor):
     :param cuda_graphs: replay the encoder as captured CUDA graphs on a GPU (much faster at rollout batch sizes,
         where a forward is bound by kernel launches; see :meth:`~hindex_sb3.encoders.base.Encoder.use_cuda_graphs`).
 
-    Features: ``(B, encoder_dim + proprio_dim)``, e.g. 2048 + 24 for H-InDex on Adroit.
+    Features: ``(B, k * encoder_dim + proprio_dim)``, e.g. 2048 + 24 for H-InDex on Adroit.
+
+    The encoder is frozen and deliberately not a registered submodule: ``parameters()`` lists only what trains
+    (nothing here), while ``state_dict()``, ``load_state_dict()`` and ``.to()`` include the encoder's tensors.
     """
 
     def __init__(
@@ -69,12 +79,13 @@ class HIndexExtractor(BaseFeaturesExtractor):
     ) -> None:
         pixels_space, proprio_space = _split_space(observation_space, pixels_key, proprio_key)
         spec = get_encoder_spec(encoder)
+        n_frames = pixels_space.shape[0] // 3
         proprio_dim = int(np.prod(proprio_space.shape)) if proprio_space is not None else 0
-        super().__init__(observation_space, features_dim=spec.feature_dim + proprio_dim)
+        super().__init__(observation_space, features_dim=n_frames * spec.feature_dim + proprio_dim)
         if ema_scope == "auto":
             ema_scope = "all" if spec.has_batchnorm else None
         # "defer": if the file is unavailable (e.g. offline SB3 load()), build anyway; running it unrestored raises.
-        self.encoder = create_encoder(
+        encoder_module = create_encoder(
             encoder,
             weights,
             ema_scope=ema_scope,
@@ -82,11 +93,48 @@ class HIndexExtractor(BaseFeaturesExtractor):
             cuda_graphs=cuda_graphs,
             on_unavailable="defer",
         )
+        # Not a registered submodule, so the frozen weights are absent from parameters() / named_parameters(): code
+        # that differentiates "every policy parameter" (sb3-contrib's TRPO) or polyak-averages them (SAC/TD3 target
+        # critics) then sees only what trains. state_dict(), load_state_dict() and .to() still include the encoder.
+        object.__setattr__(self, "_encoder", encoder_module)
         self.is_dict = isinstance(observation_space, gym.spaces.Dict)
         self.pixels_key = pixels_key
         self.proprio_key = proprio_key if proprio_space is not None else None
         self.image_shape = tuple(pixels_space.shape)
+        self.n_frames = n_frames
         self._armed: torch.Tensor | None = None
+
+    # -- the hidden encoder --------------------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        """The frozen encoder (kept out of ``parameters()``; its tensors are in this module's ``state_dict``)."""
+        return self._encoder
+
+    def extra_repr(self) -> str:
+        return f"(encoder): {self._encoder.spec.name} x {self.n_frames} frame(s), frozen"
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self._encoder._apply(fn, recurse)
+        return self
+
+    def _save_to_state_dict(self, destination, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        self._encoder.state_dict(destination=destination, prefix=prefix + _ENCODER_PREFIX, keep_vars=keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
+        own = prefix + _ENCODER_PREFIX
+        unexpected_keys[:] = [key for key in unexpected_keys if not key.startswith(own)]
+        sub = OrderedDict((key[len(own) :], value) for key, value in state_dict.items() if key.startswith(own))
+        metadata = getattr(state_dict, "_metadata", None)
+        if metadata is not None:
+            sub._metadata = OrderedDict(  # type: ignore[attr-defined]
+                (key[len(own) :], value) for key, value in metadata.items() if (key + ".").startswith(own)
+            )
+        result = self._encoder.load_state_dict(sub, strict=False)
+        missing_keys.extend(own + key for key in result.missing_keys)
+        unexpected_keys.extend(own + key for key in result.unexpected_keys)
 
     # -- EMA-BN control ------------------------------------------------------------------------------------------------
     @property
@@ -127,12 +175,20 @@ class HIndexExtractor(BaseFeaturesExtractor):
         """One explicit EMA-BN update with ``obs`` (e.g. demonstration frames); returns their features."""
         if not self.has_ema_bn:
             raise ValueError("this extractor has no EMA-BN layers (ema_scope=None or a ViT encoder)")
-        return self.encoder(self._pixels_tensor(obs), update_bn_stats=True)
+        return self._encode(self._pixels_tensor(obs), update_bn_stats=True)
 
     # -- forward -------------------------------------------------------------------------------------------------------
+    def _encode(self, pixels: torch.Tensor, update_bn_stats: bool) -> torch.Tensor:
+        """Encode each 3-channel frame of a stack (``VecFrameStack``) and concatenate, oldest frame first."""
+        if self.n_frames == 1:
+            return self._encoder(pixels, update_bn_stats=update_bn_stats)
+        batch = pixels.shape[0]
+        frames = pixels.reshape(batch * self.n_frames, 3, *pixels.shape[2:])
+        return self._encoder(frames, update_bn_stats=update_bn_stats).reshape(batch, -1)
+
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         pixels = observations[self.pixels_key] if self.is_dict else observations
-        features = self.encoder(pixels, update_bn_stats=self._take_arm(pixels))
+        features = self._encode(pixels, update_bn_stats=self._take_arm(pixels))
         if self.proprio_key is not None:
             proprio = observations[self.proprio_key].flatten(1).to(features.dtype)
             features = torch.cat([features, proprio], dim=1)
@@ -162,12 +218,26 @@ def _split_space(space: gym.Space, pixels_key: str, proprio_key: str) -> tuple[g
 
 
 def _check_image(space: gym.Space, what: str) -> None:
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype != np.uint8:
+        raise ValueError(
+            f"{what} must be a uint8 image Box(0, 255, (3, H, W)), got {space}. If the env is wrapped in "
+            "VecNormalize(norm_obs=True), that wrapper turned the pixels into normalised floats: normalise only the "
+            "proprioception with VecNormalize(venv, norm_obs_keys=['proprio']) (Dict observations), or use "
+            "norm_obs=False for image-only observations (obs_mode='rgb')"
+        )
     if not (isinstance(space, gym.spaces.Box) and is_image_space(space, check_channels=False)):
         raise ValueError(f"{what} must be a uint8 image Box(0, 255, (3, H, W)), got {space}")
-    if space.shape[0] != 3 or not is_image_space_channels_first(space):
+    channels = space.shape[0]
+    if not is_image_space_channels_first(space):
         raise ValueError(
             f"{what} must be channel-first RGB (3, H, W), got shape {space.shape}; SB3 transposes channel-last "
             "image envs itself (VecTransposeImage), so pass the transposed space when building the extractor by hand"
+        )
+    if channels % 3 != 0:
+        raise ValueError(
+            f"{what} must be channel-first RGB (3, H, W), or k stacked RGB frames (3k, H, W) as VecFrameStack makes "
+            f"them; got {channels} channels in {space.shape} (the pretrained encoders take exactly 3 channels: no "
+            "grayscale or depth)"
         )
 
 
@@ -190,23 +260,25 @@ def _is_off_policy(algo: str | type) -> bool:
     raise ValueError(f"unknown algorithm {algo!r}; use one of {sorted(_ON_POLICY | _OFF_POLICY)} or the class")
 
 
-def paper_policy_kwargs(algo: str | type = "ppo", hidden: tuple[int, ...] = PAPER_HIDDEN) -> dict[str, Any]:
-    """The paper's policy network (MLP 256-256, tanh) as SB3 ``policy_kwargs`` for ``algo``.
+def paper_policy_kwargs(algo: str | type | None = "ppo", hidden: tuple[int, ...] = PAPER_HIDDEN) -> dict[str, Any]:
+    """The paper's policy network (MLP 256-256, tanh) as SB3 ``policy_kwargs``.
 
-    On-policy: separate 256-256 policy and value MLPs and ``ortho_init=False`` (PyTorch's default init, as mjrl;
-    SB3's orthogonal init would also target the extractor). Off-policy: 256-256 actor and critics. Use this alone
-    for policies on pre-computed features (:class:`~hindex_sb3.vec_encode.VecEncode`).
+    ``net_arch`` is a list, which every SB3 / sb3-contrib policy reads the same way (separate 256-256 policy and
+    value MLPs on-policy; 256-256 actor and critics off-policy). For an on-policy ``algo`` it adds
+    ``ortho_init=False`` (PyTorch's default init of the heads, as mjrl); off-policy policies reject that keyword,
+    and ``algo=None`` leaves it out so that one dict serves every algorithm (the heads then get SB3's default init).
+    Use this alone for policies on pre-computed features (:class:`~hindex_sb3.vec_encode.VecEncode`).
     """
-    layers = list(hidden)
-    if _is_off_policy(algo):
-        return {"net_arch": layers, "activation_fn": nn.Tanh}
-    return {"net_arch": {"pi": layers, "vf": list(layers)}, "activation_fn": nn.Tanh, "ortho_init": False}
+    kwargs: dict[str, Any] = {"net_arch": list(hidden), "activation_fn": nn.Tanh}
+    if algo is not None and not _is_off_policy(algo):
+        kwargs["ortho_init"] = False
+    return kwargs
 
 
 def _extractor_kwargs(
     encoder: str,
     weights: str | os.PathLike | None,
-    algo: str | type,
+    algo: str | type | None,
     ema_scope: EMAScope | Literal["auto"] | None,
     hidden: tuple[int, ...],
     overrides: dict[str, Any],
@@ -244,7 +316,7 @@ def _extractor_options(
 def hindex_extractor(
     weights: str | os.PathLike | None = "default",
     *,
-    algo: str | type = "ppo",
+    algo: str | type | None = None,
     ema_scope: EMAScope | None = "all",
     hidden: tuple[int, ...] = PAPER_HIDDEN,
     pixels_key: str = "pixels",
@@ -257,8 +329,9 @@ def hindex_extractor(
 
     :param weights: ``"default"`` (FrankMocap hand encoder, downloaded once), a checkpoint path (FrankMocap, the
         authors' adapted checkpoints, or ``hindex_sb3.adapted/1`` files), or ``None`` (random, smoke tests).
-    :param algo: algorithm name or class (``"ppo"``, ``"a2c"``, ``"trpo"``, ``"dapg"``, ``"sac"``, ...): off-policy
-        policies take different keyword arguments.
+    :param algo: ``None`` (default): one dict for every SB3 / sb3-contrib algorithm (PPO, A2C, SAC, TD3, DDPG, TQC,
+        TRPO, RecurrentPPO, CrossQ, DAPG). An on-policy name or class (``"ppo"``, ``"a2c"``, ``"trpo"``, ``"dapg"``)
+        adds ``ortho_init=False`` for the paper's (mjrl's) head initialisation; see :func:`paper_policy_kwargs`.
     :param ema_scope: BatchNorm layers that EMA-BN may adapt (with :class:`~hindex_sb3.callbacks.EMABatchNormCallback`).
     :param hidden: policy (and value/critic) MLP sizes; the paper uses 256-256 with tanh.
     :param cuda_graphs: replay the encoder as CUDA graphs on a GPU (see :class:`HIndexExtractor`).
@@ -272,7 +345,7 @@ def baseline_extractor(
     name: Literal["rrl", "r3m", "mvp", "vc1"],
     weights: str | os.PathLike | None = "default",
     *,
-    algo: str | type = "ppo",
+    algo: str | type | None = None,
     hidden: tuple[int, ...] = PAPER_HIDDEN,
     pixels_key: str = "pixels",
     proprio_key: str = "proprio",

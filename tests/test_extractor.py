@@ -83,11 +83,13 @@ def test_factories_return_fresh_policy_kwargs_for_each_algorithm_family(hand_ckp
     assert a == b and a is not b and a["features_extractor_kwargs"] is not b["features_extractor_kwargs"]
     a["features_extractor_kwargs"]["weights"] = "changed"
     assert hindex_extractor(hand_ckpt)["features_extractor_kwargs"]["weights"] == str(hand_ckpt)
-    assert a["features_extractor_class"] is HIndexExtractor and a["ortho_init"] is False
-    assert a["net_arch"] == {"pi": [256, 256], "vf": [256, 256]} and a["activation_fn"] is torch.nn.Tanh
+    assert a["features_extractor_class"] is HIndexExtractor and "ortho_init" not in a  # one dict for every algorithm
+    assert a["net_arch"] == [256, 256] and a["activation_fn"] is torch.nn.Tanh
     for off in ("sac", SAC):
         kw = hindex_extractor(algo=off)
         assert "ortho_init" not in kw and kw["net_arch"] == [256, 256] and kw["share_features_extractor"]
+    for on in ("ppo", PPO, "dapg"):
+        assert hindex_extractor(algo=on)["ortho_init"] is False  # mjrl's head initialisation, on request
     assert baseline_extractor("vc1")["features_extractor_kwargs"]["encoder"] == "vc1"
     assert hindex_extractor(share_features_extractor=False)["share_features_extractor"] is False
     assert paper_policy_kwargs("trpo")["ortho_init"] is False
@@ -122,7 +124,9 @@ def test_wrong_observation_spaces_are_refused():
         "no 'pixels' key": gym.spaces.Dict({"image": img}),
         "unsupported observation keys": gym.spaces.Dict({"pixels": img, "depth": img}),
         "channel-first": gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
-        "uint8 image": gym.spaces.Box(0.0, 1.0, (3, 32, 32), np.float32),
+        "VecNormalize": gym.spaces.Box(-10.0, 10.0, (3, 32, 32), np.float32),
+        "uint8 image": gym.spaces.Box(0, 255, (3, 32, 32), np.int16),
+        "stacked RGB frames": gym.spaces.Box(0, 255, (1, 32, 32), np.uint8),
         "must be a Box": gym.spaces.Dict({"pixels": img, "proprio": gym.spaces.Discrete(3)}),
         "needs a Box image": gym.spaces.Discrete(4),
     }
