@@ -225,6 +225,12 @@ def _check_image(space: gym.Space, what: str) -> None:
             "proprioception with VecNormalize(venv, norm_obs_keys=['proprio']) (Dict observations), or use "
             "norm_obs=False for image-only observations (obs_mode='rgb')"
         )
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 4:
+        raise ValueError(
+            f"{what} must be a uint8 image Box(0, 255, (3, H, W)), got shape {space.shape}: Gymnasium's "
+            "FrameStackObservation adds a stack axis; stack frames with SB3's VecFrameStack instead, which stacks "
+            "along channels (3k, H, W), a layout this extractor encodes frame by frame"
+        )
     if not (isinstance(space, gym.spaces.Box) and is_image_space(space, check_channels=False)):
         raise ValueError(f"{what} must be a uint8 image Box(0, 255, (3, H, W)), got {space}")
     channels = space.shape[0]

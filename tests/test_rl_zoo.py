@@ -41,15 +41,22 @@ def test_shipped_files_are_package_data_with_a_default_entry_for_every_task():
         path("dqn")
 
 
-def test_pixel_file_trains_with_the_extractor_and_the_ema_callback(tmp_path, monkeypatch):
-    """In process, so that RL Zoo's eval of ``policy_kwargs`` can reach the tests' tiny encoder."""
+@pytest.mark.parametrize("obs_mode", ["pixels", "rgb"])
+def test_pixel_file_trains_with_the_extractor_and_the_ema_callback(obs_mode, tmp_path, monkeypatch):
+    """In process, so that RL Zoo's eval of ``policy_kwargs`` can reach the tests' tiny encoder. The overrides are the
+    ones docs/sb3.md shows: the EMA momentum through ``callback``, image-only through ``--env-kwargs``/``policy``."""
+    overrides = [
+        "policy_kwargs:\"importlib.import_module('test_sb3_algorithms').tiny_kwargs()\"",
+        "callback:[{'hindex_sb3.callbacks.EMABatchNormCallback': {'momentum': 0.1}}]",
+    ]
+    if obs_mode == "rgb":
+        overrides += ["policy:'CnnPolicy'", "normalize:False"]
     argv = [
         "train.py", "--gym-packages", "hindex_sb3", "--env", "HInDex/Door-v0", "--algo", "ppo",
         "--conf-file", "hindex_sb3.hyperparams.ppo_pixels", "-n", "16", "-f", str(tmp_path), "--seed", "0",
         "--eval-freq", "-1", "--vec-env", "dummy", "--device", "cpu",
-        "--env-kwargs", "obs_mode:'pixels'", "image_size:24",
-        "-params", "n_envs:1", "n_steps:8", "batch_size:8", "n_epochs:1",
-        "policy_kwargs:\"importlib.import_module('test_sb3_algorithms').tiny_kwargs()\"",
+        "--env-kwargs", f"obs_mode:'{obs_mode}'", "image_size:24",
+        "-params", "n_envs:1", "n_steps:8", "batch_size:8", "n_epochs:1", *overrides,
     ]  # fmt: skip
     monkeypatch.syspath_prepend(str(TESTS))
     monkeypatch.setattr(sys, "argv", argv)
@@ -58,10 +65,12 @@ def test_pixel_file_trains_with_the_extractor_and_the_ema_callback(tmp_path, mon
         rl_zoo3_train.train()
     run = _run_dir(tmp_path)
     config = dict(yaml.unsafe_load((run / "HInDex-Door-v0" / "config.yml").read_text()))
-    assert "EMABatchNormCallback" in str(config["callback"]) and config["normalize"]["norm_obs_keys"] == ["proprio"]
+    assert config["callback"] == [{"hindex_sb3.callbacks.EMABatchNormCallback": {"momentum": 0.1}}]
+    assert (run / "HInDex-Door-v0" / "vecnormalize.pkl").is_file() == (obs_mode == "pixels")
     model = PPO.load(run / "HInDex-Door-v0.zip", device="cpu")
     ext = model.policy.features_extractor
     assert isinstance(ext, HIndexExtractor) and ext.encoder.spec.name == "tiny_bn_resnet"
+    assert ext.is_dict == (obs_mode == "pixels")
     bn = ext.encoder.backbone.bn1
     assert int(bn.num_batches_tracked) == 16  # one EMA-BN update per environment step, saved with the model
     assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))

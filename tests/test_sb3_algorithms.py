@@ -236,6 +236,9 @@ def test_channel_counts_that_are_not_rgb_frames_are_refused_with_the_reason():
         HIndexExtractor(gym.spaces.Box(0, 255, (4, 32, 32), np.uint8), encoder=TINY, weights=None)
     with pytest.raises(ValueError, match="VecTransposeImage"):
         HIndexExtractor(gym.spaces.Box(0, 255, (32, 32, 3), np.uint8), encoder=TINY, weights=None)
+    stacked = gym.wrappers.FrameStackObservation(TinyPixelEnv(image_size=20, proprio=False), 3)
+    with pytest.raises(ValueError, match="stack frames with SB3's VecFrameStack"):
+        HIndexExtractor(stacked.observation_space, encoder=TINY, weights=None)
 
 
 def test_vec_normalize_on_pixels_names_the_fix_and_the_fix_works():
