@@ -20,7 +20,7 @@ from torch import nn
 
 from hindex_sb3.callbacks import EMABatchNormCallback
 from hindex_sb3.encoders import EncoderSpec, RandomWeightsWarning, get_encoder_spec, register_encoder
-from hindex_sb3.extractor import HIndexExtractor, hindex_extractor
+from hindex_sb3.extractor import HIndexExtractor, baseline_extractor, hindex_extractor
 
 sb3_contrib = pytest.importorskip("sb3_contrib")
 from sb3_contrib import TQC, TRPO, CrossQ, RecurrentPPO  # noqa: E402
@@ -70,9 +70,9 @@ register_encoder(
 )
 
 
-def tiny_kwargs(**overrides) -> dict:
-    """``hindex_extractor()`` exactly as a user writes it, with the tiny encoder swapped in."""
-    kwargs = hindex_extractor(None, **overrides)
+def tiny_kwargs(baseline: str | None = None, **overrides) -> dict:
+    """``hindex_extractor()`` (or ``baseline_extractor(baseline)``) as a user writes it, with the tiny encoder."""
+    kwargs = baseline_extractor(baseline, None, **overrides) if baseline else hindex_extractor(None, **overrides)
     kwargs["features_extractor_kwargs"]["encoder"] = TINY
     return kwargs
 
@@ -173,12 +173,14 @@ def test_dapg_with_cnn_policy_on_image_only_observations(tmp_path):
     np.testing.assert_allclose(_predict(model, obs), _predict(loaded, obs), rtol=1e-6, atol=1e-6)
 
 
-def test_one_policy_kwargs_dict_serves_on_and_off_policy_algorithms():
-    kwargs = tiny_kwargs()
+@pytest.mark.parametrize("baseline", [None, "rrl"])
+def test_one_policy_kwargs_dict_serves_on_and_off_policy_algorithms(baseline):
+    kwargs = tiny_kwargs(baseline)
     assert "ortho_init" not in kwargs and kwargs["net_arch"] == [256, 256]
-    for name in ("ppo", "sac"):  # the same dict object, unchanged by the first algorithm
-        _make(name, "rgb", policy_kwargs=kwargs)
-    assert tiny_kwargs(algo="ppo")["ortho_init"] is False  # the paper's (mjrl's) head initialisation, on request
+    for name in ("trpo", "sac", "tqc"):  # the same dict object, unchanged by the previous algorithm
+        model = _make(name, "dict", policy_kwargs=kwargs)
+        model.learn(8)
+    assert tiny_kwargs(baseline, algo="ppo")["ortho_init"] is False  # the paper's (mjrl's) head init, on request
 
 
 def test_sac_target_critic_sees_no_frozen_parameters():
