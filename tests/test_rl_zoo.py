@@ -44,13 +44,14 @@ def test_shipped_files_are_package_data_with_a_default_entry_for_every_task():
 @pytest.mark.parametrize("obs_mode", ["pixels", "rgb"])
 def test_pixel_file_trains_with_the_extractor_and_the_ema_callback(obs_mode, tmp_path, monkeypatch):
     """In process, so that RL Zoo's eval of ``policy_kwargs`` can reach the tests' tiny encoder. The overrides are the
-    ones docs/sb3.md shows: the EMA momentum through ``callback``, image-only through ``--env-kwargs``/``policy``."""
+    ones docs/sb3.md shows: the EMA momentum through ``callback``, image-only through ``--env-kwargs``/``policy``, and
+    RL Zoo's ``frame_stack``."""
     overrides = [
         "policy_kwargs:\"importlib.import_module('test_sb3_algorithms').tiny_kwargs()\"",
         "callback:[{'hindex_sb3.callbacks.EMABatchNormCallback': {'momentum': 0.1}}]",
     ]
     if obs_mode == "rgb":
-        overrides += ["policy:'CnnPolicy'", "normalize:False"]
+        overrides += ["policy:'CnnPolicy'", "normalize:False", "frame_stack:2"]
     argv = [
         "train.py", "--gym-packages", "hindex_sb3", "--env", "HInDex/Door-v0", "--algo", "ppo",
         "--conf-file", "hindex_sb3.hyperparams.ppo_pixels", "-n", "16", "-f", str(tmp_path), "--seed", "0",
@@ -70,7 +71,7 @@ def test_pixel_file_trains_with_the_extractor_and_the_ema_callback(obs_mode, tmp
     model = PPO.load(run / "HInDex-Door-v0.zip", device="cpu")
     ext = model.policy.features_extractor
     assert isinstance(ext, HIndexExtractor) and ext.encoder.spec.name == "tiny_bn_resnet"
-    assert ext.is_dict == (obs_mode == "pixels")
+    assert ext.is_dict == (obs_mode == "pixels") and ext.n_frames == (2 if obs_mode == "rgb" else 1)
     bn = ext.encoder.backbone.bn1
     assert int(bn.num_batches_tracked) == 16  # one EMA-BN update per environment step, saved with the model
     assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
