@@ -48,6 +48,7 @@ __all__ = [
     "WeightsUnavailableError",
     "cache_home",
     "get_weight_spec",
+    "is_offline",
     "list_weights",
     "load_checkpoint",
     "load_state_dict_strict",
@@ -108,6 +109,9 @@ class WeightSpec:
     :param sha256_prefix: if known, the downloaded file's SHA-256 must start with it (torchvision-style names).
     :param description: one line for listings.
     :param manual_download: extra hint shown when the file cannot be fetched automatically.
+    :param fetch: obtains the default file another way than ``url`` into our cache (e.g. through the Hugging Face
+        Hub cache for timm models): ``fetch(spec, progress) -> Path``, raising :class:`WeightsUnavailableError`.
+    An empty ``url`` (and no ``fetch``) means no published file: only ``weights=path`` or ``None`` work.
     """
 
     name: str
@@ -118,6 +122,7 @@ class WeightSpec:
     sha256_prefix: str | None = None
     description: str = ""
     manual_download: str = ""
+    fetch: Callable[[WeightSpec, bool], Path] | None = field(default=None, repr=False)
 
     @property
     def cache_path(self) -> Path:
@@ -157,8 +162,12 @@ def weights_dir() -> Path:
     return cache_home() / "weights"
 
 
-def _offline() -> bool:
+def is_offline() -> bool:
+    """``$HINDEX_SB3_OFFLINE`` is set: nothing may be downloaded."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+_offline = is_offline
 
 
 def _unavailable_message(spec: WeightSpec, reason: str) -> str:
@@ -182,6 +191,11 @@ def _looks_like_html(path: Path) -> bool:
 def download(spec: WeightSpec, *, progress: bool = True) -> Path:
     """Fetch ``spec.url`` into the cache (atomic: a partial download never looks like a file)."""
     dst = spec.cache_path
+    if not spec.url:
+        raise WeightsUnavailableError(
+            f"{spec.name} has no published weight file: pass weights='/path/to/{spec.file_name}' (a state_dict), "
+            "or weights=None for random initialisation."
+        )
     if _offline():
         raise WeightsUnavailableError(_unavailable_message(spec, f"not cached and ${OFFLINE_ENV} is set"))
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +218,8 @@ def resolve_weights_file(spec: WeightSpec, weights: str | os.PathLike | None, *,
     if weights is None:
         return None
     if isinstance(weights, str) and weights == "default":
+        if spec.fetch is not None:
+            return spec.fetch(spec, progress)
         path = spec.cache_path
         return path if path.is_file() else download(spec, progress=progress)
     path = Path(weights).expanduser()
@@ -222,6 +238,8 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     to the weights; it only carries plain values. Anything else that is not tensors/containers is refused.
     """
     path = Path(path)
+    if path.suffix == ".safetensors":  # Hugging Face Hub files (timm): a pure tensor format, nothing to unpickle
+        return _load_safetensors(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -236,6 +254,17 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     except Exception as err:  # garbage bytes surface as almost any exception type from the unpickler
         reason = f"{type(err).__name__}: {err}"
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {reason}") from err
+
+
+def _load_safetensors(path: Path) -> StateDict:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as err:
+        raise CheckpointError(f"{path}: reading .safetensors files needs the safetensors package ({err})") from err
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # SafetensorError, OSError on truncated or foreign files
+        raise CheckpointError(f"{path} is not a readable safetensors file: {type(err).__name__}: {err}") from err
 
 
 def load_weights(spec: WeightSpec | str, weights: str | os.PathLike | None = "default", *, progress: bool = True):
