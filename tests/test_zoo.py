@@ -271,3 +271,97 @@ def test_user_encoder_trains_with_dapg_through_the_cli(user_plugin, tmp_path):
     assert main(args) == 0
     summary = json.loads(next(tmp_path.glob("door_user_tiny*/summary.json")).read_text())
     assert summary["encoder"] == "user_tiny" and summary["ema_momentum"] == 0.1 and summary["iterations"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stage 2 on all parameters (Fig. 7's ablation): hindex adapt --trainable all
+
+
+@pytest.fixture(scope="module")
+def adapt_parts():
+    from test_adapt import moving_square_episodes
+
+    from hindex_sb3.adapt import FrameDataset, vgg16_features
+    from hindex_sb3.encoders.resnet import resnet50_trunk
+
+    torch.manual_seed(0)
+    frames = FrameDataset.from_episodes(moving_square_episodes(), {"env_id": "synthetic"})
+    vgg = vgg16_features(None)
+    torch.manual_seed(1)
+    base = {k: v.clone() for k, v in _randomise_bn(resnet50_trunk(), 5).state_dict().items()}
+    return frames, vgg, base
+
+
+def _adapter(adapt_parts, trainable: str):
+    from hindex_sb3.adapt import Adapter, KeypointModel, PerceptualLoss
+
+    frames, vgg, base = adapt_parts
+    torch.manual_seed(0)
+    model = KeypointModel(image_size=32)
+    model.backbone.load_state_dict(base)
+    return Adapter(model, PerceptualLoss(vgg), frames, batch_size=2, base_backbone=base, trainable=trainable)
+
+
+def test_trainable_scopes_count_the_papers_numbers():
+    from hindex_sb3.adapt import KeypointModel, freeze_for_adaptation, trainable_summary
+
+    model = KeypointModel(image_size=32)
+    freeze_for_adaptation(model, "bn")
+    bn = trainable_summary(model)
+    freeze_for_adaptation(model, "all")
+    full = trainable_summary(model)
+    assert (bn["backbone_trainable"], bn["trainable_total"]) == (53_120, 15_289_731)
+    assert full["backbone_trainable"] == full["backbone_total"] == 23_508_032
+    assert full["trainable_total"] == full["total"] == 38_752_353  # + keypoint layer 7,710 and the frozen convs
+    assert full["parts_trainable"]["final_layer_unsup"] == 7_710
+    with pytest.raises(ValueError, match="trainable must be one of"):
+        freeze_for_adaptation(model, "conv")
+
+
+def test_trainable_all_moves_every_backbone_parameter_and_exports(adapt_parts, tmp_path, images):
+    from hindex_sb3.adapt import AdaptError
+    from hindex_sb3.encoders import read_adapted_checkpoint
+    from hindex_sb3.encoders.resnet import resnet50_trunk
+
+    _, _, base = adapt_parts
+    adapter = _adapter(adapt_parts, "all")
+    adapter.calibrate(1)
+    for _ in range(2):
+        adapter.step()
+    change = adapter.backbone_change()
+    assert change["tensors_changed"] == change["tensors_total"] == 159  # 53 conv weights + 53 x (gamma, beta)
+    # Not every *number*: at a 32-px input layer4 sees 1x1 maps, so the outer taps of its 3x3 kernels only ever
+    # multiply zero padding and get no gradient (the 64-px CLI run in docs/representations.md: 70.8 %).
+    assert change["numbers_total"] == 23_508_032 and change["numbers_changed"] > 0.3 * 23_508_032
+    adapted = adapter.adapted_backbone()
+    for k, v in base.items():
+        if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(adapted[k], v), k  # eval mode throughout: statistics never move
+    path = adapter.export(tmp_path / "all.pth", {"task": "synthetic"})
+    state, provenance = read_adapted_checkpoint(path)
+    assert provenance["trainable"] == "all" and provenance["backbone_change"]["tensors_changed"] == 159
+    enc = create_encoder("hindex", weights=path)
+    reference = resnet50_trunk().eval()
+    reference.load_state_dict(state)
+    with torch.no_grad():
+        expected = reference(enc.preprocess(images[:1].float() / 255))
+    assert _rel_err(enc(images[:1]), expected) <= 1e-5
+    adapter.save_checkpoint(tmp_path / "run.pt")
+    bn_only = _adapter(adapt_parts, "bn")
+    with pytest.raises(AdaptError, match="trainable='all'"):
+        bn_only.load_checkpoint(tmp_path / "run.pt")
+
+
+def test_trainable_bn_export_still_refuses_moved_convolutions(adapt_parts):
+    from hindex_sb3.adapt import AdaptError
+
+    adapter = _adapter(adapt_parts, "bn")
+    with torch.no_grad():
+        adapter.model.backbone.layer2[0].conv1.weight.add_(1.0)
+    with pytest.raises(AdaptError, match=r"BatchNorm gamma/beta.*layer2\.0\.conv1\.weight"):
+        adapter.adapted_backbone()
+    all_params = _adapter(adapt_parts, "all")
+    with torch.no_grad():
+        all_params.model.backbone.bn1.running_mean.add_(1.0)
+    with pytest.raises(AdaptError, match=r"bn1\.running_mean"):
+        all_params.adapted_backbone()
