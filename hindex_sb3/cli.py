@@ -156,12 +156,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     except AdaptError as err:
         print(f"hindex adapt: {err}", file=sys.stderr)
         return 2
-    print(
-        json.dumps(
-            {k: summary[k] for k in ("encoder", "iterations", "bn_change", "backbone_change", "figures") if k in summary},
-            indent=2,
-        )
-    )
+    shown = ("encoder", "iterations", "bn_change", "backbone_change", "figures")
+    print(json.dumps({k: summary[k] for k in shown if k in summary}, indent=2))
     return 0
 
 
