@@ -72,15 +72,17 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> None:
 # Registry and specs
 
 
-def test_registry_lists_the_five_encoders_with_their_specs():
-    assert list_encoders() == ["hindex", "mvp", "r3m", "rrl", "vc1"]
-    dims = {n: get_encoder_spec(n).feature_dim for n in list_encoders()}
-    assert dims == {"hindex": 2048, "rrl": 2048, "r3m": 2048, "mvp": 384, "vc1": 768}
+def test_registry_lists_the_seven_encoders_with_their_specs():
+    names = ["alphapose", "frankmocap_body", "hindex", "mvp", "r3m", "rrl", "vc1"]
+    assert list_encoders(plugins=False) == names
+    dims = {n: get_encoder_spec(n).feature_dim for n in names}
+    assert dims == {"hindex": 2048, "rrl": 2048, "r3m": 2048, "mvp": 384, "vc1": 768, "frankmocap_body": 2048,
+                    "alphapose": 2048}  # fmt: skip
     hindex = get_encoder_spec("hindex")
     assert hindex.mean is None and hindex.std is None  # H-InDex: no mean/std normalisation
     assert (hindex.resize, hindex.input_size, hindex.interpolation) == (256, 224, "bilinear")
     assert hindex.file_name == "pose_shape_best.pth" and hindex.url.startswith("https://dl.fbaipublicfiles.com/")
-    for name in ("rrl", "r3m", "mvp", "vc1"):
+    for name in ("rrl", "r3m", "mvp", "vc1", "frankmocap_body", "alphapose"):
         spec = get_encoder_spec(name)
         assert spec.mean == IMAGENET_MEAN and spec.url.startswith("https://") and spec.key_layout
     assert get_encoder_spec("rrl").weights.sha256_prefix == "0676ba61"
@@ -214,6 +216,81 @@ def test_preprocess_non_square_and_small_images_like_reference():
         imgs = torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8, generator=g)
         pre = Preprocess(256, 224, "bilinear", IMAGENET_MEAN, (0.229, 0.224, 0.225))
         torch.testing.assert_close(pre(imgs.float() / 255), reference_preprocess(imgs, True), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The paper's ablation encoders (Fig. 5): FrankMocap body and AlphaPose, in their official layouts
+
+
+def frankmocap_body_checkpoint(backbone: dict[str, torch.Tensor]) -> dict:
+    """FrankMocap body module ``.pt`` (SPIN's CheckpointSaver): ``{'model': HMR.state_dict(), 'optimizer', ...}``."""
+    g = torch.Generator().manual_seed(7)
+    model = {k: v for k, v in backbone.items() if not k.startswith("fc.")}
+    head = {"fc1.weight": (1024, 2048 + 144 + 13), "fc1.bias": (1024,), "fc2.weight": (1024, 1024), "fc2.bias": (1024,),
+            "decpose.weight": (144, 1024), "decpose.bias": (144,), "decshape.weight": (10, 1024),
+            "decshape.bias": (10,), "deccam.weight": (3, 1024), "deccam.bias": (3,), "init_pose": (1, 144),
+            "init_shape": (1, 10), "init_cam": (1, 3)}  # fmt: skip
+    model.update({k: 0.01 * torch.randn(shape, generator=g) for k, shape in head.items()})
+    optimizer = {"state": {}, "param_groups": [{"lr": 5e-5, "params": list(range(4))}]}
+    return {"model": model, "optimizer": optimizer, "epoch": 51, "batch_idx": 0, "batch_size": 64,
+            "total_step_count": 100_000}  # fmt: skip
+
+
+def alphapose_checkpoint(backbone: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """AlphaPose ``fast_res50_256x192.pth``: FastPose state dict, SE-ResNet-50 under ``preact.``, DUC heads."""
+    g = torch.Generator().manual_seed(8)
+    ckpt = {f"preact.{k}": v for k, v in backbone.items() if not k.startswith("fc.")}
+    for i, c in zip(range(1, 5), (256, 512, 1024, 2048), strict=True):  # SELayer(planes * 4, reduction=1)
+        for j in (0, 2):
+            ckpt[f"preact.layer{i}.0.se.fc.{j}.weight"] = 0.01 * torch.randn(c, c, generator=g)
+            ckpt[f"preact.layer{i}.0.se.fc.{j}.bias"] = torch.zeros(c)
+    for name, c_in, c_out in (("duc1", 512, 1024), ("duc2", 256, 512)):
+        ckpt[f"{name}.conv.weight"] = 0.01 * torch.randn(c_out, c_in, 3, 3, generator=g)
+        for buf, value in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+            ckpt[f"{name}.bn.{buf}"] = torch.full((c_out,), value)
+        ckpt[f"{name}.bn.num_batches_tracked"] = torch.tensor(10)
+    ckpt["conv_out.weight"] = 0.01 * torch.randn(17, 128, 3, 3, generator=g)
+    ckpt["conv_out.bias"] = torch.zeros(17)
+    return ckpt
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("name", ["frankmocap_body", "alphapose"])
+def test_ablation_encoders_match_reference_in_their_official_layouts(name, resnet_state, ckpt_dir, images):
+    build = frankmocap_body_checkpoint if name == "frankmocap_body" else alphapose_checkpoint
+    path = save(build(resnet_state), ckpt_dir / f"{name}.pt")
+    enc = create_encoder(name, weights=path)
+    # H-InDex fed both through a torchvision ResNet-50 (fc = Identity) with its Resize(256)/CenterCrop(224)/ImageNet
+    # normalisation (rrl/encoder.py FrankMocapBodyEncoder, representations/alphapose_encoder.py).
+    with torch.no_grad():
+        expected = reference_resnet(resnet_state)(reference_preprocess(images, normalize=True))
+    assert enc.feature_dim == 2048 and _rel_err(enc(images), expected) <= 1e-5
+
+
+def test_ablation_encoders_refuse_other_layouts_and_list_key_differences(resnet_state, tmp_path):
+    body = frankmocap_body_checkpoint(resnet_state)
+    del body["model"]["layer4.2.conv3.weight"]
+    body["model"]["layer4.2.se.fc.0.weight"] = torch.zeros(4, 4)
+    with pytest.raises(CheckpointMismatchError) as err:
+        create_encoder("frankmocap_body", weights=save(body, tmp_path / "body.pt"))
+    assert err.value.missing == ["layer4.2.conv3.weight"] and err.value.unexpected == ["layer4.2.se.fc.0.weight"]
+    hand = save(frankmocap_checkpoint(resnet_state), tmp_path / "hand.pth")
+    with pytest.raises(CheckpointError, match="no 'model' state dict"):
+        create_encoder("frankmocap_body", weights=hand)
+    with pytest.raises(CheckpointError, match="not a FrankMocap/SPIN HMR"):
+        create_encoder("frankmocap_body", weights=save({"model": resnet_state}, tmp_path / "tv.pt"))
+    dcn = alphapose_checkpoint(resnet_state)  # the DCN variant's offset convolutions are not a plain ResNet-50
+    dcn["preact.layer2.0.conv2_offset.weight"] = torch.zeros(18, 128, 3, 3)
+    dcn["preact.conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    with pytest.raises(CheckpointMismatchError) as err:
+        create_encoder("alphapose", weights=save(dcn, tmp_path / "dcn.pth"))
+    assert err.value.unexpected == ["layer2.0.conv2_offset.weight"]
+    assert err.value.mismatched == [("conv1.weight", (64, 3, 3, 3), (64, 3, 7, 7))]
+    with pytest.raises(CheckpointError, match="no 'preact"):
+        create_encoder("alphapose", weights=save(resnet_state, tmp_path / "imagenet.pth"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -327,6 +327,33 @@ VC1_VITB = register_weights(
         description="VC-1 base ViT-B/16 MAE (Majumdar et al. 2023)",
     )
 )
+FRANKMOCAP_BODY = register_weights(
+    WeightSpec(
+        name="frankmocap_body",
+        url="https://dl.fbaipublicfiles.com/eft/2020_05_31-00_50_43-best-51.749683916568756.pt",
+        file_name="2020_05_31-00_50_43-best-51.749683916568756.pt",
+        key_layout=(
+            "{'model': {<torchvision resnet50 key>, fc1, fc2, decpose, decshape, deccam, init_pose/shape/cam}, "
+            "'optimizer', ...} (SPIN HMR regressor)"
+        ),
+        converter=layouts.frankmocap_body,
+        description="FrankMocap body module: SPIN/EFT HMR ResNet-50 SMPL regressor (ablation in H-InDex Fig. 5)",
+    )
+)
+ALPHAPOSE_FASTPOSE = register_weights(
+    WeightSpec(
+        name="alphapose_fast_res50",
+        url="https://drive.google.com/uc?id=1kQhnMRURFiy7NsdS8EFL-8vtqEXOgECn",
+        file_name="fast_res50_256x192.pth",
+        key_layout="{preact.<SE-ResNet-50 key>, duc1.*, duc2.*, conv_out.*} (AlphaPose FastPose, COCO 17 keypoints)",
+        converter=layouts.alphapose_fastpose,
+        description="AlphaPose FastPose ResNet-50 256x192 (COCO); SE gates dropped as H-InDex ran it",
+        manual_download=(
+            "AlphaPose publishes it on Google Drive (docs/MODEL_ZOO.md, 'Fast Pose' ResNet50 256x192); download "
+            "fast_res50_256x192.pth in a browser and place it at the path above."
+        ),
+    )
+)
 VGG16_IMAGENET = register_weights(
     WeightSpec(
         name="vgg16_imagenet",
@@ -393,5 +420,25 @@ register_encoder(
         builder=lambda: vit_cls(embed_dim=768, depth=12, num_heads=12),
         family="vit",
         description="VC-1 base ViT-B/16, CLS token after the final LayerNorm",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        name="frankmocap_body",
+        feature_dim=2048,
+        weights=FRANKMOCAP_BODY,
+        builder=resnet50_trunk,
+        channels_last=True,
+        description="FrankMocap body (HMR) ResNet-50, pooled layer4, ImageNet mean/std (H-InDex ablation)",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        name="alphapose",
+        feature_dim=2048,
+        weights=ALPHAPOSE_FASTPOSE,
+        builder=resnet50_trunk,
+        channels_last=True,
+        description="AlphaPose FastPose ResNet-50 backbone without SE gates, pooled layer4, ImageNet mean/std",
     )
 )
