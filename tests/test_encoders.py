@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import urllib.error
 import warnings
 from pathlib import Path
@@ -37,6 +38,7 @@ from hindex_sb3.encoders import (
     save_adapted_checkpoint,
 )
 from hindex_sb3.encoders.base import Preprocess
+from hindex_sb3.encoders.weights import is_google_drive
 
 
 @pytest.fixture(autouse=True)
@@ -367,21 +369,22 @@ def test_default_weights_come_from_the_cache_without_network(resnet_state, tmp_p
 
 def test_download_goes_to_cache_with_progress_and_failures_are_explained(resnet_state, tmp_path, monkeypatch):
     monkeypatch.delenv("HINDEX_SB3_OFFLINE")
-    source = save(r3m_checkpoint(resnet_state), tmp_path / "served.pt")
+    source = save(frankmocap_body_checkpoint(resnet_state), tmp_path / "served.pt")
     calls = []
 
     def fake_download(url, dst, hash_prefix=None, progress=True):
-        calls.append((url, dst, hash_prefix, progress))
+        calls.append((url, dst, progress))
         Path(dst).write_bytes(source.read_bytes())
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    enc = create_encoder("r3m", progress=False)
-    spec = get_weight_spec("r3m_resnet50")
-    assert calls == [(spec.url, str(spec.cache_path), None, False)]
+    enc = create_encoder("frankmocap_body", progress=False)
+    spec = get_weight_spec("frankmocap_body")
+    assert calls == [(spec.url, f"{spec.cache_path}.partial", False)]  # complete files only reach the cache path
     assert enc.weights_source == str(spec.cache_path) and spec.cache_path.is_file()
+    assert list(spec.cache_path.parent.glob("*.partial")) == []
 
     def html_page(url, dst, hash_prefix=None, progress=True):
-        Path(dst).write_text("<!DOCTYPE html><html>Google Drive can't scan this file for viruses</html>")
+        Path(dst).write_text("<!DOCTYPE html><html>Sign in to continue</html>")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", html_page)
     with pytest.raises(WeightsUnavailableError, match="returned a web page"):
@@ -395,6 +398,63 @@ def test_download_goes_to_cache_with_progress_and_failures_are_explained(resnet_
     with pytest.raises(WeightsUnavailableError, match=r"download failed.*Name or service not known") as err:
         create_encoder("rrl")
     assert "resnet50-0676ba61.pth" in str(err.value)
+
+
+def test_published_sha256_prefix_is_checked_and_a_mismatch_discarded(tmp_path, monkeypatch):
+    monkeypatch.delenv("HINDEX_SB3_OFFLINE")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, **kw: Path(dst).write_bytes(b"x" * 100))
+    spec = get_weight_spec("resnet50_imagenet_v1")
+    assert spec.sha256_prefix == "0676ba61"  # torchvision publishes it in the file name
+    with pytest.raises(
+        WeightsUnavailableError, match=r"SHA-256 [0-9a-f]{64} does not start with the published 0676ba61"
+    ):
+        create_encoder("rrl")
+    assert not spec.cache_path.exists() and not list(spec.cache_path.parent.glob("*.partial"))
+    # where no hash is published, none is invented
+    for name in ("frankmocap_hand", "frankmocap_body", "r3m_resnet50", "mvp_vits_mae_hoi", "vc1_vitb"):
+        assert get_weight_spec(name).sha256_prefix is None, name
+    assert get_weight_spec("alphapose_fast_res50").sha256_prefix is None
+    assert get_weight_spec("vgg16_imagenet").sha256_prefix == "397923af"
+
+
+def test_google_drive_files_go_through_gdown(resnet_state, tmp_path, monkeypatch):
+    """R3M and AlphaPose live on Google Drive: gdown (mocked here) handles Drive's confirmation page."""
+    import types
+
+    monkeypatch.delenv("HINDEX_SB3_OFFLINE")
+    assert is_google_drive(get_weight_spec("r3m_resnet50").url)
+    assert is_google_drive(get_weight_spec("alphapose_fast_res50").url)
+    assert not is_google_drive(get_weight_spec("frankmocap_hand").url)
+    source = save(r3m_checkpoint(resnet_state), tmp_path / "served.pt")
+    calls = []
+
+    def fake_gdown(url=None, output=None, quiet=False, **kw):
+        calls.append((url, output, quiet))
+        Path(output).write_bytes(source.read_bytes())
+        return output
+
+    monkeypatch.setitem(sys.modules, "gdown", types.SimpleNamespace(download=fake_gdown))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("Drive URL sent to torch.hub"))
+    spec = get_weight_spec("r3m_resnet50")
+    enc = create_encoder("r3m", progress=False)
+    assert calls == [(spec.url, f"{spec.cache_path}.partial", True)]
+    assert enc.weights_source == str(spec.cache_path)
+
+    def quota(url=None, output=None, quiet=False, **kw):
+        Path(output).write_bytes(b"partial")
+        raise RuntimeError("Too many users have viewed or downloaded this file recently")
+
+    monkeypatch.setitem(sys.modules, "gdown", types.SimpleNamespace(download=quota))
+    alphapose = get_weight_spec("alphapose_fast_res50")
+    with pytest.raises(WeightsUnavailableError, match=r"Google Drive download failed.*Too many users") as err:
+        create_encoder("alphapose")
+    assert str(alphapose.cache_path) in str(err.value) and "browser" in str(err.value)  # the manual route
+    assert not list(alphapose.cache_path.parent.glob("*.partial"))
+
+    monkeypatch.setitem(sys.modules, "gdown", None)  # not installed
+    with pytest.raises(WeightsUnavailableError, match=r"pip install gdown") as err:
+        create_encoder("alphapose")
+    assert alphapose.url in str(err.value)
 
 
 def test_non_encoder_weights_use_the_same_machinery(tmp_path):

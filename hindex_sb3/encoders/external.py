@@ -177,7 +177,6 @@ def _timm_weights(name: str, model_name: str, pcfg: dict, classifiers: tuple[str
             file_name=f"timm-{url.rsplit('/', 1)[-1]}",
             key_layout=f"timm {model_name} state_dict (classifier dropped)",
             converter=converter,
-            sha256_prefix=_hash_prefix(url),
             description=f"timm {model_name} pretrained weights",
         )
     return WeightSpec(

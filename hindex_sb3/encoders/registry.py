@@ -278,7 +278,8 @@ FRANKMOCAP_HAND = register_weights(
         description="FrankMocap hand-module ResNet-50 (H-InDex Stage 1); also reads Stage-2 adapted checkpoints",
         manual_download=(
             "the authors' per-task adapted encoders (Stage 2) are a Google Drive archive "
-            "(https://drive.google.com/file/d/1TPCAnZMOcgErMruZ45R8MAg7b4iWu5DT); pass one file as weights=path."
+            "(https://drive.google.com/file/d/1TPCAnZMOcgErMruZ45R8MAg7b4iWu5DT; with gdown installed: "
+            "`gdown 1TPCAnZMOcgErMruZ45R8MAg7b4iWu5DT`); pass one file as weights=path."
         ),
     )
 )
@@ -302,8 +303,8 @@ R3M_RESNET50 = register_weights(
         converter=layouts.r3m_resnet,
         description="R3M ResNet-50 (Nair et al. 2022)",
         manual_download=(
-            "Google Drive may serve a confirmation page instead of the file; then download it in a browser "
-            "(it is R3M's r3m_50/model.pt) and place it at the path above."
+            "Google Drive downloads go through gdown (pip install gdown); if Drive refuses (quota, confirmation "
+            "page), download it in a browser (it is R3M's r3m_50/model.pt) and place it at the path above."
         ),
     )
 )
