@@ -146,23 +146,16 @@ def test_unknown_external_models_are_refused():
 # torchvision
 
 
-def test_torchvision_encoder_uses_the_weights_transforms_url_and_hash(tmp_path, monkeypatch, images):
+def test_torchvision_encoder_uses_the_weights_transforms_url_and_hash(images):
     torch.manual_seed(1)
     full = _randomise_bn(torchvision.models.resnet18(weights=None), 2)
-    served = tmp_path / "served.pth"
-    torch.save(full.state_dict(), served)
-    calls = []
-
-    def fake_download(url, dst, hash_prefix=None, progress=True):
-        calls.append((url, Path(dst).name, hash_prefix))
-        Path(dst).write_bytes(served.read_bytes())
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    monkeypatch.delenv("HINDEX_SB3_OFFLINE")
     spec = get_encoder_spec("torchvision:resnet18")
     assert (spec.feature_dim, spec.resize, spec.input_size, spec.interpolation) == (512, 256, 224, "bilinear")
-    enc = create_encoder("torchvision:resnet18", progress=False)
-    assert calls == [("https://download.pytorch.org/models/resnet18-f37072fd.pth", "resnet18-f37072fd.pth", "f37072fd")]
+    assert spec.url == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert spec.weights.sha256_prefix == "f37072fd"  # checked on download (see test_encoders' SHA-256 test)
+    spec.weights.cache_path.parent.mkdir(parents=True)
+    torch.save(full.state_dict(), spec.weights.cache_path)  # the official layout, classifier included
+    enc = create_encoder("torchvision:resnet18")  # offline: from the cache
     full.fc = nn.Identity()
     with torch.no_grad():
         expected = full(_reference_input(images, 256, 224, "bilinear", MEAN, STD))
