@@ -162,6 +162,15 @@ def test_torchvision_encoder_uses_the_weights_transforms_url_and_hash(images):
     assert _rel_err(enc(images), expected) <= 1e-5
 
 
+def test_models_the_meta_device_cannot_build_or_run_in_train_mode_are_probed(images):
+    regnet = get_encoder_spec("torchvision:regnet_y_400mf")  # its init copies data: built on the CPU instead
+    inception = get_encoder_spec("torchvision:inception_v3")  # aux head: probed in eval mode, 299-px input
+    assert (regnet.feature_dim, inception.feature_dim, inception.input_size) == (440, 2048, 299)
+    with pytest.warns(RandomWeightsWarning):
+        enc = create_encoder("torchvision:regnet_y_400mf", None)
+    assert enc(images[:1]).shape == (1, 440)
+
+
 def test_torchvision_wrong_layout_is_refused_with_the_differences(tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(CheckpointMismatchError) as err:

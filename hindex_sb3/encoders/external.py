@@ -27,6 +27,7 @@ import functools
 import logging
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,23 @@ def external_spec(name: str):
 # shared helpers
 
 
-def _probe(model: nn.Module, size: int) -> int:
-    """Feature size from a forward on the meta device: exact whatever the model's head attributes say."""
+def _build(build: Callable[[], nn.Module]) -> nn.Module:
+    """The model in eval mode on the ``meta`` device (no memory, no init cost) when its builder allows it; some
+    builders copy data during init (e.g. torchvision's RegNets), and those are built on the CPU instead."""
+    try:
+        with torch.device("meta"):
+            return build().eval()
+    except (NotImplementedError, RuntimeError) as err:
+        logger.debug("cannot build on the meta device (%s); building on the CPU", err)
+        return build().eval()
+
+
+def _probe(build: Callable[[], nn.Module], size: int) -> tuple[nn.Module, int]:
+    """The model and its feature size, read from one forward: exact whatever its head attributes say."""
+    model = _build(build)
+    device = next(iter(model.parameters()), torch.empty(0)).device
     with torch.no_grad():
-        return int(model(torch.empty(1, 3, size, size, device="meta")).shape[-1])
+        return model, int(model(torch.zeros(1, 3, size, size, device=device)).shape[-1])
 
 
 def _plain_batchnorm(model: nn.Module) -> bool:
@@ -124,7 +138,7 @@ def _timm_spec(name: str, model_name: str):
 
     if not timm.is_model(model_name.split(".")[0]):
         raise KeyError(f"unknown timm model {model_name!r} (timm.list_models() lists them)")
-    with torch.device("meta"):
+    with torch.device("meta"):  # the data config needs the model, not its weights
         meta = _timm_model(model_name)
     cfg = resolve_model_data_config(meta)
     _, h, w = cfg["input_size"]
@@ -137,7 +151,7 @@ def _timm_spec(name: str, model_name: str):
     classifiers = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
     return EncoderSpec(
         name=name,
-        feature_dim=_probe(meta, h),
+        feature_dim=_probe(functools.partial(_timm_model, model_name), h)[1],
         weights=_timm_weights(name, model_name, pcfg, classifiers),
         builder=functools.partial(_timm_model, model_name),
         family="timm",
@@ -254,8 +268,7 @@ def _torchvision_spec(name: str, model_spec: str):
         raise KeyError(f"torchvision {model_name} has no weights {weights_tag!r}") from None
     except ValueError:
         weights = None
-    with torch.device("meta"):
-        meta = get_model(model_name, weights=None)
+    meta = _build(functools.partial(get_model, model_name, weights=None))
     linears = [n for n, m in meta.named_modules() if isinstance(m, nn.Linear) and m.out_features == 1000]
     if not linears:
         raise ValueError(f"encoder {name!r}: no final 1000-way Linear classifier to remove")
@@ -266,12 +279,11 @@ def _torchvision_spec(name: str, model_spec: str):
         interpolation, mean, std = t.interpolation.value, tuple(t.mean), tuple(t.std)
     else:
         crop, resize, interpolation, mean, std = 224, 256, "bilinear", IMAGENET_MEAN, IMAGENET_STD
-    with torch.device("meta"):
-        trunk = _torchvision_model(model_name, head, weights is not None)
+    trunk, feature_dim = _probe(functools.partial(_torchvision_model, model_name, head, weights is not None), crop)
     url = weights.url if weights is not None else ""
     return EncoderSpec(
         name=name,
-        feature_dim=_probe(trunk, crop),
+        feature_dim=feature_dim,
         weights=WeightSpec(
             name=name,
             url=url,
