@@ -367,3 +367,30 @@ def test_trainable_bn_export_still_refuses_moved_convolutions(adapt_parts):
         all_params.model.backbone.bn1.running_mean.add_(1.0)
     with pytest.raises(AdaptError, match=r"bn1\.running_mean"):
         all_params.adapted_backbone()
+
+
+def test_cli_adapt_parser_takes_the_trainable_scope():
+    from hindex_sb3.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["adapt", "door"]).trainable == "bn"
+    assert parser.parse_args(["adapt", "door", "--trainable", "all"]).trainable == "all"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["adapt", "door", "--trainable", "conv"])
+
+
+def test_cli_adapt_trainable_all_end_to_end(tmp_path, capsys):
+    from hindex_sb3.cli import main
+    from hindex_sb3.encoders import read_adapted_checkpoint
+
+    out = tmp_path / "door_all"
+    args = ["adapt", "door", "--weights", "random", "--vgg-weights", "random", "--episodes", "2", "--max-steps", "3"]
+    args += ["--image-size", "32", "--batch-size", "2", "--calibrate-batches", "1", "--checkpoint-every", "0"]
+    args += ["--no-progress", "--no-figures", "--iterations", "2", "--trainable", "all", "--out", str(out)]
+    assert main(args) == 0
+    assert "23,508,032 of 23,508,032 parameters trainable (100.00 %, all)" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trainable_scope"] == "all" and summary["backbone_change"]["tensors_changed"] == 159
+    _, provenance = read_adapted_checkpoint(out / "adapted_encoder.pth")
+    assert provenance["trainable"] == "all"
+    assert create_encoder("hindex", weights=out / "adapted_encoder.pth")(torch.zeros(1, 3, 37, 37)).shape == (1, 2048)
