@@ -133,6 +133,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         lr=args.lr,
         image_size=args.image_size,
         frame_size=args.frame_size,
+        trainable=args.trainable,
         policy=args.policy,
         deterministic=args.deterministic,
         camera=args.camera,
@@ -155,9 +156,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     except AdaptError as err:
         print(f"hindex adapt: {err}", file=sys.stderr)
         return 2
-    print(
-        json.dumps({k: summary[k] for k in ("encoder", "iterations", "bn_change", "figures") if k in summary}, indent=2)
-    )
+    shown = ("encoder", "iterations", "bn_change", "backbone_change", "figures")
+    print(json.dumps({k: summary[k] for k in shown if k in summary}, indent=2))
     return 0
 
 
@@ -229,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--image-size", type=int, default=224, help="model input (multiple of 32; 224 -> 56x56 heatmaps)")
     p.add_argument("--frame-size", type=int, default=None, help="render size (default image-size * 256/224)")
+    p.add_argument(
+        "--trainable",
+        choices=["bn", "all"],
+        default="bn",
+        help="bn: the backbone's BatchNorm gamma/beta (the paper); all: every parameter (Fig. 7's ablation)",
+    )
     p.add_argument(
         "--policy", default="auto", help="auto | random | scripted | expert:PATH.npz | DEMOS.npz | ALGO:MODEL.zip"
     )

@@ -35,7 +35,7 @@ from torch import nn
 from hindex_sb3.ema_bn import EMAScope
 from hindex_sb3.encoders import Encoder, create_encoder, get_encoder_spec
 
-__all__ = ["HIndexExtractor", "baseline_extractor", "hindex_extractor", "paper_policy_kwargs"]
+__all__ = ["HIndexExtractor", "baseline_extractor", "encoder_extractor", "hindex_extractor", "paper_policy_kwargs"]
 
 BASELINES = ("rrl", "r3m", "mvp", "vc1")
 _ON_POLICY = {"ppo", "a2c", "trpo", "dapg", "recurrentppo", "maskableppo"}
@@ -364,3 +364,25 @@ def baseline_extractor(
         raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES} (or use hindex_extractor)")
     options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs)
     return _extractor_kwargs(name, weights, algo, None, hidden, policy_overrides, options)
+
+
+def encoder_extractor(
+    name: str,
+    weights: str | os.PathLike | None = "default",
+    *,
+    algo: str | type = "ppo",
+    ema_scope: EMAScope | Literal["auto"] | None = "auto",
+    hidden: tuple[int, ...] = PAPER_HIDDEN,
+    pixels_key: str = "pixels",
+    proprio_key: str = "proprio",
+    channels_last: bool | None = None,
+    cuda_graphs: bool = False,
+    **policy_overrides: Any,
+) -> dict[str, Any]:
+    """``policy_kwargs`` for any registered encoder: a plugin's, ``"timm:<model>"``, ``"torchvision:<model>"``...
+
+    ``ema_scope="auto"`` converts every BatchNorm layer to EMA-BN when the encoder has plain ``BatchNorm2d`` layers
+    (momentum 0 until :class:`~hindex_sb3.callbacks.EMABatchNormCallback` sets one), none otherwise.
+    """
+    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs)
+    return _extractor_kwargs(name, weights, algo, ema_scope, hidden, policy_overrides, options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import urllib.error
 import warnings
 from pathlib import Path
@@ -37,6 +38,7 @@ from hindex_sb3.encoders import (
     save_adapted_checkpoint,
 )
 from hindex_sb3.encoders.base import Preprocess
+from hindex_sb3.encoders.weights import is_google_drive
 
 
 @pytest.fixture(autouse=True)
@@ -72,15 +74,17 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> None:
 # Registry and specs
 
 
-def test_registry_lists_the_five_encoders_with_their_specs():
-    assert list_encoders() == ["hindex", "mvp", "r3m", "rrl", "vc1"]
-    dims = {n: get_encoder_spec(n).feature_dim for n in list_encoders()}
-    assert dims == {"hindex": 2048, "rrl": 2048, "r3m": 2048, "mvp": 384, "vc1": 768}
+def test_registry_lists_the_seven_encoders_with_their_specs():
+    names = ["alphapose", "frankmocap_body", "hindex", "mvp", "r3m", "rrl", "vc1"]
+    assert list_encoders(plugins=False) == names
+    dims = {n: get_encoder_spec(n).feature_dim for n in names}
+    assert dims == {"hindex": 2048, "rrl": 2048, "r3m": 2048, "mvp": 384, "vc1": 768, "frankmocap_body": 2048,
+                    "alphapose": 2048}  # fmt: skip
     hindex = get_encoder_spec("hindex")
     assert hindex.mean is None and hindex.std is None  # H-InDex: no mean/std normalisation
     assert (hindex.resize, hindex.input_size, hindex.interpolation) == (256, 224, "bilinear")
     assert hindex.file_name == "pose_shape_best.pth" and hindex.url.startswith("https://dl.fbaipublicfiles.com/")
-    for name in ("rrl", "r3m", "mvp", "vc1"):
+    for name in ("rrl", "r3m", "mvp", "vc1", "frankmocap_body", "alphapose"):
         spec = get_encoder_spec(name)
         assert spec.mean == IMAGENET_MEAN and spec.url.startswith("https://") and spec.key_layout
     assert get_encoder_spec("rrl").weights.sha256_prefix == "0676ba61"
@@ -217,6 +221,81 @@ def test_preprocess_non_square_and_small_images_like_reference():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The paper's ablation encoders (Fig. 5): FrankMocap body and AlphaPose, in their official layouts
+
+
+def frankmocap_body_checkpoint(backbone: dict[str, torch.Tensor]) -> dict:
+    """FrankMocap body module ``.pt`` (SPIN's CheckpointSaver): ``{'model': HMR.state_dict(), 'optimizer', ...}``."""
+    g = torch.Generator().manual_seed(7)
+    model = {k: v for k, v in backbone.items() if not k.startswith("fc.")}
+    head = {"fc1.weight": (1024, 2048 + 144 + 13), "fc1.bias": (1024,), "fc2.weight": (1024, 1024), "fc2.bias": (1024,),
+            "decpose.weight": (144, 1024), "decpose.bias": (144,), "decshape.weight": (10, 1024),
+            "decshape.bias": (10,), "deccam.weight": (3, 1024), "deccam.bias": (3,), "init_pose": (1, 144),
+            "init_shape": (1, 10), "init_cam": (1, 3)}  # fmt: skip
+    model.update({k: 0.01 * torch.randn(shape, generator=g) for k, shape in head.items()})
+    optimizer = {"state": {}, "param_groups": [{"lr": 5e-5, "params": list(range(4))}]}
+    return {"model": model, "optimizer": optimizer, "epoch": 51, "batch_idx": 0, "batch_size": 64,
+            "total_step_count": 100_000}  # fmt: skip
+
+
+def alphapose_checkpoint(backbone: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """AlphaPose ``fast_res50_256x192.pth``: FastPose state dict, SE-ResNet-50 under ``preact.``, DUC heads."""
+    g = torch.Generator().manual_seed(8)
+    ckpt = {f"preact.{k}": v for k, v in backbone.items() if not k.startswith("fc.")}
+    for i, c in zip(range(1, 5), (256, 512, 1024, 2048), strict=True):  # SELayer(planes * 4, reduction=1)
+        for j in (0, 2):
+            ckpt[f"preact.layer{i}.0.se.fc.{j}.weight"] = 0.01 * torch.randn(c, c, generator=g)
+            ckpt[f"preact.layer{i}.0.se.fc.{j}.bias"] = torch.zeros(c)
+    for name, c_in, c_out in (("duc1", 512, 1024), ("duc2", 256, 512)):
+        ckpt[f"{name}.conv.weight"] = 0.01 * torch.randn(c_out, c_in, 3, 3, generator=g)
+        for buf, value in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+            ckpt[f"{name}.bn.{buf}"] = torch.full((c_out,), value)
+        ckpt[f"{name}.bn.num_batches_tracked"] = torch.tensor(10)
+    ckpt["conv_out.weight"] = 0.01 * torch.randn(17, 128, 3, 3, generator=g)
+    ckpt["conv_out.bias"] = torch.zeros(17)
+    return ckpt
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("name", ["frankmocap_body", "alphapose"])
+def test_ablation_encoders_match_reference_in_their_official_layouts(name, resnet_state, ckpt_dir, images):
+    build = frankmocap_body_checkpoint if name == "frankmocap_body" else alphapose_checkpoint
+    path = save(build(resnet_state), ckpt_dir / f"{name}.pt")
+    enc = create_encoder(name, weights=path)
+    # H-InDex fed both through a torchvision ResNet-50 (fc = Identity) with its Resize(256)/CenterCrop(224)/ImageNet
+    # normalisation (rrl/encoder.py FrankMocapBodyEncoder, representations/alphapose_encoder.py).
+    with torch.no_grad():
+        expected = reference_resnet(resnet_state)(reference_preprocess(images, normalize=True))
+    assert enc.feature_dim == 2048 and _rel_err(enc(images), expected) <= 1e-5
+
+
+def test_ablation_encoders_refuse_other_layouts_and_list_key_differences(resnet_state, tmp_path):
+    body = frankmocap_body_checkpoint(resnet_state)
+    del body["model"]["layer4.2.conv3.weight"]
+    body["model"]["layer4.2.se.fc.0.weight"] = torch.zeros(4, 4)
+    with pytest.raises(CheckpointMismatchError) as err:
+        create_encoder("frankmocap_body", weights=save(body, tmp_path / "body.pt"))
+    assert err.value.missing == ["layer4.2.conv3.weight"] and err.value.unexpected == ["layer4.2.se.fc.0.weight"]
+    hand = save(frankmocap_checkpoint(resnet_state), tmp_path / "hand.pth")
+    with pytest.raises(CheckpointError, match="no 'model' state dict"):
+        create_encoder("frankmocap_body", weights=hand)
+    with pytest.raises(CheckpointError, match="not a FrankMocap/SPIN HMR"):
+        create_encoder("frankmocap_body", weights=save({"model": resnet_state}, tmp_path / "tv.pt"))
+    dcn = alphapose_checkpoint(resnet_state)  # the DCN variant's offset convolutions are not a plain ResNet-50
+    dcn["preact.layer2.0.conv2_offset.weight"] = torch.zeros(18, 128, 3, 3)
+    dcn["preact.conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    with pytest.raises(CheckpointMismatchError) as err:
+        create_encoder("alphapose", weights=save(dcn, tmp_path / "dcn.pth"))
+    assert err.value.unexpected == ["layer2.0.conv2_offset.weight"]
+    assert err.value.mismatched == [("conv1.weight", (64, 3, 3, 3), (64, 3, 7, 7))]
+    with pytest.raises(CheckpointError, match="no 'preact"):
+        create_encoder("alphapose", weights=save(resnet_state, tmp_path / "imagenet.pth"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Strict loading: mismatches and foreign files are errors that say what differed
 
 
@@ -290,21 +369,22 @@ def test_default_weights_come_from_the_cache_without_network(resnet_state, tmp_p
 
 def test_download_goes_to_cache_with_progress_and_failures_are_explained(resnet_state, tmp_path, monkeypatch):
     monkeypatch.delenv("HINDEX_SB3_OFFLINE")
-    source = save(r3m_checkpoint(resnet_state), tmp_path / "served.pt")
+    source = save(frankmocap_body_checkpoint(resnet_state), tmp_path / "served.pt")
     calls = []
 
     def fake_download(url, dst, hash_prefix=None, progress=True):
-        calls.append((url, dst, hash_prefix, progress))
+        calls.append((url, dst, progress))
         Path(dst).write_bytes(source.read_bytes())
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    enc = create_encoder("r3m", progress=False)
-    spec = get_weight_spec("r3m_resnet50")
-    assert calls == [(spec.url, str(spec.cache_path), None, False)]
+    enc = create_encoder("frankmocap_body", progress=False)
+    spec = get_weight_spec("frankmocap_body")
+    assert calls == [(spec.url, f"{spec.cache_path}.partial", False)]  # complete files only reach the cache path
     assert enc.weights_source == str(spec.cache_path) and spec.cache_path.is_file()
+    assert list(spec.cache_path.parent.glob("*.partial")) == []
 
     def html_page(url, dst, hash_prefix=None, progress=True):
-        Path(dst).write_text("<!DOCTYPE html><html>Google Drive can't scan this file for viruses</html>")
+        Path(dst).write_text("<!DOCTYPE html><html>Sign in to continue</html>")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", html_page)
     with pytest.raises(WeightsUnavailableError, match="returned a web page"):
@@ -318,6 +398,63 @@ def test_download_goes_to_cache_with_progress_and_failures_are_explained(resnet_
     with pytest.raises(WeightsUnavailableError, match=r"download failed.*Name or service not known") as err:
         create_encoder("rrl")
     assert "resnet50-0676ba61.pth" in str(err.value)
+
+
+def test_published_sha256_prefix_is_checked_and_a_mismatch_discarded(tmp_path, monkeypatch):
+    monkeypatch.delenv("HINDEX_SB3_OFFLINE")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, **kw: Path(dst).write_bytes(b"x" * 100))
+    spec = get_weight_spec("resnet50_imagenet_v1")
+    assert spec.sha256_prefix == "0676ba61"  # torchvision publishes it in the file name
+    with pytest.raises(
+        WeightsUnavailableError, match=r"SHA-256 [0-9a-f]{64} does not start with the published 0676ba61"
+    ):
+        create_encoder("rrl")
+    assert not spec.cache_path.exists() and not list(spec.cache_path.parent.glob("*.partial"))
+    # where no hash is published, none is invented
+    for name in ("frankmocap_hand", "frankmocap_body", "r3m_resnet50", "mvp_vits_mae_hoi", "vc1_vitb"):
+        assert get_weight_spec(name).sha256_prefix is None, name
+    assert get_weight_spec("alphapose_fast_res50").sha256_prefix is None
+    assert get_weight_spec("vgg16_imagenet").sha256_prefix == "397923af"
+
+
+def test_google_drive_files_go_through_gdown(resnet_state, tmp_path, monkeypatch):
+    """R3M and AlphaPose live on Google Drive: gdown (mocked here) handles Drive's confirmation page."""
+    import types
+
+    monkeypatch.delenv("HINDEX_SB3_OFFLINE")
+    assert is_google_drive(get_weight_spec("r3m_resnet50").url)
+    assert is_google_drive(get_weight_spec("alphapose_fast_res50").url)
+    assert not is_google_drive(get_weight_spec("frankmocap_hand").url)
+    source = save(r3m_checkpoint(resnet_state), tmp_path / "served.pt")
+    calls = []
+
+    def fake_gdown(url=None, output=None, quiet=False, **kw):
+        calls.append((url, output, quiet))
+        Path(output).write_bytes(source.read_bytes())
+        return output
+
+    monkeypatch.setitem(sys.modules, "gdown", types.SimpleNamespace(download=fake_gdown))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("Drive URL sent to torch.hub"))
+    spec = get_weight_spec("r3m_resnet50")
+    enc = create_encoder("r3m", progress=False)
+    assert calls == [(spec.url, f"{spec.cache_path}.partial", True)]
+    assert enc.weights_source == str(spec.cache_path)
+
+    def quota(url=None, output=None, quiet=False, **kw):
+        Path(output).write_bytes(b"partial")
+        raise RuntimeError("Too many users have viewed or downloaded this file recently")
+
+    monkeypatch.setitem(sys.modules, "gdown", types.SimpleNamespace(download=quota))
+    alphapose = get_weight_spec("alphapose_fast_res50")
+    with pytest.raises(WeightsUnavailableError, match=r"Google Drive download failed.*Too many users") as err:
+        create_encoder("alphapose")
+    assert str(alphapose.cache_path) in str(err.value) and "browser" in str(err.value)  # the manual route
+    assert not list(alphapose.cache_path.parent.glob("*.partial"))
+
+    monkeypatch.setitem(sys.modules, "gdown", None)  # not installed
+    with pytest.raises(WeightsUnavailableError, match=r"pip install gdown") as err:
+        create_encoder("alphapose")
+    assert alphapose.url in str(err.value)
 
 
 def test_non_encoder_weights_use_the_same_machinery(tmp_path):

@@ -8,6 +8,11 @@ eval mode throughout, so BatchNorm normalises with its running statistics and ne
 RL encoder inherits from Stage 2 is the backbone's BN affine parameters. :meth:`Adapter.export` checks exactly that
 before writing the checkpoint.
 
+``trainable="all"`` is the ablation of the paper's Fig. 6c / 7 (Stage 2 on all parameters; the reference's
+``freeze_conv=0``): nothing is frozen, so every backbone parameter (23,508,032) and the 1x1 keypoint layer train as
+well. The model still stays in eval mode, so BN running statistics never move in either mode, and the export is the
+same ``hindex_sb3.adapted/1`` file; only the check of what may differ from the base follows the mode.
+
 Without the authors' TTP-Penn initialisation (``penn_joint.pth``, Google-Drive only) the heads, encoders and renderer
 start random. Their BatchNorm layers then hold the default statistics (mean 0, variance 1), which in eval mode makes
 them plain affine maps and leaves the 9-layer renderer without any normalisation, so its output starts near zero and
@@ -42,6 +47,7 @@ from hindex_sb3.encoders.weights import load_checkpoint, save_adapted_checkpoint
 __all__ = [
     "PAPER_PAIR_WINDOW",
     "RUN_FORMAT",
+    "TRAINABLE_SCOPES",
     "AdaptConfig",
     "AdaptError",
     "Adapter",
@@ -54,6 +60,9 @@ __all__ = [
 ]
 
 RUN_FORMAT = "hindex_sb3.adapt_run/1"
+
+#: what Stage 2 may train: "bn" = the paper's method (BN gamma/beta of the backbone), "all" = Fig. 7's ablation
+TRAINABLE_SCOPES = ("bn", "all")
 
 #: the authors' ``VIDEO_LENGH_LIMIT``: pairs are drawn among the first L frames of each episode
 PAPER_PAIR_WINDOW = {
@@ -86,14 +95,26 @@ def backbone_bn_affine(backbone: nn.Module) -> dict[str, nn.BatchNorm2d]:
     return {name: m for name, m in backbone.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
 
 
-def freeze_for_adaptation(model: KeypointModel) -> None:
-    """Set ``requires_grad`` as the reference does: every ``nn.Conv2d`` of ``pose_net`` frozen, the rest trainable.
+def check_trainable(trainable: object) -> str:
+    """``trainable`` must be one of :data:`TRAINABLE_SCOPES`."""
+    if not isinstance(trainable, str) or trainable not in TRAINABLE_SCOPES:
+        raise ValueError(f"trainable must be one of {TRAINABLE_SCOPES}, got {trainable!r}")
+    return trainable
 
-    That leaves, in ``pose_net``, the backbone's BN gamma/beta and the deconvolution block (ConvTranspose2d + BN);
-    outside it, the appearance encoder, the pose encoder and the renderer, all of them.
+
+def freeze_for_adaptation(model: KeypointModel, trainable: str = "bn") -> None:
+    """Set ``requires_grad`` for Stage 2.
+
+    ``"bn"`` (the paper's method, as the reference sets it): every ``nn.Conv2d`` of ``pose_net`` frozen, the rest
+    trainable. That leaves, in ``pose_net``, the backbone's BN gamma/beta and the deconvolution block
+    (ConvTranspose2d + BN); outside it, the appearance encoder, the pose encoder and the renderer, all of them.
+    ``"all"`` (Fig. 7's ablation, the reference's ``freeze_conv=0``): every parameter trainable.
     """
+    check_trainable(trainable)
     for p in model.parameters():
         p.requires_grad_(True)
+    if trainable == "all":
+        return
     for m in model.pose_net.modules():
         if isinstance(m, nn.Conv2d):  # ConvTranspose2d is not a Conv2d subclass, so the deconvolutions stay trainable
             for p in m.parameters():
@@ -216,6 +237,7 @@ class Adapter:
     >>> adapter.export("adapted.pth", {"task": "door"})
 
     :param window: draw pairs among the first ``window`` frames of each episode (``None``: all).
+    :param trainable: ``"bn"`` (backbone BN gamma/beta, the paper) or ``"all"`` (every parameter, Fig. 7 ablation).
     """
 
     def __init__(
@@ -230,6 +252,7 @@ class Adapter:
         window: int | None = None,
         device: str | torch.device = "cpu",
         base_backbone: dict[str, torch.Tensor] | None = None,
+        trainable: str = "bn",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -239,7 +262,8 @@ class Adapter:
         self.loss = loss.to(self.device)
         self.dataset = dataset
         self.batch_size, self.lr, self.seed, self.window = int(batch_size), float(lr), int(seed), window
-        freeze_for_adaptation(self.model)
+        self.trainable = check_trainable(trainable)
+        freeze_for_adaptation(self.model, self.trainable)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=self.lr)
         self.iteration = 0
@@ -339,6 +363,7 @@ class Adapter:
                 "image_size": self.model.image_size,
                 "num_keypoints": self.model.num_keypoints,
                 "sigma": self.model.sigma,
+                "trainable": self.trainable,
             },
             "dataset": self.dataset.fingerprint(),
         }
@@ -360,10 +385,11 @@ class Adapter:
         if not (isinstance(ckpt, dict) and ckpt.get("format") == RUN_FORMAT):
             raise AdaptError(f"{path} is not a {RUN_FORMAT} checkpoint")
         mine = self.state_dict()
-        for key in ("image_size", "num_keypoints", "sigma", "batch_size", "lr", "seed", "window"):
-            if ckpt["settings"].get(key) != mine["settings"][key]:
+        theirs = {"trainable": "bn", **ckpt["settings"]}  # runs saved before --trainable existed were BN-only
+        for key in ("image_size", "num_keypoints", "sigma", "batch_size", "lr", "seed", "window", "trainable"):
+            if theirs.get(key) != mine["settings"][key]:
                 raise AdaptError(
-                    f"cannot resume {path}: it was trained with {key}={ckpt['settings'].get(key)!r}, this run has "
+                    f"cannot resume {path}: it was trained with {key}={theirs.get(key)!r}, this run has "
                     f"{mine['settings'][key]!r}"
                 )
         if ckpt["dataset"] != mine["dataset"]:
@@ -401,20 +427,39 @@ class Adapter:
     # -- export --------------------------------------------------------------------------------------------------------
     def adapted_backbone(self) -> dict[str, torch.Tensor]:
         """The backbone ``state_dict`` (torchvision ResNet-50 keys, no ``fc``), checked to differ from the base
-        only in BatchNorm weight/bias."""
+        only where the mode allows: BatchNorm weight/bias (``"bn"``) or any parameter (``"all"``); buffers (BN
+        running statistics) never."""
         adapted = {k: v.detach().cpu().clone() for k, v in self.model.backbone.state_dict().items()}
-        affine = {f"{n}.{p}" for n in backbone_bn_affine(self.model.backbone) for p in ("weight", "bias")}
+        if self.trainable == "all":
+            allowed = {k for k, _ in self.model.backbone.named_parameters()}
+            what = "parameters"
+        else:
+            allowed = {f"{n}.{p}" for n in backbone_bn_affine(self.model.backbone) for p in ("weight", "bias")}
+            what = "BatchNorm gamma/beta"
         if adapted.keys() != self.base_backbone.keys():
             raise AdaptError("the backbone's keys changed during adaptation")
-        moved = [k for k in adapted if k not in affine and not torch.equal(adapted[k], self.base_backbone[k])]
+        moved = [k for k in adapted if k not in allowed and not torch.equal(adapted[k], self.base_backbone[k])]
         if moved:
-            raise AdaptError(f"tensors outside BatchNorm gamma/beta changed during adaptation: {moved[:8]}")
+            raise AdaptError(f"tensors outside the backbone's {what} changed during adaptation: {moved[:8]}")
         return adapted
+
+    def backbone_change(self) -> dict[str, int]:
+        """How many backbone parameter tensors (and numbers) differ from the base, out of how many."""
+        adapted = self.adapted_backbone()
+        names = [k for k, _ in self.model.backbone.named_parameters()]
+        moved = [k for k in names if not torch.equal(adapted[k], self.base_backbone[k])]
+        return {
+            "tensors_changed": len(moved),
+            "tensors_total": len(names),
+            "numbers_changed": int(sum((adapted[k] != self.base_backbone[k]).sum() for k in moved)),
+            "numbers_total": int(sum(adapted[k].numel() for k in names)),
+        }
 
     def bn_change(self) -> dict[str, float]:
         """How far BN gamma/beta moved from the base: max and mean absolute change, and how many numbers moved."""
         adapted = self.adapted_backbone()
-        keys = [k for k in adapted if not torch.equal(adapted[k], self.base_backbone[k])]
+        affine = {f"{n}.{p}" for n in backbone_bn_affine(self.model.backbone) for p in ("weight", "bias")}
+        keys = [k for k in adapted if k in affine and not torch.equal(adapted[k], self.base_backbone[k])]
         if not keys:
             return {"changed": 0, "max_abs": 0.0, "mean_abs": 0.0}
         diffs = torch.cat([(adapted[k] - self.base_backbone[k]).abs().flatten() for k in keys])
@@ -424,7 +469,9 @@ class Adapter:
         """Write the adapted encoder in the ``hindex_sb3.adapted/1`` format that ``create_encoder("hindex",
         weights=path)`` loads; ``provenance`` is completed with the iteration count and training settings."""
         record = {
-            "stage": "H-InDex stage 2 (self-supervised keypoint adaptation, BN affine only)",
+            "stage": "H-InDex stage 2 (self-supervised keypoint adaptation, "
+            + ("BN affine only)" if self.trainable == "bn" else "all parameters: Fig. 7 ablation)"),
+            "trainable": self.trainable,
             "iterations": self.iteration,
             "batch_size": self.batch_size,
             "lr": self.lr,
@@ -436,6 +483,7 @@ class Adapter:
             "pair_window": self.window,
             "dataset": self.dataset.fingerprint() | {"meta": self.dataset.meta},
             "bn_change": self.bn_change(),
+            "backbone_change": self.backbone_change(),
             **provenance,
         }
         return save_adapted_checkpoint(path, self.adapted_backbone(), _plain(record))
@@ -471,6 +519,7 @@ class AdaptConfig:
     lr: float = 1e-4
     image_size: int = 224
     frame_size: int | None = None  #: render size for our tasks; default image_size * 256/224 (256 at 224)
+    trainable: str = "bn"  #: "bn": backbone BN gamma/beta (the paper); "all": every parameter (Fig. 7 ablation)
     num_keypoints: int = NUM_KEYPOINTS
     sigma: float = GAUSSIAN_SIGMA
     policy: str = "auto"  #: auto | random | scripted | expert:PATH.npz | DEMOS.npz | ALGO:PATH.zip
@@ -594,6 +643,10 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
         raise AdaptError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
     if cfg.resume and not ckpt_path.is_file():
         raise AdaptError(f"--resume: no checkpoint at {ckpt_path}")
+    try:
+        check_trainable(cfg.trainable)
+    except ValueError as err:
+        raise AdaptError(str(err)) from err
     random_base = cfg.weights in (None, "random")
     random_vgg = cfg.vgg_weights in (None, "random")
     # Weights first: a missing file should fail in a second, not after collecting 10,000 frames.
@@ -627,12 +680,13 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
         window=window,
         device=device,
         base_backbone=base_state,
+        trainable=cfg.trainable,
     )
     counts = trainable_summary(model)
+    which = f"BatchNorm gamma/beta of {counts['backbone_bn_layers']} layers" if cfg.trainable == "bn" else "all"
     print(
         f"backbone: {counts['backbone_trainable']:,} of {counts['backbone_total']:,} parameters trainable "
-        f"({100 * counts['backbone_trainable_fraction']:.2f} %, BatchNorm gamma/beta of "
-        f"{counts['backbone_bn_layers']} layers); heads/encoders/renderer trainable: "
+        f"({100 * counts['backbone_trainable_fraction']:.2f} %, {which}); heads/encoders/renderer trainable: "
         f"{counts['trainable_total'] - counts['backbone_trainable']:,}; total trainable {counts['trainable_total']:,}"
     )
     labels = []
@@ -705,8 +759,10 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
         "iterations": adapter.iteration,
         "seconds_training": round(adapter.seconds, 1),
         "iterations_per_s": round(adapter.iteration / adapter.seconds, 4) if adapter.seconds else None,
+        "trainable_scope": cfg.trainable,
         "trainable": counts,
         "bn_change": adapter.bn_change(),
+        "backbone_change": adapter.backbone_change(),
         "keypoints": kp,
         "dataset": {"path": str(frames_path), **dataset.fingerprint(), "meta": dataset.meta},
         "pair_window": window,

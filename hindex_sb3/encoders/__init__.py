@@ -1,4 +1,4 @@
-"""Frozen visual encoders: H-InDex and the four baselines of the paper (RRL, R3M, MVP, VC-1).
+"""Frozen visual encoders: H-InDex, the paper's baselines and ablations, any timm/torchvision model, and plugins.
 
 >>> from hindex_sb3.encoders import create_encoder
 >>> enc = create_encoder("hindex")            # FrankMocap hand ResNet-50, downloaded once into the cache
@@ -17,6 +17,7 @@ from hindex_sb3.encoders.registry import (
     get_encoder_spec,
     list_encoders,
     register_encoder,
+    unregister_encoder,
 )
 from hindex_sb3.encoders.weights import (
     ADAPTED_FORMAT,
@@ -63,5 +64,6 @@ __all__ = [
     "register_encoder",
     "register_weights",
     "save_adapted_checkpoint",
+    "unregister_encoder",
     "weights_dir",
 ]

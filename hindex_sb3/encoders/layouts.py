@@ -17,6 +17,12 @@ Layouts (sources in ``docs/representations.md``):
 * torchvision ``resnet50`` (ImageNet, RRL): plain torchvision keys including the ``fc.*`` classifier.
 * MAE-style ViTs (MVP, VC-1): ``ckpt["model"]`` with timm ``VisionTransformer`` keys plus the MAE decoder
   (``decoder_*``) and ``mask_token``.
+* FrankMocap body module (SPIN's HMR regressor): ``ckpt["model"]`` with torchvision ResNet-50 backbone keys and the
+  SMPL regression head ``fc1``, ``fc2``, ``decpose``, ``decshape``, ``deccam`` plus the ``init_pose/shape/cam``
+  buffers; ``optimizer`` and counters beside ``model``.
+* AlphaPose FastPose ResNet-50 (``fast_res50_256x192.pth``): a plain state dict, backbone under ``preact.`` (an
+  SE-ResNet-50: the first block of each stage has an ``se.fc.{0,2}`` squeeze-excitation gate), heads ``duc1``,
+  ``duc2``, ``conv_out``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,11 @@ import torch
 from hindex_sb3.encoders.weights import ADAPTED_FORMAT, CheckpointError, StateDict
 
 __all__ = [
+    "ALPHAPOSE_SE_KEYS",
     "HINDEX_ADAPTED_HEADS",
+    "HMR_HEAD_KEYS",
+    "alphapose_fastpose",
+    "frankmocap_body",
     "frankmocap_hand",
     "hindex_any",
     "hindex_authors_adapted",
@@ -50,6 +60,14 @@ HINDEX_ADAPTED_HEADS = (
     "sup_weight.",
     "sup_f.",
 )
+
+
+#: SPIN/FrankMocap HMR regressor parts after the backbone (the SMPL iterative regressor and its mean-parameter init)
+HMR_HEAD_KEYS = ("fc1.", "fc2.", "decpose.", "decshape.", "deccam.", "init_pose", "init_shape", "init_cam")
+
+#: the squeeze-excitation gates of AlphaPose's SE-ResNet-50 (first block of each stage). H-InDex loaded the backbone
+#: into a plain torchvision ResNet-50 with strict=False, so these were never used; we drop exactly these keys.
+ALPHAPOSE_SE_KEYS = tuple(f"layer{i}.0.se.fc.{j}.{p}" for i in range(1, 5) for j in (0, 2) for p in ("weight", "bias"))
 
 
 def _flat(obj: Any, what: str) -> dict[str, torch.Tensor]:
@@ -150,3 +168,34 @@ def mae_vit(ckpt: Any) -> StateDict:
     if "cls_token" not in sd:
         raise CheckpointError(f"no 'cls_token' key; this is not an MAE/timm ViT checkpoint (keys: {_sample_keys(sd)})")
     return {k: v for k, v in sd.items() if not (k.startswith("decoder") or k == "mask_token")}
+
+
+def frankmocap_body(ckpt: Any) -> StateDict:
+    """FrankMocap body regressor (``2020_05_31-00_50_43-best-51.749683916568756.pt``): ``ckpt['model']`` minus the
+    HMR regression head, as H-InDex's ``FrankMocapBodyEncoder`` loads it (a ``module.`` prefix is stripped)."""
+    if not (isinstance(ckpt, Mapping) and isinstance(ckpt.get("model"), Mapping)):
+        keys = _sample_keys(ckpt) if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise CheckpointError(f"no 'model' state dict at the top level (found: {keys})")
+    sd = _flat(ckpt["model"], "ckpt['model']")
+    if all(k.startswith("module.") for k in sd):
+        sd = _strip(sd, "module.")
+    if "decpose.weight" not in sd:
+        raise CheckpointError(
+            f"no 'decpose.weight' key: this is not a FrankMocap/SPIN HMR body regressor (keys: {_sample_keys(sd)})"
+        )
+    return {k: v for k, v in sd.items() if not k.startswith(HMR_HEAD_KEYS)}
+
+
+def alphapose_fastpose(ckpt: Any) -> StateDict:
+    """AlphaPose FastPose: the ``preact.*`` backbone without its SE gates, as H-InDex's ``AlphaPoseEncoder`` runs it.
+
+    The heads (``duc1``, ``duc2``, ``conv_out``) are outside ``preact.``; any other extra backbone key (e.g. the
+    ``conv2_offset`` of the DCN variant) stays and is reported by the strict loader.
+    """
+    sd = _flat(ckpt, "AlphaPose checkpoint")
+    if all(k.startswith("module.") for k in sd):
+        sd = _strip(sd, "module.")
+    backbone = _strip(sd, "preact.")
+    if not backbone:
+        raise CheckpointError(f"no 'preact.*' keys: this is not an AlphaPose FastPose checkpoint ({_sample_keys(sd)})")
+    return {k: v for k, v in backbone.items() if k not in ALPHAPOSE_SE_KEYS}

@@ -24,6 +24,7 @@ from torchvision.models import ResNet50_Weights, VGG16_Weights
 from hindex_sb3.ema_bn import EMAScope
 from hindex_sb3.encoders import layouts
 from hindex_sb3.encoders.base import Encoder
+from hindex_sb3.encoders.external import EXTERNAL_PREFIXES, external_spec, is_external
 from hindex_sb3.encoders.resnet import resnet50_trunk
 from hindex_sb3.encoders.vit import fit_pos_embed, vit_cls
 from hindex_sb3.encoders.weights import (
@@ -48,6 +49,7 @@ __all__ = [
     "get_encoder_spec",
     "list_encoders",
     "register_encoder",
+    "unregister_encoder",
 ]
 
 
@@ -59,11 +61,15 @@ class RandomWeightsWarning(UserWarning):
 class EncoderSpec:
     """Everything that defines one representation.
 
-    :param name: registry key (``"hindex"``, ``"rrl"``, ``"r3m"``, ``"mvp"``, ``"vc1"``).
+    :param name: registry key (``"hindex"``, ``"rrl"``, ``"r3m"``, ``"mvp"``, ``"vc1"``, ...).
     :param feature_dim: size D of the feature vector.
-    :param weights: the official weight file (URL, cache file name, key layout, converter).
-    :param builder: returns the randomly initialised trunk, ``(B, 3, input_size, input_size) -> (B, D)``.
-    :param family: ``"resnet"`` or ``"vit"`` (ResNets have BatchNorm, hence EMA-BN).
+    :param weights: the official weight file (URL, cache file name, key layout, converter); ``None`` for an encoder
+        without a published file (then ``weights=path`` loads a plain ``state_dict`` of the trunk, strictly).
+    :param builder: returns the randomly initialised trunk, ``(B, 3, input_size, input_size) -> (B, D)``. Use a
+        module-level function or ``functools.partial`` (specs travel with encoders, e.g. into copies).
+    :param family: ``"resnet"``, ``"vit"`` or any label (``"timm"``, ``"torchvision"``, ``"user"``).
+    :param batchnorm: whether the trunk normalises with ``nn.BatchNorm2d`` layers (EMA-BN and ``hindex adapt`` need
+        them); ``None`` means "if ``family == 'resnet'``".
     :param input_size: centre-crop size fed to the trunk.
     :param resize: shorter-side resize before the crop.
     :param interpolation: resize filter (H-InDex uses bilinear for every encoder).
@@ -76,9 +82,9 @@ class EncoderSpec:
 
     name: str
     feature_dim: int
-    weights: WeightSpec
+    weights: WeightSpec | None
     builder: Callable[[], nn.Module] = field(repr=False)
-    family: Literal["resnet", "vit"] = "resnet"
+    family: str = "resnet"
     input_size: int = 224
     resize: int = 256
     interpolation: str = "bilinear"
@@ -86,6 +92,30 @@ class EncoderSpec:
     std: tuple[float, float, float] | None = IMAGENET_STD
     channels_last: bool = False
     description: str = ""
+    batchnorm: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or any(c.isspace() for c in self.name):
+            raise ValueError(f"encoder name must be a non-empty string without spaces, got {self.name!r}")
+        if isinstance(self.feature_dim, bool) or not isinstance(self.feature_dim, int) or self.feature_dim < 1:
+            raise ValueError(f"{self.name}: feature_dim must be a positive int, got {self.feature_dim!r}")
+        if not callable(self.builder):
+            raise TypeError(f"{self.name}: builder must be callable")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError(f"{self.name}: give both mean and std, or neither")
+        if self.weights is None:  # no published file: a local state_dict of the trunk, loaded strictly
+            object.__setattr__(
+                self,
+                "weights",
+                WeightSpec(
+                    name=self.name,
+                    url="",
+                    file_name=f"{self.name}.pth",
+                    key_layout="the trunk's own state_dict",
+                    converter=layouts.torchvision_plain,
+                    description=f"{self.name}: no published weights",
+                ),
+            )
 
     @property
     def url(self) -> str:
@@ -101,28 +131,62 @@ class EncoderSpec:
 
     @property
     def has_batchnorm(self) -> bool:
-        return self.family == "resnet"
+        return self.family == "resnet" if self.batchnorm is None else bool(self.batchnorm)
 
 
 _ENCODERS: dict[str, EncoderSpec] = {}
 
 
 def register_encoder(spec: EncoderSpec, *, overwrite: bool = False) -> EncoderSpec:
-    """Add an encoder to the registry (raises on a duplicate name unless ``overwrite``)."""
+    """Add an encoder to the registry (raises on a duplicate name unless ``overwrite``).
+
+    A registered name works everywhere an encoder name does: :func:`create_encoder`, ``HIndexExtractor`` /
+    ``baseline_extractor``, ``VecEncode`` and ``hindex train --encoder NAME`` (EMA-BN where ``spec.has_batchnorm``).
+    Other packages register on install through the ``hindex_sb3.encoders`` entry-point group
+    (:mod:`hindex_sb3.encoders.plugins`). Names with a ``timm:`` / ``torchvision:`` prefix are reserved.
+    """
+    if not isinstance(spec, EncoderSpec):
+        raise TypeError(f"register_encoder expects an EncoderSpec, got {type(spec).__name__}")
+    if is_external(spec.name):
+        raise ValueError(f"encoder names starting with {EXTERNAL_PREFIXES} are reserved for timm/torchvision models")
     if spec.name in _ENCODERS and not overwrite:
         raise ValueError(f"encoder {spec.name!r} is already registered")
     _ENCODERS[spec.name] = spec
     return spec
 
 
+def unregister_encoder(name: str) -> EncoderSpec:
+    """Remove ``name`` from the registry and return its spec (e.g. to undo a test's registration)."""
+    return _ENCODERS.pop(name)
+
+
 def get_encoder_spec(name: str) -> EncoderSpec:
-    try:
+    """The spec of a registered encoder, a ``timm:<model>`` / ``torchvision:<model>`` name, or one that an
+    installed package provides through the ``hindex_sb3.encoders`` entry points (loaded on first miss)."""
+    if not isinstance(name, str):
+        raise TypeError(f"encoder name must be a str, got {type(name).__name__}")
+    if name in _ENCODERS:
         return _ENCODERS[name]
-    except KeyError:
-        raise KeyError(f"unknown encoder {name!r}; available: {list_encoders()}") from None
+    if is_external(name):
+        return external_spec(name)
+    from hindex_sb3.encoders.plugins import load_plugins, plugin_errors
+
+    load_plugins()
+    if name in _ENCODERS:
+        return _ENCODERS[name]
+    failed = plugin_errors()
+    note = f"; entry points that failed to load: {failed}" if failed else ""
+    raise KeyError(
+        f"unknown encoder {name!r}; available: {list_encoders()}, or any 'timm:<model>' / 'torchvision:<model>'" + note
+    )
 
 
-def list_encoders() -> list[str]:
+def list_encoders(*, plugins: bool = True) -> list[str]:
+    """Registered encoder names (with ``plugins``, after loading the installed packages' entry points)."""
+    if plugins:
+        from hindex_sb3.encoders.plugins import load_plugins
+
+        load_plugins()
     return sorted(_ENCODERS)
 
 
@@ -214,7 +278,8 @@ FRANKMOCAP_HAND = register_weights(
         description="FrankMocap hand-module ResNet-50 (H-InDex Stage 1); also reads Stage-2 adapted checkpoints",
         manual_download=(
             "the authors' per-task adapted encoders (Stage 2) are a Google Drive archive "
-            "(https://drive.google.com/file/d/1TPCAnZMOcgErMruZ45R8MAg7b4iWu5DT); pass one file as weights=path."
+            "(https://drive.google.com/file/d/1TPCAnZMOcgErMruZ45R8MAg7b4iWu5DT; with gdown installed: "
+            "`gdown 1TPCAnZMOcgErMruZ45R8MAg7b4iWu5DT`); pass one file as weights=path."
         ),
     )
 )
@@ -238,8 +303,8 @@ R3M_RESNET50 = register_weights(
         converter=layouts.r3m_resnet,
         description="R3M ResNet-50 (Nair et al. 2022)",
         manual_download=(
-            "Google Drive may serve a confirmation page instead of the file; then download it in a browser "
-            "(it is R3M's r3m_50/model.pt) and place it at the path above."
+            "Google Drive downloads go through gdown (pip install gdown); if Drive refuses (quota, confirmation "
+            "page), download it in a browser (it is R3M's r3m_50/model.pt) and place it at the path above."
         ),
     )
 )
@@ -261,6 +326,33 @@ VC1_VITB = register_weights(
         key_layout="{'model': {cls_token, pos_embed, patch_embed.proj.*, blocks.N.*, norm.*, decoder_*, mask_token}}",
         converter=layouts.mae_vit,
         description="VC-1 base ViT-B/16 MAE (Majumdar et al. 2023)",
+    )
+)
+FRANKMOCAP_BODY = register_weights(
+    WeightSpec(
+        name="frankmocap_body",
+        url="https://dl.fbaipublicfiles.com/eft/2020_05_31-00_50_43-best-51.749683916568756.pt",
+        file_name="2020_05_31-00_50_43-best-51.749683916568756.pt",
+        key_layout=(
+            "{'model': {<torchvision resnet50 key>, fc1, fc2, decpose, decshape, deccam, init_pose/shape/cam}, "
+            "'optimizer', ...} (SPIN HMR regressor)"
+        ),
+        converter=layouts.frankmocap_body,
+        description="FrankMocap body module: SPIN/EFT HMR ResNet-50 SMPL regressor (ablation in H-InDex Fig. 5)",
+    )
+)
+ALPHAPOSE_FASTPOSE = register_weights(
+    WeightSpec(
+        name="alphapose_fast_res50",
+        url="https://drive.google.com/uc?id=1kQhnMRURFiy7NsdS8EFL-8vtqEXOgECn",
+        file_name="fast_res50_256x192.pth",
+        key_layout="{preact.<SE-ResNet-50 key>, duc1.*, duc2.*, conv_out.*} (AlphaPose FastPose, COCO 17 keypoints)",
+        converter=layouts.alphapose_fastpose,
+        description="AlphaPose FastPose ResNet-50 256x192 (COCO); SE gates dropped as H-InDex ran it",
+        manual_download=(
+            "AlphaPose publishes it on Google Drive (docs/MODEL_ZOO.md, 'Fast Pose' ResNet50 256x192); download "
+            "fast_res50_256x192.pth in a browser and place it at the path above."
+        ),
     )
 )
 VGG16_IMAGENET = register_weights(
@@ -329,5 +421,25 @@ register_encoder(
         builder=lambda: vit_cls(embed_dim=768, depth=12, num_heads=12),
         family="vit",
         description="VC-1 base ViT-B/16, CLS token after the final LayerNorm",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        name="frankmocap_body",
+        feature_dim=2048,
+        weights=FRANKMOCAP_BODY,
+        builder=resnet50_trunk,
+        channels_last=True,
+        description="FrankMocap body (HMR) ResNet-50, pooled layer4, ImageNet mean/std (H-InDex ablation)",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        name="alphapose",
+        feature_dim=2048,
+        weights=ALPHAPOSE_FASTPOSE,
+        builder=resnet50_trunk,
+        channels_last=True,
+        description="AlphaPose FastPose ResNet-50 backbone without SE gates, pooled layer4, ImageNet mean/std",
     )
 )

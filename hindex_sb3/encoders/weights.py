@@ -17,6 +17,7 @@ partial load of a frozen encoder would train a policy on half-random features wi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import pickle
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -47,7 +49,11 @@ __all__ = [
     "WeightsError",
     "WeightsUnavailableError",
     "cache_home",
+    "download",
+    "file_sha256",
     "get_weight_spec",
+    "is_google_drive",
+    "is_offline",
     "list_weights",
     "load_checkpoint",
     "load_state_dict_strict",
@@ -105,9 +111,14 @@ class WeightSpec:
     :param key_layout: human-readable description of the keys in the file (shown in errors and docs).
     :param converter: maps the object returned by ``torch.load`` to the target module's ``state_dict``
         (prefix stripping, dropping heads/decoders). It must raise :class:`CheckpointError` on a foreign layout.
-    :param sha256_prefix: if known, the downloaded file's SHA-256 must start with it (torchvision-style names).
+    :param sha256_prefix: the published SHA-256 (prefix) of the file, if its publisher gives one (torchvision puts
+        the first 8 hex digits into its file names); a download that does not match is discarded. ``None`` where
+        nothing is published: we never make one up.
     :param description: one line for listings.
     :param manual_download: extra hint shown when the file cannot be fetched automatically.
+    :param fetch: obtains the default file another way than ``url`` into our cache (e.g. through the Hugging Face
+        Hub cache for timm models): ``fetch(spec, progress) -> Path``, raising :class:`WeightsUnavailableError`.
+    An empty ``url`` (and no ``fetch``) means no published file: only ``weights=path`` or ``None`` work.
     """
 
     name: str
@@ -118,6 +129,7 @@ class WeightSpec:
     sha256_prefix: str | None = None
     description: str = ""
     manual_download: str = ""
+    fetch: Callable[[WeightSpec, bool], Path] | None = field(default=None, repr=False)
 
     @property
     def cache_path(self) -> Path:
@@ -157,8 +169,12 @@ def weights_dir() -> Path:
     return cache_home() / "weights"
 
 
-def _offline() -> bool:
+def is_offline() -> bool:
+    """``$HINDEX_SB3_OFFLINE`` is set: nothing may be downloaded."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+_offline = is_offline
 
 
 def _unavailable_message(spec: WeightSpec, reason: str) -> str:
@@ -179,24 +195,98 @@ def _looks_like_html(path: Path) -> bool:
     return head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head"))
 
 
+GDRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
+
+
+def is_google_drive(url: str) -> bool:
+    """Google Drive serves large files behind a confirmation page; those go through ``gdown``."""
+    return urlparse(url).hostname in GDRIVE_HOSTS
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def download(spec: WeightSpec, *, progress: bool = True) -> Path:
-    """Fetch ``spec.url`` into the cache (atomic: a partial download never looks like a file)."""
+    """Fetch ``spec.url`` into the cache, atomically: the file appears at its cache path only once it is complete,
+    is not a web page, and matches the published SHA-256 prefix where one exists (``spec.sha256_prefix``).
+
+    Plain HTTPS files use torch.hub's downloader; Google Drive links use ``gdown`` (an optional dependency:
+    ``pip install 'hindex-sb3[download]'``), which handles Drive's confirmation page for large files.
+    """
     dst = spec.cache_path
+    if not spec.url:
+        raise WeightsUnavailableError(
+            f"{spec.name} has no published weight file: pass weights='/path/to/{spec.file_name}' (a state_dict), "
+            "or weights=None for random initialisation."
+        )
     if _offline():
         raise WeightsUnavailableError(_unavailable_message(spec, f"not cached and ${OFFLINE_ENV} is set"))
     dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".partial")
     logger.info("downloading %s weights from %s to %s", spec.name, spec.url, dst)
     try:
-        # torch.hub's downloader: temp file + move, tqdm progress bar, optional SHA-256 prefix check.
-        torch.hub.download_url_to_file(spec.url, str(dst), hash_prefix=spec.sha256_prefix, progress=progress)
-    except Exception as err:  # URLError, HTTPError, OSError, hash mismatch: all mean "no usable file"
+        if is_google_drive(spec.url):
+            _gdown(spec, tmp, progress)
+        else:
+            _torch_hub(spec, tmp, progress)
+        _check_download(spec, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, dst)
+    return dst
+
+
+def _torch_hub(spec: WeightSpec, tmp: Path, progress: bool) -> None:
+    """torch.hub's downloader: its own temp file + move, tqdm progress bar."""
+    try:
+        torch.hub.download_url_to_file(spec.url, str(tmp), progress=progress)
+    except Exception as err:  # URLError, HTTPError, OSError: all mean "no usable file"
         raise WeightsUnavailableError(
             _unavailable_message(spec, f"download failed ({type(err).__name__}: {err})")
         ) from err
-    if _looks_like_html(dst):  # e.g. Google Drive's "can't scan this file" page instead of the file
-        dst.unlink()
+
+
+def _gdown(spec: WeightSpec, tmp: Path, progress: bool) -> None:
+    try:
+        import gdown
+    except ImportError as err:
+        raise WeightsUnavailableError(
+            _unavailable_message(
+                spec,
+                "Google Drive downloads need the optional package gdown (pip install 'hindex-sb3[download]' or "
+                "pip install gdown)",
+            )
+        ) from err
+    try:
+        out = gdown.download(url=spec.url, output=str(tmp), quiet=not progress)
+    except Exception as err:  # gdown's FileURLRetrievalError (quota, permissions), HTTP and connection errors
+        raise WeightsUnavailableError(
+            _unavailable_message(spec, f"Google Drive download failed ({type(err).__name__}: {err})")
+        ) from err
+    if out is None or not tmp.is_file():
+        raise WeightsUnavailableError(_unavailable_message(spec, "Google Drive download failed (gdown got no file)"))
+
+
+def _check_download(spec: WeightSpec, tmp: Path) -> None:
+    if not tmp.is_file():
+        raise WeightsUnavailableError(_unavailable_message(spec, "download failed (no file was written)"))
+    if _looks_like_html(tmp):  # e.g. a login, quota or "can't scan this file" page instead of the file
         raise WeightsUnavailableError(_unavailable_message(spec, "the server returned a web page, not the file"))
-    return dst
+    digest = file_sha256(tmp)
+    if spec.sha256_prefix and not digest.startswith(spec.sha256_prefix):
+        raise WeightsUnavailableError(
+            _unavailable_message(
+                spec, f"the downloaded file's SHA-256 {digest} does not start with the published {spec.sha256_prefix}"
+            )
+        )
+    logger.info("%s: downloaded %s (SHA-256 %s)", spec.name, spec.file_name, digest)
 
 
 def resolve_weights_file(spec: WeightSpec, weights: str | os.PathLike | None, *, progress: bool = True) -> Path | None:
@@ -204,6 +294,8 @@ def resolve_weights_file(spec: WeightSpec, weights: str | os.PathLike | None, *,
     if weights is None:
         return None
     if isinstance(weights, str) and weights == "default":
+        if spec.fetch is not None:
+            return spec.fetch(spec, progress)
         path = spec.cache_path
         return path if path.is_file() else download(spec, progress=progress)
     path = Path(weights).expanduser()
@@ -222,6 +314,8 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     to the weights; it only carries plain values. Anything else that is not tensors/containers is refused.
     """
     path = Path(path)
+    if path.suffix == ".safetensors":  # Hugging Face Hub files (timm): a pure tensor format, nothing to unpickle
+        return _load_safetensors(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -236,6 +330,17 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     except Exception as err:  # garbage bytes surface as almost any exception type from the unpickler
         reason = f"{type(err).__name__}: {err}"
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {reason}") from err
+
+
+def _load_safetensors(path: Path) -> StateDict:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as err:
+        raise CheckpointError(f"{path}: reading .safetensors files needs the safetensors package ({err})") from err
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # SafetensorError, OSError on truncated or foreign files
+        raise CheckpointError(f"{path} is not a readable safetensors file: {type(err).__name__}: {err}") from err
 
 
 def load_weights(spec: WeightSpec | str, weights: str | os.PathLike | None = "default", *, progress: bool = True):
