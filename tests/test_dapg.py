@@ -160,7 +160,6 @@ def test_npg_step_equals_exact_natural_gradient_on_linear_gaussian_policy():
                 th.tensor(obs),
                 None,
                 rng.normal(size=(6, 2)).astype(np.float32),
-                np.zeros(6),
                 rng.normal(size=6),
                 terminated,
             )

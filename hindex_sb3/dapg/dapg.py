@@ -19,7 +19,7 @@ the demos would otherwise be divided by 1e-8); ``input_scale_floor=0`` restores 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -43,6 +43,7 @@ from hindex_sb3.dapg.npg import (
     set_flat_params,
 )
 from hindex_sb3.dapg.policies import CnnDAPGPolicy, DAPGPolicy, MultiInputDAPGPolicy
+from hindex_sb3.dapg.rollout import EpisodeRunner, EpisodeSeed, check_vec_env, episode_seeds, noise_generator
 from hindex_sb3.demos.core import Trajectory, check_compatible, stack_transitions, to_trajectories
 
 SelfDAPG = TypeVar("SelfDAPG", bound="DAPG")
@@ -57,9 +58,39 @@ class _Path:
     features: th.Tensor | None  # (T, F) when the extractor is frozen
     observations: list[Any] | None  # raw observations otherwise
     actions: np.ndarray
-    log_probs: np.ndarray
     rewards: np.ndarray
     terminated: bool
+
+
+@dataclass
+class _RunningEpisode:
+    """An episode in progress on one env: its seeds, noise stream, current observation and what it recorded."""
+
+    seed: EpisodeSeed
+    noise: th.Generator
+    obs: Any
+    inputs: list[Any] = field(default_factory=list)  # per step: features (frozen extractor) or the observation
+    actions: list[np.ndarray] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+
+    def record(self, policy_input: Any, action: np.ndarray, reward: float) -> None:
+        self.inputs.append(policy_input)
+        self.actions.append(action)
+        self.rewards.append(reward)
+        if len(self.actions) > MAX_PATH_LENGTH:
+            raise RuntimeError(
+                f"an episode ran past {MAX_PATH_LENGTH} steps: DAPG samples whole episodes, so the env must end them "
+                "(wrap it in gymnasium.wrappers.TimeLimit)"
+            )
+
+    def finish(self, terminated: bool, keep_features: bool) -> _Path:
+        return _Path(
+            features=th.stack(self.inputs) if keep_features else None,
+            observations=None if keep_features else self.inputs,
+            actions=np.asarray(self.actions, dtype=np.float32),
+            rewards=np.asarray(self.rewards, dtype=np.float64),
+            terminated=terminated,
+        )
 
 
 def _index_obs(obs: Any, idx: int | slice | np.ndarray) -> Any:
@@ -143,8 +174,12 @@ class DAPG(OnPolicyAlgorithm):
     ):
         if demo_weight not in ("mjrl", "paper"):
             raise ValueError(f"demo_weight must be 'mjrl' or 'paper', got {demo_weight!r}")
-        if n_trajectories < 1:
-            raise ValueError("n_trajectories must be >= 1")
+        if isinstance(n_trajectories, bool) or not isinstance(n_trajectories, int | np.integer) or n_trajectories < 1:
+            raise ValueError(f"n_trajectories must be an integer >= 1, got {n_trajectories!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+            raise ValueError(
+                f"seed must be None or an integer >= 0 (episode i of iteration k uses seed + k*N + i), got {seed!r}"
+            )
         if not 0.0 < hvp_sample_frac <= 1.0:
             raise ValueError("hvp_sample_frac must be in (0, 1]")
         super().__init__(
@@ -168,7 +203,9 @@ class DAPG(OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=(spaces.Box,),
         )
-        self.n_trajectories = n_trajectories
+        if self.env is not None:
+            check_vec_env(self.env)  # before any work: VecNormalize & co. would be bypassed by the episode sampler
+        self.n_trajectories = int(n_trajectories)
         self.step_size = step_size
         self.lam0 = lam0
         self.lam1 = lam1
@@ -318,71 +355,108 @@ class DAPG(OnPolicyAlgorithm):
         return total_timesteps, callback
 
     def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int) -> bool:
-        """Sample ``n_trajectories`` complete episodes with the stochastic policy."""
+        """Sample exactly ``n_trajectories`` complete, individually seeded episodes (see :mod:`.rollout`).
+
+        Each env runs one episode at a time; when it finishes, the env starts the next unassigned episode, or rests
+        if none is left. The paths are kept in episode order, so the update does not depend on which env ran what.
+        """
         self.policy.set_training_mode(False)
-        keep_features = self.policy.extractor_is_frozen()
-        n_envs = env.num_envs
-        self._last_obs = env.reset()  # every iteration starts fresh episodes, as mjrl's sampler does
-        self._last_episode_starts = np.ones((n_envs,), dtype=bool)
-        buffers: list[dict[str, list]] = [self._empty_path_buffer() for _ in range(n_envs)]
-        completed: list[_Path] = []
+        runner = EpisodeRunner(env)
+        schedule = iter(self._episode_schedule())
+        running: dict[int, _RunningEpisode] = {}
+        paths: list[_Path | None] = [None] * self.n_trajectories
+        self._start_episodes(runner, running, schedule, range(min(runner.num_envs, self.n_trajectories)))
+        self._last_obs = self._batch_obs(running)  # the first action's input (the EMA-BN callback arms on it)
         callback.on_rollout_start()
-        forward_time, start = 0.0, time.perf_counter()
-        while len(completed) < self.n_trajectories:
-            tic = time.perf_counter()
-            with th.no_grad():
-                obs_tensor = self._obs_to_tensor(self._last_obs)
-                actions, features, log_probs = self.policy(obs_tensor)
-            actions = actions.cpu().numpy()
-            forward_time += time.perf_counter() - tic
-            clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
-            new_obs, rewards, dones, infos = env.step(clipped_actions)
-            self.num_timesteps += n_envs
-            callback.update_locals(locals())
+        self.last_timings = {"rollout": 0.0, "policy_forward": 0.0}
+        start = time.perf_counter()
+        while running:
+            step = self._rollout_step(runner, running, schedule, paths)
+            callback.update_locals(step)
             if not callback.on_step():
                 return False
-            self._update_info_buffer(infos, dones)
-            log_probs_np = log_probs.cpu().numpy()
-            for i in range(n_envs):
-                buf = buffers[i]
-                if keep_features:
-                    buf["features"].append(features[i])
-                else:
-                    buf["obs"].append(_index_obs(self._last_obs, i))
-                buf["actions"].append(actions[i])
-                buf["log_probs"].append(log_probs_np[i])
-                buf["rewards"].append(rewards[i])
-                if len(buf["actions"]) > MAX_PATH_LENGTH:
-                    raise RuntimeError(
-                        f"an episode ran past {MAX_PATH_LENGTH} steps: DAPG samples whole episodes, so the env "
-                        "must end them (wrap it in gymnasium.wrappers.TimeLimit)"
-                    )
-                if dones[i]:
-                    truncated = bool(infos[i].get("TimeLimit.truncated", False))
-                    completed.append(self._finish_path(buf, terminated=not truncated, keep_features=keep_features))
-                    buffers[i] = self._empty_path_buffer()
-            self._last_obs = new_obs
-            self._last_episode_starts = dones
-        self._paths = completed[: self.n_trajectories]
-        self.last_timings = {"rollout": time.perf_counter() - start, "policy_forward": forward_time}
-        callback.update_locals(locals())
+            self._update_info_buffer(step["infos"], step["dones"])
+            if step["new_obs"] is not None:
+                self._last_obs = step["new_obs"]
+        self._paths = [p for p in paths if p is not None]
+        self.last_timings["rollout"] = time.perf_counter() - start
         callback.on_rollout_end()
         return True
 
-    @staticmethod
-    def _empty_path_buffer() -> dict[str, list]:
-        return {"features": [], "obs": [], "actions": [], "log_probs": [], "rewards": []}
+    def _rollout_step(
+        self, runner: EpisodeRunner, running: dict[int, _RunningEpisode], schedule: Any, paths: list[_Path | None]
+    ) -> dict[str, Any]:
+        """One step of every running episode; finished episodes become paths and free their env for the next one.
+
+        Returns the step as SB3 callbacks read it (``new_obs`` is the next action's input, ``None`` after the last).
+        """
+        keep_features = self.policy.extractor_is_frozen()
+        active = sorted(running)
+        obs_batch = self._last_obs
+        tic = time.perf_counter()
+        actions, features = self._sample_actions(obs_batch, [running[j] for j in active])
+        self.last_timings["policy_forward"] += time.perf_counter() - tic
+        clipped = np.clip(actions, self.action_space.low, self.action_space.high)
+        results = runner.step({j: clipped[r] for r, j in enumerate(active)})
+        self.num_timesteps += len(active)
+        finished = []
+        for r, j in enumerate(active):
+            obs, reward, terminated, truncated, _ = results[j]
+            episode = running[j]
+            episode.record(features[r] if keep_features else _index_obs(obs_batch, r), actions[r], reward)
+            if terminated or truncated:
+                paths[episode.seed.index] = episode.finish(terminated, keep_features)
+                del running[j]
+                finished.append(j)
+            else:
+                episode.obs = obs
+        self._start_episodes(runner, running, schedule, finished)
+        return {
+            "actions": actions,
+            "rewards": np.array([results[j][1] for j in active]),
+            "dones": np.array([j in finished for j in active]),
+            "infos": [results[j][4] for j in active],
+            "new_obs": self._batch_obs(running) if running else None,
+        }
+
+    def _episode_schedule(self) -> list[EpisodeSeed]:
+        """This iteration's episodes (mjrl: env seeds ``seed + k * N + i``; an unseeded run draws a fresh base)."""
+        seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
+        return episode_seeds(seed, self.dapg_iterations, self.n_trajectories)
+
+    def _start_episodes(
+        self, runner: EpisodeRunner, running: dict[int, _RunningEpisode], schedule: Any, envs: Any
+    ) -> None:
+        """Give each env in ``envs`` the next episode of the schedule (envs left over when it is exhausted rest)."""
+        assigned = {}
+        for j in envs:
+            seed = next(schedule, None)
+            if seed is None:
+                break
+            assigned[j] = seed
+        if not assigned:
+            return
+        first = runner.reset({j: s.env_seed for j, s in assigned.items()})
+        for j, seed in assigned.items():
+            running[j] = _RunningEpisode(seed, noise_generator(seed.noise_seed), first[j])
 
     @staticmethod
-    def _finish_path(buf: dict[str, list], terminated: bool, keep_features: bool) -> _Path:
-        return _Path(
-            features=th.stack(buf["features"]) if keep_features else None,
-            observations=None if keep_features else buf["obs"],
-            actions=np.asarray(buf["actions"], dtype=np.float32),
-            log_probs=np.asarray(buf["log_probs"], dtype=np.float64),
-            rewards=np.asarray(buf["rewards"], dtype=np.float64),
-            terminated=terminated,
-        )
+    def _batch_obs(running: dict[int, _RunningEpisode]) -> Any:
+        return _stack_obs([running[j].obs for j in sorted(running)])
+
+    def _sample_actions(self, obs_batch: Any, episodes: list[_RunningEpisode]) -> tuple[np.ndarray, th.Tensor]:
+        """Stochastic actions for a batch of envs: mean + std * noise, each row's noise from its episode's stream.
+
+        The mean is computed row by row: a batched matmul on the CPU rounds differently with the batch size, and an
+        episode must not depend on which other episodes happen to run beside it.
+        """
+        policy = self.policy
+        with th.no_grad():
+            features = policy.features(self._obs_to_tensor(obs_batch))
+            means = th.cat([policy.mean_from_features(features[r : r + 1]) for r in range(len(episodes))])
+            noise = th.stack([th.randn(means.shape[1], generator=e.noise) for e in episodes]).to(means.device)
+            actions = means + th.exp(policy.log_std) * noise
+        return actions.cpu().numpy(), features
 
     def _path_features(self, path: _Path) -> th.Tensor:
         if path.features is not None:
