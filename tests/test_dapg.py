@@ -209,8 +209,12 @@ def test_training_improves_and_logs_what_npg_debugging_needs():
     for i in range(6):
         model.learn(total_timesteps=1, reset_num_timesteps=i == 0)
         returns.append(model.logger.name_to_value["rollout/path_return_mean"])
-    for key in ("train/cg_residual", "train/kl", "train/step_size", "train/demo_weight", "train/value_loss"):
+    for key in ("train/cg_residual", "train/kl", "train/npg_alpha", "train/demo_weight", "train/value_loss"):
         assert key in model.logger.name_to_value, key
+    # alpha (the step length) and delta (the normalised step size) are different numbers with different names
+    logged = model.logger.name_to_value
+    assert "train/step_size" not in logged and logged["train/step_size_delta"] == model.step_size
+    assert logged["train/npg_alpha"] != pytest.approx(model.step_size)
     assert returns[-1] > returns[0]
 
 

@@ -93,6 +93,46 @@ class _RunningEpisode:
         )
 
 
+@dataclass
+class _Batch:
+    """The on-policy samples of one iteration, concatenated in episode order."""
+
+    features: th.Tensor  # detached
+    actions: th.Tensor
+    timesteps: th.Tensor
+    returns: np.ndarray
+    advantages: np.ndarray  # whitened
+
+
+class _UpdateInputs:
+    """Policy features of the update's samples (on-policy, then demos), with gradients if the extractor trains.
+
+    A frozen extractor's features are computed once (rollouts already stored them; demo features follow the current
+    encoder statistics); a trainable one is re-run on the stored observations at each call, so that gradients reach it.
+    """
+
+    def __init__(self, algo: DAPG, paths: list[_Path], rl_features: th.Tensor, with_demos: bool) -> None:
+        self.algo, self.paths, self.with_demos = algo, paths, with_demos
+        self.n_rl = len(rl_features)
+        self.frozen = algo.policy.extractor_is_frozen()
+        self._rl = rl_features
+        if self.frozen:
+            self._all = th.cat([rl_features, algo._frozen_demo_features()]) if with_demos else rl_features
+
+    def rl(self) -> th.Tensor:
+        if self.frozen:
+            return self._rl
+        return th.cat([self.algo._path_features_grad(p) for p in self.paths])
+
+    def all(self) -> th.Tensor:
+        if self.frozen:
+            return self._all
+        if not self.with_demos:
+            return self.rl()
+        obs, _ = self.algo._demo_batch()
+        return th.cat([self.rl(), self.algo.policy.features(self.algo._obs_to_tensor(obs))])
+
+
 def _index_obs(obs: Any, idx: int | slice | np.ndarray) -> Any:
     if isinstance(obs, dict):
         return {k: v[idx] for k, v in obs.items()}
@@ -463,6 +503,9 @@ class DAPG(OnPolicyAlgorithm):
             return path.features
         return self._encode(_stack_obs(path.observations))
 
+    def _path_features_grad(self, path: _Path) -> th.Tensor:
+        return self.policy.features(self._obs_to_tensor(_stack_obs(path.observations)))
+
     # ------------------------------------------------------------------ the DAPG update
     def demo_weight_at(self, k: int, max_advantage: float = 1.0) -> float:
         """The demonstration weight at update ``k``: ``lam0 * lam1**k`` (times ``max A`` for ``"paper"``)."""
@@ -477,116 +520,112 @@ class DAPG(OnPolicyAlgorithm):
             self.logger.record(f"time/{key}_s", value)
 
     def _train(self) -> None:
+        """One DAPG iteration's update on the sampled paths: advantages, demo term, NPG step, then the baseline."""
         paths = self._paths
         if not paths:
             return
+        batch = self._advantages(paths)
+        weights, demo_actions = self._demo_term(batch.advantages)
+        actions = batch.actions if demo_actions is None else th.cat([batch.actions, demo_actions])
+        inputs = _UpdateInputs(self, paths, batch.features, with_demos=demo_actions is not None)
+        stats = self._npg_step(inputs, actions, weights)
+        self.dapg_iterations += 1
+        vf_before, vf_after = self._fit_baseline(batch.features, batch.timesteps, batch.returns)
+        for key, value in stats.items():
+            self.logger.record(f"train/{key}", value)
+        self.logger.record("train/dapg_iterations", self.dapg_iterations)
+        self.logger.record("train/log_std_mean", self.policy.log_std.mean().item())
+        self.logger.record("train/value_loss_before", vf_before)
+        self.logger.record("train/value_loss", vf_after)
+        self.logger.record("train/n_samples", len(batch.actions))
+        self.logger.record("rollout/paths", len(paths))
+        self.logger.record("rollout/path_return_mean", float(np.mean([p.rewards.sum() for p in paths])))
+        self._paths = []
+
+    def _advantages(self, paths: list[_Path]) -> _Batch:
+        """GAE with the previous iteration's baseline, whitened as mjrl does; Monte-Carlo returns for the baseline."""
         policy = self.policy
-        frozen = policy.extractor_is_frozen()
         with th.no_grad():
-            path_features = [self._path_features(p) for p in paths]
+            features = [self._path_features(p) for p in paths]
             timesteps = [th.arange(len(p.rewards), device=self.device) for p in paths]
-            values = [
-                policy.value_from_features(f, t).cpu().numpy() for f, t in zip(path_features, timesteps, strict=True)
-            ]
+            values = [policy.value_from_features(f, t).cpu().numpy() for f, t in zip(features, timesteps, strict=True)]
         advantages = np.concatenate(
             [
                 gae_advantages(p.rewards, v, p.terminated, self.gamma, self.gae_lambda)
                 for p, v in zip(paths, values, strict=True)
             ]
         )
-        returns = np.concatenate([discount_cumsum(p.rewards, self.gamma) for p in paths])
-        rl_features = th.cat(path_features)
-        rl_actions = th.as_tensor(np.concatenate([p.actions for p in paths]), device=self.device)
-        rl_times = th.cat(timesteps)
-        adv = (advantages - advantages.mean()) / (advantages.std() + 1e-6)
+        return _Batch(
+            features=th.cat(features),
+            actions=th.as_tensor(np.concatenate([p.actions for p in paths]), device=self.device),
+            timesteps=th.cat(timesteps),
+            returns=np.concatenate([discount_cumsum(p.rewards, self.gamma) for p in paths]),
+            advantages=(advantages - advantages.mean()) / (advantages.std() + 1e-6),
+        )
 
-        use_demos = bool(self.demos) and self.lam0 > 0
-        if use_demos:
-            w = self.demo_weight_at(self.dapg_iterations, float(adv.max()))
-            demo_features = self._frozen_demo_features() if frozen else None
-            _, demo_actions = self._demo_batch()
-            n_demo = len(demo_actions)
-            all_adv = 1e-2 * np.concatenate([adv / (adv.std() + 1e-8), np.full(n_demo, w)])
-            self.logger.record("train/demo_weight", w)
-        else:
-            demo_features, demo_actions, n_demo = None, None, 0
-            all_adv = adv
-        all_adv_t = th.as_tensor(all_adv, dtype=th.float32, device=self.device)
-        params = policy.actor_parameters()
-        n_rl = len(rl_actions)
+    def _demo_term(self, adv: np.ndarray) -> tuple[th.Tensor, th.Tensor | None]:
+        """Per-sample weights of the surrogate, on-policy samples then demo pairs (mjrl: ``1e-2 * [A/std, w_k]``).
 
-        def features_all() -> th.Tensor:
-            if frozen:
-                return rl_features if demo_features is None else th.cat([rl_features, demo_features])
-            rl = th.cat([self._path_features_grad(p) for p in paths])
-            if not use_demos:
-                return rl
-            obs, _ = self._demo_batch()
-            return th.cat([rl, policy.features(self._obs_to_tensor(obs))])
+        Returns the weights and the demo actions (``None`` without demonstrations or with ``lam0 = 0``: plain NPG).
+        """
+        if not self.demos or self.lam0 <= 0:
+            return th.as_tensor(adv, dtype=th.float32, device=self.device), None
+        w = self.demo_weight_at(self.dapg_iterations, float(adv.max()))
+        _, demo_actions = self._demo_batch()
+        weights = 1e-2 * np.concatenate([adv / (adv.std() + 1e-8), np.full(len(demo_actions), w)])
+        self.logger.record("train/demo_weight", w)
+        return th.as_tensor(weights, dtype=th.float32, device=self.device), demo_actions
 
-        actions_all = rl_actions if not use_demos else th.cat([rl_actions, demo_actions])
+    def _npg_step(self, inputs: _UpdateInputs, actions: th.Tensor, weights: th.Tensor) -> dict[str, float]:
+        """One natural-gradient step ``theta += alpha F^-1 g`` (mjrl's NPG: CG solve, normalised step, no search).
+
+        ``g`` is the surrogate gradient over on-policy and demo samples scaled by ``N_all / N_rl``; the Fisher uses
+        the on-policy samples only. Returns the step's diagnostics (``npg_alpha`` is the step length alpha, not the
+        normalised step size delta, which is logged as ``step_size_delta``).
+        """
+        policy, params, n_rl = self.policy, self.policy.actor_parameters(), inputs.n_rl
         with th.no_grad():
-            f_all = features_all()
-            old_mean_all = policy.mean_from_features(f_all)
+            old_mean = policy.mean_from_features(inputs.all())
             old_log_std = policy.log_std.detach().clone()
-            old_dist = policy.action_dist.proba_distribution(old_mean_all, old_log_std)
-            old_log_prob = old_dist.log_prob(actions_all)
-            old_mean_rl = old_mean_all[:n_rl]
+            old_log_prob = policy.action_dist.proba_distribution(old_mean, old_log_std).log_prob(actions)
+            old_mean_rl = old_mean[:n_rl]
 
-        # Surrogate (CPI) gradient on on-policy + demo samples, scaled as mjrl: g = (N_all / N_rl) * grad mean(...)
-        f_all = features_all()
-        dist = policy.distribution_from_features(f_all)
-        ratio = th.exp(dist.log_prob(actions_all) - old_log_prob)
-        surrogate = th.mean(ratio * all_adv_t)
-        grad = flat_grad(surrogate, params) * ((n_rl + n_demo) / n_rl)
+        def surrogate() -> th.Tensor:
+            ratio = th.exp(policy.distribution_from_features(inputs.all()).log_prob(actions) - old_log_prob)
+            return th.mean(ratio * weights)
 
-        # Fisher-vector products on on-policy samples only
         def fisher_vector_product(v: th.Tensor) -> th.Tensor:
-            if self.hvp_sample_frac < 1.0:
-                idx = th.as_tensor(
-                    np.random.choice(n_rl, size=max(int(self.hvp_sample_frac * n_rl), 1)), device=self.device
-                )
-            else:
-                idx = slice(None)
-            f_rl = rl_features[idx] if frozen else features_all()[:n_rl][idx]
-            mean = policy.mean_from_features(f_rl)
-            kl = gaussian_kl(old_mean_rl[idx], old_log_std, mean, policy.log_std).mean()
-            grad_kl = flat_grad(kl, params, create_graph=True)
+            idx = self._hvp_subset(n_rl)
+            kl = gaussian_kl(old_mean_rl[idx], old_log_std, policy.mean_from_features(inputs.rl()[idx]), policy.log_std)
+            grad_kl = flat_grad(kl.mean(), params, create_graph=True)
             return flat_grad(th.dot(grad_kl, v), params) + self.cg_damping * v
 
+        surrogate_before = surrogate()
+        grad = flat_grad(surrogate_before, params) * (len(actions) / n_rl)
         direction, residual = conjugate_gradient(fisher_vector_product, grad, iters=self.cg_iters)
         alpha = npg_step_size(grad, direction, self.step_size)
-        theta = get_flat_params(params)
-        set_flat_params(params, theta + alpha * direction)
+        set_flat_params(params, get_flat_params(params) + alpha * direction)
         policy.clamp_log_std()
         with th.no_grad():
-            new_mean = policy.mean_from_features(rl_features if frozen else features_all()[:n_rl])
+            new_mean = policy.mean_from_features(inputs.rl())
             kl_after = gaussian_kl(old_mean_rl, old_log_std, new_mean, policy.log_std).mean().item()
-            surrogate_after = th.mean(
-                th.exp(policy.distribution_from_features(features_all()).log_prob(actions_all) - old_log_prob)
-                * all_adv_t
-            ).item()
-        self.dapg_iterations += 1
-
-        vf_before, vf_after = self._fit_baseline(rl_features.detach(), rl_times, returns)
-
+            surrogate_after = surrogate().item()
         grad_norm = float(th.linalg.vector_norm(grad))
-        self.logger.record("train/dapg_iterations", self.dapg_iterations)
-        self.logger.record("train/step_size", alpha)
-        self.logger.record("train/kl", kl_after)
-        self.logger.record("train/cg_residual", residual / max(grad_norm, 1e-20))
-        self.logger.record("train/grad_norm", grad_norm)
-        self.logger.record("train/surrogate_improvement", surrogate_after - surrogate.item())
-        self.logger.record("train/log_std_mean", policy.log_std.mean().item())
-        self.logger.record("train/value_loss_before", vf_before)
-        self.logger.record("train/value_loss", vf_after)
-        self.logger.record("train/n_samples", n_rl)
-        self.logger.record("rollout/paths", len(paths))
-        self.logger.record("rollout/path_return_mean", float(np.mean([p.rewards.sum() for p in paths])))
-        self._paths = []
+        return {
+            "npg_alpha": alpha,
+            "step_size_delta": self.step_size,
+            "kl": kl_after,
+            "cg_residual": residual / max(grad_norm, 1e-20),
+            "grad_norm": grad_norm,
+            "surrogate_improvement": surrogate_after - surrogate_before.item(),
+        }
 
-    def _path_features_grad(self, path: _Path) -> th.Tensor:
-        return self.policy.features(self._obs_to_tensor(_stack_obs(path.observations)))
+    def _hvp_subset(self, n_rl: int) -> th.Tensor | slice:
+        """mjrl draws a fresh subset (with replacement) of on-policy samples for every Fisher-vector product."""
+        if self.hvp_sample_frac >= 1.0:
+            return slice(None)
+        size = max(int(self.hvp_sample_frac * n_rl), 1)
+        return th.as_tensor(np.random.choice(n_rl, size=size), device=self.device)
 
     def _fit_baseline(self, features: th.Tensor, timesteps: th.Tensor, returns: np.ndarray) -> tuple[float, float]:
         """mjrl's MLPBaseline.fit: Adam, minibatches of a permutation, ``int(N / batch) - 1`` per epoch."""
