@@ -267,6 +267,7 @@ class DAPG(OnPolicyAlgorithm):
         self.last_timings: dict[str, float] = {}
         self._paths: list[_Path] = []
         self._demo_features: th.Tensor | None = None
+        self._demo_features_version: tuple[int, ...] = ()
         self._pending_demos = demos
         if _init_setup_model:
             self._setup_model()
@@ -304,8 +305,13 @@ class DAPG(OnPolicyAlgorithm):
         return obs_as_tensor(obs, self.device)
 
     def _encode(self, obs: Any) -> th.Tensor:
-        """Features of a batch of (numpy) observations, in chunks, without gradients."""
+        """Features of a batch of (numpy) observations, in chunks, without gradients or statistics updates.
+
+        The policy goes to eval mode first: a BatchNorm in train mode would fold these observations into its
+        running statistics (SB3 builds policies in train mode, and behaviour cloning runs before any rollout).
+        """
         n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+        self.policy.set_training_mode(False)
         chunks = []
         with th.no_grad():
             for start in range(0, n, self.feature_batch_size):
@@ -318,10 +324,33 @@ class DAPG(OnPolicyAlgorithm):
         return obs, th.as_tensor(actions, dtype=th.float32, device=self.device)
 
     def _frozen_demo_features(self) -> th.Tensor:
-        if self._demo_features is None:
+        """Demo features under the encoder's *current* statistics (re-encoded whenever EMA-BN moved them)."""
+        version = self._extractor_stats_version()
+        if self._demo_features is None or version != self._demo_features_version:
             obs, _ = self._demo_batch()
             self._demo_features = self._encode(obs)
+            if self._extractor_stats_version() != version:
+                raise RuntimeError("encoding the demonstrations changed the feature extractor's statistics")
+            self._demo_features_version = version
         return self._demo_features
+
+    def _extractor_stats_version(self) -> tuple[int, ...]:
+        """Changes whenever a normalisation statistic of the extractor does (EMA-BN update, load_state_dict...).
+
+        Read from every layer with running statistics: ``num_batches_tracked`` and the in-place version counters
+        of ``running_mean`` / ``running_var`` (the latter also catch a copy that leaves the count unchanged).
+        """
+        version: list[int] = []
+        for module in self.policy.features_extractor.modules():
+            count = getattr(module, "num_batches_tracked", None)
+            if not isinstance(count, th.Tensor):
+                continue
+            version.append(int(count))
+            for name in ("running_mean", "running_var"):
+                stat = getattr(module, name, None)
+                if isinstance(stat, th.Tensor):
+                    version.append(stat._version)
+        return tuple(version)
 
     # ------------------------------------------------------------------ behaviour cloning
     def pretrain_bc(self) -> float:
