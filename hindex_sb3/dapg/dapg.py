@@ -45,6 +45,7 @@ from hindex_sb3.dapg.npg import (
 from hindex_sb3.dapg.policies import CnnDAPGPolicy, DAPGPolicy, MultiInputDAPGPolicy
 from hindex_sb3.dapg.rollout import EpisodeRunner, EpisodeSeed, check_vec_env, episode_seeds, noise_generator
 from hindex_sb3.demos.core import Trajectory, check_compatible, stack_transitions, to_trajectories
+from hindex_sb3.demos.resolve import is_named_source, load_demonstrations
 
 SelfDAPG = TypeVar("SelfDAPG", bound="DAPG")
 
@@ -152,7 +153,9 @@ class DAPG(OnPolicyAlgorithm):
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or a :class:`DAPGPolicy` subclass
     :param env: the environment (episodes must end: use a ``TimeLimit``; all ``HInDex/*`` ids have one)
-    :param demos: demonstrations in any format :func:`hindex_sb3.demos.to_trajectories` reads; ``None`` gives NPG
+    :param demos: demonstrations in any format :func:`hindex_sb3.demos.to_trajectories` reads, or a source name
+        (``"door-human.npz"``, ``"minari:ID"``, ``"expert:FILE.npz"``, ``"scripted"``: see
+        :func:`hindex_sb3.demos.resolve.load_demonstrations`); ``None`` gives NPG
     :param n_trajectories: episodes sampled per iteration (mjrl ``rl_num_traj``)
     :param learning_rate: learning rate of the value baseline (mjrl ``vf_learn_rate``)
     :param step_size: normalised natural-gradient step ``delta`` (mjrl ``rl_step_size``)
@@ -291,11 +294,53 @@ class DAPG(OnPolicyAlgorithm):
             self.set_demonstrations(pending)
 
     def set_demonstrations(self, demos: Any) -> None:
-        """Attach demonstrations (also after :meth:`load`, since they are not saved with the model)."""
-        trajectories = to_trajectories(demos)
+        """Attach demonstrations (also after :meth:`load`, since they are not saved with the model).
+
+        ``demos``: trajectories in any format :func:`~hindex_sb3.demos.to_trajectories` reads, or a source name as
+        ``hindex train --demos`` takes it (a ``.npz`` / DAPG ``.pickle`` path, ``minari:ID``, ``expert:FILE.npz``,
+        ``scripted``), resolved for this model's env by :func:`~hindex_sb3.demos.resolve.load_demonstrations`. State
+        demonstrations given to a pixel env are re-rendered in it from their start states.
+        """
+        trajectories = self._resolve_demos(demos)
         check_compatible(trajectories, self.observation_space, self.action_space)
         self.demos = trajectories
         self._demo_features = None
+
+    def _resolve_demos(self, demos: Any) -> list[Trajectory]:
+        """Named sources, and state demos for a pixel env, go through the resolver with this env's id and kwargs."""
+        named = is_named_source(demos)
+        trajectories = [] if named else to_trajectories(demos)
+        state_for_pixels = (
+            isinstance(self.observation_space, spaces.Dict)
+            and bool(trajectories)
+            and not isinstance(trajectories[0].observations, dict)
+        )
+        if not named and not state_for_pixels:
+            return trajectories
+        env_id, env_kwargs = self._env_spec()
+        keys = list(self.observation_space.spaces) if isinstance(self.observation_space, spaces.Dict) else None
+        return load_demonstrations(
+            demos if named else trajectories,
+            env_id,
+            seed=self.seed or 0,
+            env_kwargs=env_kwargs,
+            pixel_keys=keys,
+        )
+
+    def _env_spec(self) -> tuple[str | None, dict[str, Any]]:
+        """The registered id and ``gym.make`` kwargs of the training env (what the demo resolver needs)."""
+        spec = None
+        if self.env is not None:
+            try:
+                spec = self.env.get_attr("spec", indices=[0])[0]
+            except AttributeError:
+                spec = None
+        if spec is None:
+            return None, {}
+        kwargs = dict(spec.kwargs or {})
+        if spec.max_episode_steps is not None:
+            kwargs.setdefault("max_episode_steps", spec.max_episode_steps)
+        return spec.id, kwargs
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "demos", "_paths", "_demo_features", "_pending_demos"]
