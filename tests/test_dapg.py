@@ -312,34 +312,12 @@ def test_demo_features_follow_the_extractor_statistics_and_never_move_them():
     assert len(used) == 2
 
 
-class PixelEnv(gym.Env):
-    """Random 3x32x32 frames + 4-d proprio, 6-step episodes, frames reproducible from the reset seed."""
-
-    observation_space = spaces.Dict(
-        {"pixels": spaces.Box(0, 255, (3, 32, 32), np.uint8), "proprio": spaces.Box(-1, 1, (4,), np.float32)}
-    )
-    action_space = spaces.Box(-1, 1, (2,), np.float32)
-
-    def _obs(self):
-        pixels = self.np_random.integers(0, 256, (3, 32, 32), dtype=np.uint8)
-        return {"pixels": pixels, "proprio": self.np_random.uniform(-1, 1, 4).astype(np.float32)}
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self._t = 0
-        return self._obs(), {}
-
-    def step(self, action):
-        self._t += 1
-        return self._obs(), -float(np.sum(action**2)), False, self._t >= 6, {}
-
-
 @pytest.mark.filterwarnings("ignore::hindex_sb3.encoders.RandomWeightsWarning")
 def test_ema_bn_run_re_encodes_the_demos_with_the_moved_statistics():
     """Hammer-like Stage 3 (m = 0.1): the demo term of each update sees features under that moment's statistics."""
     from stable_baselines3.common.logger import KVWriter, Logger
     from stable_baselines3.common.vec_env import DummyVecEnv
-    from tiny_encoder import tiny_policy_kwargs
+    from tiny_encoder import PixelEnv, tiny_policy_kwargs
 
     from hindex_sb3.callbacks import EMABatchNormCallback
 
@@ -376,3 +354,22 @@ def test_ema_bn_run_re_encodes_the_demos_with_the_moved_statistics():
         current = model._encode(demo_obs)  # no update when encoding demos...
         assert all(th.equal(stats[k], v) for k, v in ema.state_dict().items())
         th.testing.assert_close(used[k], current, rtol=0, atol=0)  # ... and the update used exactly these
+
+
+@pytest.mark.filterwarnings("ignore::hindex_sb3.encoders.RandomWeightsWarning")
+def test_ema_bn_updates_are_logged_at_every_verbosity():
+    from stable_baselines3.common.logger import KVWriter, Logger
+    from tiny_encoder import PixelEnv, tiny_policy_kwargs
+
+    from hindex_sb3.callbacks import EMABatchNormCallback
+
+    dumped = []
+
+    class Capture(KVWriter):
+        def write(self, key_values, key_excluded, step=0):
+            dumped.append(dict(key_values))
+
+    model = DAPG("MultiInputPolicy", PixelEnv(), n_trajectories=2, policy_kwargs=tiny_policy_kwargs(), seed=0)
+    model.set_logger(Logger(None, [Capture()]))
+    model.learn(1, callback=EMABatchNormCallback(momentum=0.01, verbose=0))
+    assert dumped[-1]["ema_bn/updates"] == 12  # two 6-step episodes on one env: one frame per forward

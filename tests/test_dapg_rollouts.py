@@ -40,10 +40,10 @@ class SeedLengthEnv(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self._seed, self._t = seed, 0
-        self._length = 3 + (seed or 0) % 4
+        self._seed, self._t = (-1 if seed is None else seed), 0  # -1: an unseeded (auto-)reset
+        self._length = 3 + self._seed % 4
         self.log.append((self.name, "reset", seed))
-        return np.array([seed or -1, 0], np.float32), {}
+        return np.array([self._seed, 0], np.float32), {}
 
     def step(self, action):
         assert self._t < self._length, "stepped after the episode ended"
@@ -84,7 +84,8 @@ def test_each_iteration_runs_exactly_n_complete_episodes_with_mjrl_seeds(n_envs)
         before = model.num_timesteps
         _collect(model)
         expected = [7 + 3 * k + i for i in range(3)]  # mjrl: base = seed + k * N, episode i: base + i
-        assert sorted(s for _, event, s in log if event == "reset") == expected
+        resets = [s for _, event, s in log if event == "reset"]
+        assert None not in resets and sorted(resets) == expected  # no auto-reset, no episode beyond the N
         lengths = [3 + s % 4 for s in expected]
         assert sum(event == "step" for _, event, _ in log) == sum(lengths)  # no episode started and dropped
         assert model.num_timesteps - before == sum(lengths)
@@ -171,3 +172,28 @@ def test_transposed_images_are_supported_and_seen_as_the_vec_env_would_show_them
     model = DAPG("CnnPolicy", venv, n_trajectories=3, bc_epochs=0, seed=0, device="cpu", policy_kwargs=kwargs)
     model.learn(1)
     assert model.num_timesteps == 9 and model.dapg_iterations == 1
+
+
+def _pixel_run(venv) -> th.Tensor:
+    from tiny_encoder import tiny_policy_kwargs
+
+    try:
+        model = DAPG(
+            "MultiInputPolicy", venv, n_trajectories=5, policy_kwargs=tiny_policy_kwargs(), seed=3, device="cpu"
+        )
+        for k in range(2):
+            model.learn(1, reset_num_timesteps=k == 0)
+        return get_flat_params(list(model.policy.parameters()))
+    finally:
+        venv.close()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::hindex_sb3.encoders.RandomWeightsWarning")
+def test_pixel_door_run_with_a_frozen_encoder_is_bit_identical_whatever_n_envs():
+    """The encoder runs batched over the active envs; on the CPU its features did not change with the batch size."""
+    kwargs = {"image_size": 32, "max_episode_steps": 10}
+    reference = _pixel_run(make_vec_env("HInDex/Door-v0", n_envs=1, env_kwargs=kwargs))
+    assert th.equal(reference, _pixel_run(make_vec_env("HInDex/Door-v0", n_envs=3, env_kwargs=kwargs)))
+    subproc = make_vec_env("hindex_sb3:HInDex/Door-v0", n_envs=2, env_kwargs=kwargs, vec_env_cls=SubprocVecEnv)
+    assert th.equal(reference, _pixel_run(subproc))

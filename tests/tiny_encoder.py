@@ -1,4 +1,4 @@
-"""A tiny registered ResNet-like encoder (one conv, one BatchNorm) for DAPG plumbing tests on pixels.
+"""A tiny registered ResNet-like encoder (one conv, one BatchNorm) and a synthetic pixel env, for DAPG plumbing tests.
 
 Registered under :data:`NAME` with random weights (``weights=None``), so nothing is read or downloaded; it has a
 ``BatchNorm2d``, hence EMA-BN, like the ResNet-50 encoders it stands in for.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
 from torch import nn
 
 from hindex_sb3.encoders import EncoderSpec, WeightSpec, register_encoder
@@ -51,3 +54,25 @@ def tiny_policy_kwargs(**extra: Any) -> dict[str, Any]:
         "net_arch": [16],
         **extra,
     }
+
+
+class PixelEnv(gym.Env):
+    """Random 3x32x32 frames + 4-d proprio, 6-step episodes, frames reproducible from the reset seed."""
+
+    observation_space = spaces.Dict(
+        {"pixels": spaces.Box(0, 255, (3, 32, 32), np.uint8), "proprio": spaces.Box(-1, 1, (4,), np.float32)}
+    )
+    action_space = spaces.Box(-1, 1, (2,), np.float32)
+
+    def _obs(self):
+        pixels = self.np_random.integers(0, 256, (3, 32, 32), dtype=np.uint8)
+        return {"pixels": pixels, "proprio": self.np_random.uniform(-1, 1, 4).astype(np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self._t += 1
+        return self._obs(), -float(np.sum(action**2)), False, self._t >= 6, {}
