@@ -312,12 +312,7 @@ class DAPG(OnPolicyAlgorithm):
         """Named sources, and state demos for a pixel env, go through the resolver with this env's id and kwargs."""
         named = is_named_source(demos)
         trajectories = [] if named else to_trajectories(demos)
-        state_for_pixels = (
-            isinstance(self.observation_space, spaces.Dict)
-            and bool(trajectories)
-            and not isinstance(trajectories[0].observations, dict)
-        )
-        if not named and not state_for_pixels:
+        if not named and not self._state_demos_for_pixels(trajectories):
             return trajectories
         env_id, env_kwargs = self._env_spec()
         keys = list(self.observation_space.spaces) if isinstance(self.observation_space, spaces.Dict) else None
@@ -328,6 +323,14 @@ class DAPG(OnPolicyAlgorithm):
             env_kwargs=env_kwargs,
             pixel_keys=keys,
         )
+
+    def _state_demos_for_pixels(self, trajectories: list[Trajectory]) -> bool:
+        """Flat observation vectors for an env that observes images (``Dict`` with pixels, or an image ``Box``)."""
+        if not trajectories or isinstance(trajectories[0].observations, dict):
+            return False
+        space = self.observation_space
+        image_box = isinstance(space, spaces.Box) and len(space.shape) == 3
+        return (isinstance(space, spaces.Dict) or image_box) and trajectories[0].observations.ndim == 2
 
     def _env_spec(self) -> tuple[str | None, dict[str, Any]]:
         """The registered id and ``gym.make`` kwargs of the training env (what the demo resolver needs)."""
