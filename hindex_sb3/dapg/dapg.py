@@ -8,6 +8,10 @@ Differences from SB3's usual on-policy loop, all of them mjrl's:
 
 * rollouts are whole episodes, not ``n_steps`` slices: GAE bootstraps a truncated episode with the value of its last
   observed state, and the baseline regresses Monte-Carlo returns with the in-episode time as an input feature;
+* each iteration runs exactly ``n_trajectories`` episodes, episode ``i`` of iteration ``k`` from env seed
+  ``seed + k * n_trajectories + i`` with its own action-noise stream (:mod:`hindex_sb3.dapg.rollout`), so a CPU run
+  does not depend on ``n_envs`` or on worker processes. The envs are driven one by one, which is why ``VecEnvWrapper``
+  s (``VecNormalize``, ``VecFrameStack``, ...) are refused rather than silently bypassed;
 * with a frozen feature extractor (the H-InDex setting) rollouts keep the features, not the images (~8 KB instead of
   ~150 KB per 224x224 transition), and the update runs on those features;
 * the Fisher matrix is estimated on the on-policy samples only; the demonstration term enters the gradient alone.
