@@ -34,7 +34,7 @@ class EMABatchNormCallback(BaseCallback):
 
     :param momentum: EMA momentum m, the weight of the new batch (H-InDex: 0.1 hammer, 0.01 / 0.001 for some DexMV
         tasks, 0 = frozen). It is set on the EMA-BN layers when training starts.
-    :param verbose: 1 logs ``ema_bn/updates`` (updates during the last rollout) to the SB3 logger.
+    :param verbose: SB3 callback verbosity. ``ema_bn/updates`` (updates during the last rollout) is always logged.
     """
 
     def __init__(self, momentum: float, verbose: int = 0) -> None:
@@ -84,18 +84,20 @@ class EMABatchNormCallback(BaseCallback):
         if self.momentum == 0.0:
             return True
         n_steps, n_rollout_steps = self.locals.get("n_steps"), self.locals.get("n_rollout_steps")
+        new_obs = self.locals.get("new_obs")
         # On-policy loops increment n_steps after the callback: n_steps + 1 == n_rollout_steps is the last step,
-        # after which the next forward is the bootstrap value of new_obs, not an action.
-        if n_rollout_steps is not None and n_steps is not None and n_steps + 1 >= n_rollout_steps:
+        # after which the next forward is the bootstrap value of new_obs, not an action. DAPG's episode sampler says
+        # "no next action" with new_obs=None.
+        last = n_rollout_steps is not None and n_steps is not None and n_steps + 1 >= n_rollout_steps
+        if last or new_obs is None:
             self._disarm()
         else:
-            self._arm(self.locals["new_obs"])
+            self._arm(new_obs)
         return True
 
     def _on_rollout_end(self) -> None:
         self._disarm()
-        if self.verbose:
-            self.logger.record("ema_bn/updates", self.num_updates - self._count_at_rollout_start)
+        self.logger.record("ema_bn/updates", self.num_updates - self._count_at_rollout_start)
 
     def _on_training_end(self) -> None:
         self._disarm()

@@ -3,15 +3,32 @@
 SB3's ``evaluate_policy`` returns rewards only; H-InDex reports ``eval_success`` (the fraction of episodes whose final
 ``info["is_success"]`` is true) next to the mean undiscounted return, over 25 episodes started from the same seeds
 every iteration so that curves are comparable across iterations.
+
+Seeds. Training episode ``i`` of DAPG iteration ``k`` starts from env seed ``seed + k * N + i`` (mjrl's sampler, see
+:mod:`hindex_sb3.dapg.rollout`), a range that grows from ``seed`` by at most a few hundred thousand over a run (the
+paper's largest: 200 trajectories x 400 iterations = 80,000). mjrl evaluated from ``seed, seed + 1, ...`` too, i.e. on
+start states the policy had been trained on. Here evaluation episode ``j`` of a run seeded ``seed`` starts from
+``EVAL_SEED_OFFSET + seed + j`` (:func:`eval_seeds`): disjoint from every training episode as long as
+``seed + k * N + i < EVAL_SEED_OFFSET`` (one billion), and still below 2**31 for seeds up to about a billion.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+
+#: evaluation seeds start here, far above any training episode's seed (see the module docstring)
+EVAL_SEED_OFFSET = 1_000_000_000
+
+
+def eval_seeds(seed: int, n_episodes: int) -> list[int]:
+    """Env seeds of the evaluation episodes of a run seeded ``seed``: ``EVAL_SEED_OFFSET + seed + j``."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return [EVAL_SEED_OFFSET + int(seed) + j for j in range(n_episodes)]
 
 
 @dataclass
@@ -33,12 +50,18 @@ def evaluate(
     n_episodes: int = 25,
     seed: int = 0,
     deterministic: bool = True,
+    *,
+    seeds: Sequence[int] | None = None,
 ) -> EvalResult:
-    """Run ``n_episodes`` episodes from seeds ``seed, seed + 1, ...``.
+    """Run ``n_episodes`` episodes from the evaluation seeds of a run seeded ``seed`` (:func:`eval_seeds`).
 
+    ``seeds`` gives the episodes' env seeds explicitly instead (one per episode; ``n_episodes`` is then ignored).
     ``policy`` is an SB3 model or policy (anything with ``predict``), or a callable ``obs -> action``.
     The env must end episodes (``gym.make`` adds the time limit of every ``HInDex/*`` id).
     """
+    episode_seeds = list(seeds) if seeds is not None else eval_seeds(seed, n_episodes)
+    if not episode_seeds:
+        raise ValueError("evaluation needs at least one episode")
     if hasattr(policy, "predict"):
 
         def act(obs):
@@ -46,8 +69,8 @@ def evaluate(
     else:
         act = policy  # type: ignore[assignment]
     returns, successes, lengths = [], [], []
-    for episode in range(n_episodes):
-        obs, _ = env.reset(seed=seed + episode)
+    for episode_seed in episode_seeds:
+        obs, _ = env.reset(seed=int(episode_seed))
         done, total, steps, info = False, 0.0, 0, {}
         while not done:
             obs, reward, terminated, truncated, info = env.step(act(obs))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from hindex_sb3.dapg import DAPG
 from hindex_sb3.dapg.dapg import _Path
@@ -160,7 +161,6 @@ def test_npg_step_equals_exact_natural_gradient_on_linear_gaussian_policy():
                 th.tensor(obs),
                 None,
                 rng.normal(size=(6, 2)).astype(np.float32),
-                np.zeros(6),
                 rng.normal(size=6),
                 terminated,
             )
@@ -210,8 +210,12 @@ def test_training_improves_and_logs_what_npg_debugging_needs():
     for i in range(6):
         model.learn(total_timesteps=1, reset_num_timesteps=i == 0)
         returns.append(model.logger.name_to_value["rollout/path_return_mean"])
-    for key in ("train/cg_residual", "train/kl", "train/step_size", "train/demo_weight", "train/value_loss"):
+    for key in ("train/cg_residual", "train/kl", "train/npg_alpha", "train/demo_weight", "train/value_loss"):
         assert key in model.logger.name_to_value, key
+    # alpha (the step length) and delta (the normalised step size) are different numbers with different names
+    logged = model.logger.name_to_value
+    assert "train/step_size" not in logged and logged["train/step_size_delta"] == model.step_size
+    assert logged["train/npg_alpha"] != pytest.approx(model.step_size)
     assert returns[-1] > returns[0]
 
 
@@ -256,3 +260,116 @@ def test_pixel_observations_with_trainable_extractor():
     model.learn(total_timesteps=1)
     assert model.dapg_iterations == 1 and np.isfinite(model.logger.name_to_value["train/kl"])
     env.close()
+
+
+class FrozenBatchNorm(BaseFeaturesExtractor):
+    """A frozen extractor with running statistics (stands in for an EMA-BN encoder): features = BN(obs)."""
+
+    def __init__(self, observation_space: spaces.Box) -> None:
+        super().__init__(observation_space, features_dim=int(observation_space.shape[0]))
+        self.bn = th.nn.BatchNorm1d(self.features_dim)
+        self.bn.requires_grad_(False)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.bn(observations)
+
+
+def _bn_eval(bn: th.nn.BatchNorm1d, x: np.ndarray) -> np.ndarray:
+    mean, var = bn.running_mean.numpy(), bn.running_var.numpy()
+    return (x - mean) / np.sqrt(var + bn.eps) * bn.weight.detach().numpy() + bn.bias.detach().numpy()
+
+
+def test_demo_features_follow_the_extractor_statistics_and_never_move_them():
+    demos = linear_demos()
+    model = make_model(
+        demos=demos, n_trajectories=2, policy_kwargs={"net_arch": [8], "features_extractor_class": FrozenBatchNorm}
+    )
+    bn = model.policy.features_extractor.bn
+    assert model.policy.extractor_is_frozen()
+    demo_obs = np.concatenate([d["observations"] for d in demos])
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    model.pretrain_bc()  # SB3 builds the policy in train mode: encoding the demos must still not touch the stats
+    assert all(th.equal(before[k], v) for k, v in bn.state_dict().items())
+    np.testing.assert_allclose(model.policy.in_shift.numpy(), _bn_eval(bn, demo_obs).mean(0), rtol=1e-5, atol=1e-6)
+    used = []
+    npg_step = model._npg_step
+
+    def spy(inputs, actions, weights):
+        used.append(inputs.all()[inputs.n_rl :].clone())
+        return npg_step(inputs, actions, weights)
+
+    model._npg_step = spy
+    with th.no_grad():  # what EMA-BN does during a rollout (hammer: m = 0.1)
+        bn.running_mean.add_(0.5)
+        bn.running_var.mul_(2.0)
+        bn.num_batches_tracked.add_(1)
+    model.learn(1)
+    np.testing.assert_allclose(used[0].numpy(), _bn_eval(bn, demo_obs), rtol=1e-5, atol=1e-6)
+    with th.no_grad():  # a load_state_dict-like copy that leaves the count as it was
+        bn.running_mean.copy_(th.zeros(3))
+    model.learn(1, reset_num_timesteps=False)
+    np.testing.assert_allclose(used[1].numpy(), _bn_eval(bn, demo_obs), rtol=1e-5, atol=1e-6)
+    assert len(used) == 2
+
+
+@pytest.mark.filterwarnings("ignore::hindex_sb3.encoders.RandomWeightsWarning")
+def test_ema_bn_run_re_encodes_the_demos_with_the_moved_statistics():
+    """Hammer-like Stage 3 (m = 0.1): the demo term of each update sees features under that moment's statistics."""
+    from stable_baselines3.common.logger import KVWriter, Logger
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    from tiny_encoder import PixelEnv, tiny_policy_kwargs
+
+    from hindex_sb3.callbacks import EMABatchNormCallback
+
+    env = PixelEnv()
+    frames = [env.reset(seed=100 + i)[0] for i in range(5)]
+    demo_obs = {k: np.stack([f[k] for f in frames]) for k in frames[0]}
+    demos = [{"observations": demo_obs, "actions": np.zeros((5, 2), np.float32)}]
+    venv = DummyVecEnv([PixelEnv, PixelEnv])
+    model = DAPG("MultiInputPolicy", venv, demos=demos, n_trajectories=3, policy_kwargs=tiny_policy_kwargs(), seed=0)
+    ema = model.policy.features_extractor.encoder.ema_layers[0]
+    used = []
+    npg_step = model._npg_step
+
+    def spy(inputs, actions, weights):
+        used.append(inputs.all()[inputs.n_rl :].clone())
+        return npg_step(inputs, actions, weights)
+
+    model._npg_step = spy
+    dumped = []
+
+    class Capture(KVWriter):
+        def write(self, key_values, key_excluded, step=0):
+            dumped.append(dict(key_values))
+
+    model.set_logger(Logger(None, [Capture()]))
+    callback = EMABatchNormCallback(momentum=0.1)  # verbose=0: the update count is logged all the same
+    for k in range(2):
+        stats_before = ema.running_mean.clone()
+        model.learn(1, callback=callback, reset_num_timesteps=k == 0)
+        assert not th.equal(stats_before, ema.running_mean)  # the rollout moved the statistics
+        # 3 episodes of 6 steps on 2 envs: 12 batched forwards (18 frames); one update per batch or per frame
+        assert dumped[-1]["ema_bn/updates"] in (12, 18)
+        stats = {k: v.clone() for k, v in ema.state_dict().items()}
+        current = model._encode(demo_obs)  # no update when encoding demos...
+        assert all(th.equal(stats[k], v) for k, v in ema.state_dict().items())
+        th.testing.assert_close(used[k], current, rtol=0, atol=0)  # ... and the update used exactly these
+
+
+@pytest.mark.filterwarnings("ignore::hindex_sb3.encoders.RandomWeightsWarning")
+def test_ema_bn_updates_are_logged_at_every_verbosity():
+    from stable_baselines3.common.logger import KVWriter, Logger
+    from tiny_encoder import PixelEnv, tiny_policy_kwargs
+
+    from hindex_sb3.callbacks import EMABatchNormCallback
+
+    dumped = []
+
+    class Capture(KVWriter):
+        def write(self, key_values, key_excluded, step=0):
+            dumped.append(dict(key_values))
+
+    model = DAPG("MultiInputPolicy", PixelEnv(), n_trajectories=2, policy_kwargs=tiny_policy_kwargs(), seed=0)
+    model.set_logger(Logger(None, [Capture()]))
+    model.learn(1, callback=EMABatchNormCallback(momentum=0.01, verbose=0))
+    assert dumped[-1]["ema_bn/updates"] == 12  # two 6-step episodes on one env: one frame per forward

@@ -8,6 +8,10 @@ Differences from SB3's usual on-policy loop, all of them mjrl's:
 
 * rollouts are whole episodes, not ``n_steps`` slices: GAE bootstraps a truncated episode with the value of its last
   observed state, and the baseline regresses Monte-Carlo returns with the in-episode time as an input feature;
+* each iteration runs exactly ``n_trajectories`` episodes, episode ``i`` of iteration ``k`` from env seed
+  ``seed + k * n_trajectories + i`` with its own action-noise stream (:mod:`hindex_sb3.dapg.rollout`), so a CPU run
+  does not depend on ``n_envs`` or on worker processes. The envs are driven one by one, which is why ``VecEnvWrapper``
+  s (``VecNormalize``, ``VecFrameStack``, ...) are refused rather than silently bypassed;
 * with a frozen feature extractor (the H-InDex setting) rollouts keep the features, not the images (~8 KB instead of
   ~150 KB per 224x224 transition), and the update runs on those features;
 * the Fisher matrix is estimated on the on-policy samples only; the demonstration term enters the gradient alone.
@@ -18,8 +22,9 @@ the demos would otherwise be divided by 1e-8); ``input_scale_floor=0`` restores 
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -43,9 +48,12 @@ from hindex_sb3.dapg.npg import (
     set_flat_params,
 )
 from hindex_sb3.dapg.policies import CnnDAPGPolicy, DAPGPolicy, MultiInputDAPGPolicy
+from hindex_sb3.dapg.rollout import EpisodeRunner, EpisodeSeed, check_vec_env, episode_seeds, noise_generator
 from hindex_sb3.demos.core import Trajectory, check_compatible, stack_transitions, to_trajectories
+from hindex_sb3.demos.resolve import is_named_source, load_demonstrations
 
 SelfDAPG = TypeVar("SelfDAPG", bound="DAPG")
+_log = logging.getLogger(__name__)  # (self.logger is SB3's metrics logger)
 
 MAX_PATH_LENGTH = 100_000
 
@@ -57,9 +65,79 @@ class _Path:
     features: th.Tensor | None  # (T, F) when the extractor is frozen
     observations: list[Any] | None  # raw observations otherwise
     actions: np.ndarray
-    log_probs: np.ndarray
     rewards: np.ndarray
     terminated: bool
+
+
+@dataclass
+class _RunningEpisode:
+    """An episode in progress on one env: its seeds, noise stream, current observation and what it recorded."""
+
+    seed: EpisodeSeed
+    noise: th.Generator
+    obs: Any
+    inputs: list[Any] = field(default_factory=list)  # per step: features (frozen extractor) or the observation
+    actions: list[np.ndarray] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+
+    def record(self, policy_input: Any, action: np.ndarray, reward: float) -> None:
+        self.inputs.append(policy_input)
+        self.actions.append(action)
+        self.rewards.append(reward)
+        if len(self.actions) > MAX_PATH_LENGTH:
+            raise RuntimeError(
+                f"an episode ran past {MAX_PATH_LENGTH} steps: DAPG samples whole episodes, so the env must end them "
+                "(wrap it in gymnasium.wrappers.TimeLimit)"
+            )
+
+    def finish(self, terminated: bool, keep_features: bool) -> _Path:
+        return _Path(
+            features=th.stack(self.inputs) if keep_features else None,
+            observations=None if keep_features else self.inputs,
+            actions=np.asarray(self.actions, dtype=np.float32),
+            rewards=np.asarray(self.rewards, dtype=np.float64),
+            terminated=terminated,
+        )
+
+
+@dataclass
+class _Batch:
+    """The on-policy samples of one iteration, concatenated in episode order."""
+
+    features: th.Tensor  # detached
+    actions: th.Tensor
+    timesteps: th.Tensor
+    returns: np.ndarray
+    advantages: np.ndarray  # whitened
+
+
+class _UpdateInputs:
+    """Policy features of the update's samples (on-policy, then demos), with gradients if the extractor trains.
+
+    A frozen extractor's features are computed once (rollouts already stored them; demo features follow the current
+    encoder statistics); a trainable one is re-run on the stored observations at each call, so that gradients reach it.
+    """
+
+    def __init__(self, algo: DAPG, paths: list[_Path], rl_features: th.Tensor, with_demos: bool) -> None:
+        self.algo, self.paths, self.with_demos = algo, paths, with_demos
+        self.n_rl = len(rl_features)
+        self.frozen = algo.policy.extractor_is_frozen()
+        self._rl = rl_features
+        if self.frozen:
+            self._all = th.cat([rl_features, algo._frozen_demo_features()]) if with_demos else rl_features
+
+    def rl(self) -> th.Tensor:
+        if self.frozen:
+            return self._rl
+        return th.cat([self.algo._path_features_grad(p) for p in self.paths])
+
+    def all(self) -> th.Tensor:
+        if self.frozen:
+            return self._all
+        if not self.with_demos:
+            return self.rl()
+        obs, _ = self.algo._demo_batch()
+        return th.cat([self.rl(), self.algo.policy.features(self.algo._obs_to_tensor(obs))])
 
 
 def _index_obs(obs: Any, idx: int | slice | np.ndarray) -> Any:
@@ -81,7 +159,9 @@ class DAPG(OnPolicyAlgorithm):
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or a :class:`DAPGPolicy` subclass
     :param env: the environment (episodes must end: use a ``TimeLimit``; all ``HInDex/*`` ids have one)
-    :param demos: demonstrations in any format :func:`hindex_sb3.demos.to_trajectories` reads; ``None`` gives NPG
+    :param demos: demonstrations in any format :func:`hindex_sb3.demos.to_trajectories` reads, or a source name
+        (``"door-human.npz"``, ``"minari:ID"``, ``"expert:FILE.npz"``, ``"scripted"``: see
+        :func:`hindex_sb3.demos.resolve.load_demonstrations`); ``None`` gives NPG
     :param n_trajectories: episodes sampled per iteration (mjrl ``rl_num_traj``)
     :param learning_rate: learning rate of the value baseline (mjrl ``vf_learn_rate``)
     :param step_size: normalised natural-gradient step ``delta`` (mjrl ``rl_step_size``)
@@ -143,8 +223,12 @@ class DAPG(OnPolicyAlgorithm):
     ):
         if demo_weight not in ("mjrl", "paper"):
             raise ValueError(f"demo_weight must be 'mjrl' or 'paper', got {demo_weight!r}")
-        if n_trajectories < 1:
-            raise ValueError("n_trajectories must be >= 1")
+        if isinstance(n_trajectories, bool) or not isinstance(n_trajectories, int | np.integer) or n_trajectories < 1:
+            raise ValueError(f"n_trajectories must be an integer >= 1, got {n_trajectories!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+            raise ValueError(
+                f"seed must be None or an integer >= 0 (episode i of iteration k uses seed + k*N + i), got {seed!r}"
+            )
         if not 0.0 < hvp_sample_frac <= 1.0:
             raise ValueError("hvp_sample_frac must be in (0, 1]")
         super().__init__(
@@ -168,7 +252,9 @@ class DAPG(OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=(spaces.Box,),
         )
-        self.n_trajectories = n_trajectories
+        if self.env is not None:
+            check_vec_env(self.env)  # before any work: VecNormalize & co. would be bypassed by the episode sampler
+        self.n_trajectories = int(n_trajectories)
         self.step_size = step_size
         self.lam0 = lam0
         self.lam1 = lam1
@@ -190,6 +276,7 @@ class DAPG(OnPolicyAlgorithm):
         self.last_timings: dict[str, float] = {}
         self._paths: list[_Path] = []
         self._demo_features: th.Tensor | None = None
+        self._demo_features_version: tuple[int, ...] = ()
         self._pending_demos = demos
         if _init_setup_model:
             self._setup_model()
@@ -213,11 +300,56 @@ class DAPG(OnPolicyAlgorithm):
             self.set_demonstrations(pending)
 
     def set_demonstrations(self, demos: Any) -> None:
-        """Attach demonstrations (also after :meth:`load`, since they are not saved with the model)."""
-        trajectories = to_trajectories(demos)
+        """Attach demonstrations (also after :meth:`load`, since they are not saved with the model).
+
+        ``demos``: trajectories in any format :func:`~hindex_sb3.demos.to_trajectories` reads, or a source name as
+        ``hindex train --demos`` takes it (a ``.npz`` / DAPG ``.pickle`` path, ``minari:ID``, ``expert:FILE.npz``,
+        ``scripted``), resolved for this model's env by :func:`~hindex_sb3.demos.resolve.load_demonstrations`. State
+        demonstrations given to a pixel env are re-rendered in it from their start states.
+        """
+        trajectories = self._resolve_demos(demos)
         check_compatible(trajectories, self.observation_space, self.action_space)
         self.demos = trajectories
         self._demo_features = None
+
+    def _resolve_demos(self, demos: Any) -> list[Trajectory]:
+        """Named sources, and state demos for a pixel env, go through the resolver with this env's id and kwargs."""
+        named = is_named_source(demos)
+        trajectories = [] if named else to_trajectories(demos)
+        if not named and not self._state_demos_for_pixels(trajectories):
+            return trajectories
+        env_id, env_kwargs = self._env_spec()
+        keys = list(self.observation_space.spaces) if isinstance(self.observation_space, spaces.Dict) else None
+        return load_demonstrations(
+            demos if named else trajectories,
+            env_id,
+            seed=self.seed or 0,
+            env_kwargs=env_kwargs,
+            pixel_keys=keys,
+        )
+
+    def _state_demos_for_pixels(self, trajectories: list[Trajectory]) -> bool:
+        """Flat observation vectors for an env that observes images (``Dict`` with pixels, or an image ``Box``)."""
+        if not trajectories or isinstance(trajectories[0].observations, dict):
+            return False
+        space = self.observation_space
+        image_box = isinstance(space, spaces.Box) and len(space.shape) == 3
+        return (isinstance(space, spaces.Dict) or image_box) and trajectories[0].observations.ndim == 2
+
+    def _env_spec(self) -> tuple[str | None, dict[str, Any]]:
+        """The registered id and ``gym.make`` kwargs of the training env (what the demo resolver needs)."""
+        spec = None
+        if self.env is not None:
+            try:
+                spec = self.env.get_attr("spec", indices=[0])[0]
+            except AttributeError:
+                spec = None
+        if spec is None:
+            return None, {}
+        kwargs = dict(spec.kwargs or {})
+        if spec.max_episode_steps is not None:
+            kwargs.setdefault("max_episode_steps", spec.max_episode_steps)
+        return spec.id, kwargs
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "demos", "_paths", "_demo_features", "_pending_demos"]
@@ -227,8 +359,13 @@ class DAPG(OnPolicyAlgorithm):
         return obs_as_tensor(obs, self.device)
 
     def _encode(self, obs: Any) -> th.Tensor:
-        """Features of a batch of (numpy) observations, in chunks, without gradients."""
+        """Features of a batch of (numpy) observations, in chunks, without gradients or statistics updates.
+
+        The policy goes to eval mode first: a BatchNorm in train mode would fold these observations into its
+        running statistics (SB3 builds policies in train mode, and behaviour cloning runs before any rollout).
+        """
         n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+        self.policy.set_training_mode(False)
         chunks = []
         with th.no_grad():
             for start in range(0, n, self.feature_batch_size):
@@ -241,10 +378,33 @@ class DAPG(OnPolicyAlgorithm):
         return obs, th.as_tensor(actions, dtype=th.float32, device=self.device)
 
     def _frozen_demo_features(self) -> th.Tensor:
-        if self._demo_features is None:
+        """Demo features under the encoder's *current* statistics (re-encoded whenever EMA-BN moved them)."""
+        version = self._extractor_stats_version()
+        if self._demo_features is None or version != self._demo_features_version:
             obs, _ = self._demo_batch()
             self._demo_features = self._encode(obs)
+            if self._extractor_stats_version() != version:
+                raise RuntimeError("encoding the demonstrations changed the feature extractor's statistics")
+            self._demo_features_version = version
         return self._demo_features
+
+    def _extractor_stats_version(self) -> tuple[int, ...]:
+        """Changes whenever a normalisation statistic of the extractor does (EMA-BN update, load_state_dict...).
+
+        Read from every layer with running statistics: ``num_batches_tracked`` and the in-place version counters
+        of ``running_mean`` / ``running_var`` (the latter also catch a copy that leaves the count unchanged).
+        """
+        version: list[int] = []
+        for module in self.policy.features_extractor.modules():
+            count = getattr(module, "num_batches_tracked", None)
+            if not isinstance(count, th.Tensor):
+                continue
+            version.append(int(count))
+            for name in ("running_mean", "running_var"):
+                stat = getattr(module, name, None)
+                if isinstance(stat, th.Tensor):
+                    version.append(stat._version)
+        return tuple(version)
 
     # ------------------------------------------------------------------ behaviour cloning
     def pretrain_bc(self) -> float:
@@ -282,8 +442,7 @@ class DAPG(OnPolicyAlgorithm):
                 optimizer.step()
                 losses.append(loss.item())
             epoch_loss = float(np.mean(losses))
-            if self.verbose:
-                print(f"BC epoch {epoch}: loss {epoch_loss:.5f}")
+            _log.log(logging.INFO if self.verbose else logging.DEBUG, "BC epoch %d: loss %.5f", epoch, epoch_loss)
         with th.no_grad():
             policy.log_std.copy_(th.log(actions.std(dim=0, unbiased=False) + 1e-12))
         policy.clamp_log_std()
@@ -318,76 +477,121 @@ class DAPG(OnPolicyAlgorithm):
         return total_timesteps, callback
 
     def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int) -> bool:
-        """Sample ``n_trajectories`` complete episodes with the stochastic policy."""
+        """Sample exactly ``n_trajectories`` complete, individually seeded episodes (see :mod:`.rollout`).
+
+        Each env runs one episode at a time; when it finishes, the env starts the next unassigned episode, or rests
+        if none is left. The paths are kept in episode order, so the update does not depend on which env ran what.
+        """
         self.policy.set_training_mode(False)
-        keep_features = self.policy.extractor_is_frozen()
-        n_envs = env.num_envs
-        self._last_obs = env.reset()  # every iteration starts fresh episodes, as mjrl's sampler does
-        self._last_episode_starts = np.ones((n_envs,), dtype=bool)
-        buffers: list[dict[str, list]] = [self._empty_path_buffer() for _ in range(n_envs)]
-        completed: list[_Path] = []
+        runner = EpisodeRunner(env)
+        schedule = iter(self._episode_schedule())
+        running: dict[int, _RunningEpisode] = {}
+        paths: list[_Path | None] = [None] * self.n_trajectories
+        self._start_episodes(runner, running, schedule, range(min(runner.num_envs, self.n_trajectories)))
+        self._last_obs = self._batch_obs(running)  # the first action's input (the EMA-BN callback arms on it)
         callback.on_rollout_start()
-        forward_time, start = 0.0, time.perf_counter()
-        while len(completed) < self.n_trajectories:
-            tic = time.perf_counter()
-            with th.no_grad():
-                obs_tensor = self._obs_to_tensor(self._last_obs)
-                actions, features, log_probs = self.policy(obs_tensor)
-            actions = actions.cpu().numpy()
-            forward_time += time.perf_counter() - tic
-            clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
-            new_obs, rewards, dones, infos = env.step(clipped_actions)
-            self.num_timesteps += n_envs
-            callback.update_locals(locals())
+        self.last_timings = {"rollout": 0.0, "policy_forward": 0.0}
+        start = time.perf_counter()
+        while running:
+            step = self._rollout_step(runner, running, schedule, paths)
+            callback.update_locals(step)
             if not callback.on_step():
                 return False
-            self._update_info_buffer(infos, dones)
-            log_probs_np = log_probs.cpu().numpy()
-            for i in range(n_envs):
-                buf = buffers[i]
-                if keep_features:
-                    buf["features"].append(features[i])
-                else:
-                    buf["obs"].append(_index_obs(self._last_obs, i))
-                buf["actions"].append(actions[i])
-                buf["log_probs"].append(log_probs_np[i])
-                buf["rewards"].append(rewards[i])
-                if len(buf["actions"]) > MAX_PATH_LENGTH:
-                    raise RuntimeError(
-                        f"an episode ran past {MAX_PATH_LENGTH} steps: DAPG samples whole episodes, so the env "
-                        "must end them (wrap it in gymnasium.wrappers.TimeLimit)"
-                    )
-                if dones[i]:
-                    truncated = bool(infos[i].get("TimeLimit.truncated", False))
-                    completed.append(self._finish_path(buf, terminated=not truncated, keep_features=keep_features))
-                    buffers[i] = self._empty_path_buffer()
-            self._last_obs = new_obs
-            self._last_episode_starts = dones
-        self._paths = completed[: self.n_trajectories]
-        self.last_timings = {"rollout": time.perf_counter() - start, "policy_forward": forward_time}
-        callback.update_locals(locals())
+            self._update_info_buffer(step["infos"], step["dones"])
+            if step["new_obs"] is not None:
+                self._last_obs = step["new_obs"]
+        self._paths = [p for p in paths if p is not None]
+        self.last_timings["rollout"] = time.perf_counter() - start
         callback.on_rollout_end()
         return True
 
-    @staticmethod
-    def _empty_path_buffer() -> dict[str, list]:
-        return {"features": [], "obs": [], "actions": [], "log_probs": [], "rewards": []}
+    def _rollout_step(
+        self, runner: EpisodeRunner, running: dict[int, _RunningEpisode], schedule: Any, paths: list[_Path | None]
+    ) -> dict[str, Any]:
+        """One step of every running episode; finished episodes become paths and free their env for the next one.
+
+        Returns the step as SB3 callbacks read it (``new_obs`` is the next action's input, ``None`` after the last).
+        """
+        keep_features = self.policy.extractor_is_frozen()
+        active = sorted(running)
+        obs_batch = self._last_obs
+        tic = time.perf_counter()
+        actions, features = self._sample_actions(obs_batch, [running[j] for j in active])
+        self.last_timings["policy_forward"] += time.perf_counter() - tic
+        clipped = np.clip(actions, self.action_space.low, self.action_space.high)
+        results = runner.step({j: clipped[r] for r, j in enumerate(active)})
+        self.num_timesteps += len(active)
+        finished = []
+        for r, j in enumerate(active):
+            obs, reward, terminated, truncated, _ = results[j]
+            episode = running[j]
+            episode.record(features[r] if keep_features else _index_obs(obs_batch, r), actions[r], reward)
+            if terminated or truncated:
+                paths[episode.seed.index] = episode.finish(terminated, keep_features)
+                del running[j]
+                finished.append(j)
+            else:
+                episode.obs = obs
+        self._start_episodes(runner, running, schedule, finished)
+        return {
+            "actions": actions,
+            "rewards": np.array([results[j][1] for j in active]),
+            "dones": np.array([j in finished for j in active]),
+            "infos": [results[j][4] for j in active],
+            "new_obs": self._batch_obs(running) if running else None,
+        }
+
+    def _episode_schedule(self) -> list[EpisodeSeed]:
+        """This iteration's episodes (mjrl: env seeds ``seed + k * N + i``; an unseeded run draws a fresh base)."""
+        seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
+        return episode_seeds(seed, self.dapg_iterations, self.n_trajectories)
+
+    def _start_episodes(
+        self, runner: EpisodeRunner, running: dict[int, _RunningEpisode], schedule: Any, envs: Any
+    ) -> None:
+        """Give each env in ``envs`` the next episode of the schedule (envs left over when it is exhausted rest)."""
+        assigned = {}
+        for j in envs:
+            seed = next(schedule, None)
+            if seed is None:
+                break
+            assigned[j] = seed
+        if not assigned:
+            return
+        first = runner.reset({j: s.env_seed for j, s in assigned.items()})
+        for j, seed in assigned.items():
+            running[j] = _RunningEpisode(seed, noise_generator(seed.noise_seed), first[j])
 
     @staticmethod
-    def _finish_path(buf: dict[str, list], terminated: bool, keep_features: bool) -> _Path:
-        return _Path(
-            features=th.stack(buf["features"]) if keep_features else None,
-            observations=None if keep_features else buf["obs"],
-            actions=np.asarray(buf["actions"], dtype=np.float32),
-            log_probs=np.asarray(buf["log_probs"], dtype=np.float64),
-            rewards=np.asarray(buf["rewards"], dtype=np.float64),
-            terminated=terminated,
-        )
+    def _batch_obs(running: dict[int, _RunningEpisode]) -> Any:
+        return _stack_obs([running[j].obs for j in sorted(running)])
+
+    def _sample_actions(self, obs_batch: Any, episodes: list[_RunningEpisode]) -> tuple[np.ndarray, th.Tensor]:
+        """Stochastic actions for a batch of envs: mean + std * noise, each row's noise from its episode's stream.
+
+        On the CPU the mean is computed row by row: a batched matmul there rounds differently with the batch size
+        (measured: up to 2e-7 on a 256-256 MLP), and an episode must not depend on which other episodes happen to run
+        beside it. (The batched encoder gave bit-identical features at batch sizes 1-5 in our CPU tests, ResNet-50
+        included.) On a GPU, where neither is batch-invariant anyway, the head runs batched.
+        """
+        policy = self.policy
+        with th.no_grad():
+            features = policy.features(self._obs_to_tensor(obs_batch))
+            if features.device.type == "cpu":
+                means = th.cat([policy.mean_from_features(features[r : r + 1]) for r in range(len(episodes))])
+            else:
+                means = policy.mean_from_features(features)
+            noise = th.stack([th.randn(means.shape[1], generator=e.noise) for e in episodes]).to(means.device)
+            actions = means + th.exp(policy.log_std) * noise
+        return actions.cpu().numpy(), features
 
     def _path_features(self, path: _Path) -> th.Tensor:
         if path.features is not None:
             return path.features
         return self._encode(_stack_obs(path.observations))
+
+    def _path_features_grad(self, path: _Path) -> th.Tensor:
+        return self.policy.features(self._obs_to_tensor(_stack_obs(path.observations)))
 
     # ------------------------------------------------------------------ the DAPG update
     def demo_weight_at(self, k: int, max_advantage: float = 1.0) -> float:
@@ -403,116 +607,112 @@ class DAPG(OnPolicyAlgorithm):
             self.logger.record(f"time/{key}_s", value)
 
     def _train(self) -> None:
+        """One DAPG iteration's update on the sampled paths: advantages, demo term, NPG step, then the baseline."""
         paths = self._paths
         if not paths:
             return
+        batch = self._advantages(paths)
+        weights, demo_actions = self._demo_term(batch.advantages)
+        actions = batch.actions if demo_actions is None else th.cat([batch.actions, demo_actions])
+        inputs = _UpdateInputs(self, paths, batch.features, with_demos=demo_actions is not None)
+        stats = self._npg_step(inputs, actions, weights)
+        self.dapg_iterations += 1
+        vf_before, vf_after = self._fit_baseline(batch.features, batch.timesteps, batch.returns)
+        for key, value in stats.items():
+            self.logger.record(f"train/{key}", value)
+        self.logger.record("train/dapg_iterations", self.dapg_iterations)
+        self.logger.record("train/log_std_mean", self.policy.log_std.mean().item())
+        self.logger.record("train/value_loss_before", vf_before)
+        self.logger.record("train/value_loss", vf_after)
+        self.logger.record("train/n_samples", len(batch.actions))
+        self.logger.record("rollout/paths", len(paths))
+        self.logger.record("rollout/path_return_mean", float(np.mean([p.rewards.sum() for p in paths])))
+        self._paths = []
+
+    def _advantages(self, paths: list[_Path]) -> _Batch:
+        """GAE with the previous iteration's baseline, whitened as mjrl does; Monte-Carlo returns for the baseline."""
         policy = self.policy
-        frozen = policy.extractor_is_frozen()
         with th.no_grad():
-            path_features = [self._path_features(p) for p in paths]
+            features = [self._path_features(p) for p in paths]
             timesteps = [th.arange(len(p.rewards), device=self.device) for p in paths]
-            values = [
-                policy.value_from_features(f, t).cpu().numpy() for f, t in zip(path_features, timesteps, strict=True)
-            ]
+            values = [policy.value_from_features(f, t).cpu().numpy() for f, t in zip(features, timesteps, strict=True)]
         advantages = np.concatenate(
             [
                 gae_advantages(p.rewards, v, p.terminated, self.gamma, self.gae_lambda)
                 for p, v in zip(paths, values, strict=True)
             ]
         )
-        returns = np.concatenate([discount_cumsum(p.rewards, self.gamma) for p in paths])
-        rl_features = th.cat(path_features)
-        rl_actions = th.as_tensor(np.concatenate([p.actions for p in paths]), device=self.device)
-        rl_times = th.cat(timesteps)
-        adv = (advantages - advantages.mean()) / (advantages.std() + 1e-6)
+        return _Batch(
+            features=th.cat(features),
+            actions=th.as_tensor(np.concatenate([p.actions for p in paths]), device=self.device),
+            timesteps=th.cat(timesteps),
+            returns=np.concatenate([discount_cumsum(p.rewards, self.gamma) for p in paths]),
+            advantages=(advantages - advantages.mean()) / (advantages.std() + 1e-6),
+        )
 
-        use_demos = bool(self.demos) and self.lam0 > 0
-        if use_demos:
-            w = self.demo_weight_at(self.dapg_iterations, float(adv.max()))
-            demo_features = self._frozen_demo_features() if frozen else None
-            _, demo_actions = self._demo_batch()
-            n_demo = len(demo_actions)
-            all_adv = 1e-2 * np.concatenate([adv / (adv.std() + 1e-8), np.full(n_demo, w)])
-            self.logger.record("train/demo_weight", w)
-        else:
-            demo_features, demo_actions, n_demo = None, None, 0
-            all_adv = adv
-        all_adv_t = th.as_tensor(all_adv, dtype=th.float32, device=self.device)
-        params = policy.actor_parameters()
-        n_rl = len(rl_actions)
+    def _demo_term(self, adv: np.ndarray) -> tuple[th.Tensor, th.Tensor | None]:
+        """Per-sample weights of the surrogate, on-policy samples then demo pairs (mjrl: ``1e-2 * [A/std, w_k]``).
 
-        def features_all() -> th.Tensor:
-            if frozen:
-                return rl_features if demo_features is None else th.cat([rl_features, demo_features])
-            rl = th.cat([self._path_features_grad(p) for p in paths])
-            if not use_demos:
-                return rl
-            obs, _ = self._demo_batch()
-            return th.cat([rl, policy.features(self._obs_to_tensor(obs))])
+        Returns the weights and the demo actions (``None`` without demonstrations or with ``lam0 = 0``: plain NPG).
+        """
+        if not self.demos or self.lam0 <= 0:
+            return th.as_tensor(adv, dtype=th.float32, device=self.device), None
+        w = self.demo_weight_at(self.dapg_iterations, float(adv.max()))
+        _, demo_actions = self._demo_batch()
+        weights = 1e-2 * np.concatenate([adv / (adv.std() + 1e-8), np.full(len(demo_actions), w)])
+        self.logger.record("train/demo_weight", w)
+        return th.as_tensor(weights, dtype=th.float32, device=self.device), demo_actions
 
-        actions_all = rl_actions if not use_demos else th.cat([rl_actions, demo_actions])
+    def _npg_step(self, inputs: _UpdateInputs, actions: th.Tensor, weights: th.Tensor) -> dict[str, float]:
+        """One natural-gradient step ``theta += alpha F^-1 g`` (mjrl's NPG: CG solve, normalised step, no search).
+
+        ``g`` is the surrogate gradient over on-policy and demo samples scaled by ``N_all / N_rl``; the Fisher uses
+        the on-policy samples only. Returns the step's diagnostics (``npg_alpha`` is the step length alpha, not the
+        normalised step size delta, which is logged as ``step_size_delta``).
+        """
+        policy, params, n_rl = self.policy, self.policy.actor_parameters(), inputs.n_rl
         with th.no_grad():
-            f_all = features_all()
-            old_mean_all = policy.mean_from_features(f_all)
+            old_mean = policy.mean_from_features(inputs.all())
             old_log_std = policy.log_std.detach().clone()
-            old_dist = policy.action_dist.proba_distribution(old_mean_all, old_log_std)
-            old_log_prob = old_dist.log_prob(actions_all)
-            old_mean_rl = old_mean_all[:n_rl]
+            old_log_prob = policy.action_dist.proba_distribution(old_mean, old_log_std).log_prob(actions)
+            old_mean_rl = old_mean[:n_rl]
 
-        # Surrogate (CPI) gradient on on-policy + demo samples, scaled as mjrl: g = (N_all / N_rl) * grad mean(...)
-        f_all = features_all()
-        dist = policy.distribution_from_features(f_all)
-        ratio = th.exp(dist.log_prob(actions_all) - old_log_prob)
-        surrogate = th.mean(ratio * all_adv_t)
-        grad = flat_grad(surrogate, params) * ((n_rl + n_demo) / n_rl)
+        def surrogate() -> th.Tensor:
+            ratio = th.exp(policy.distribution_from_features(inputs.all()).log_prob(actions) - old_log_prob)
+            return th.mean(ratio * weights)
 
-        # Fisher-vector products on on-policy samples only
         def fisher_vector_product(v: th.Tensor) -> th.Tensor:
-            if self.hvp_sample_frac < 1.0:
-                idx = th.as_tensor(
-                    np.random.choice(n_rl, size=max(int(self.hvp_sample_frac * n_rl), 1)), device=self.device
-                )
-            else:
-                idx = slice(None)
-            f_rl = rl_features[idx] if frozen else features_all()[:n_rl][idx]
-            mean = policy.mean_from_features(f_rl)
-            kl = gaussian_kl(old_mean_rl[idx], old_log_std, mean, policy.log_std).mean()
-            grad_kl = flat_grad(kl, params, create_graph=True)
+            idx = self._hvp_subset(n_rl)
+            kl = gaussian_kl(old_mean_rl[idx], old_log_std, policy.mean_from_features(inputs.rl()[idx]), policy.log_std)
+            grad_kl = flat_grad(kl.mean(), params, create_graph=True)
             return flat_grad(th.dot(grad_kl, v), params) + self.cg_damping * v
 
+        surrogate_before = surrogate()
+        grad = flat_grad(surrogate_before, params) * (len(actions) / n_rl)
         direction, residual = conjugate_gradient(fisher_vector_product, grad, iters=self.cg_iters)
         alpha = npg_step_size(grad, direction, self.step_size)
-        theta = get_flat_params(params)
-        set_flat_params(params, theta + alpha * direction)
+        set_flat_params(params, get_flat_params(params) + alpha * direction)
         policy.clamp_log_std()
         with th.no_grad():
-            new_mean = policy.mean_from_features(rl_features if frozen else features_all()[:n_rl])
+            new_mean = policy.mean_from_features(inputs.rl())
             kl_after = gaussian_kl(old_mean_rl, old_log_std, new_mean, policy.log_std).mean().item()
-            surrogate_after = th.mean(
-                th.exp(policy.distribution_from_features(features_all()).log_prob(actions_all) - old_log_prob)
-                * all_adv_t
-            ).item()
-        self.dapg_iterations += 1
-
-        vf_before, vf_after = self._fit_baseline(rl_features.detach(), rl_times, returns)
-
+            surrogate_after = surrogate().item()
         grad_norm = float(th.linalg.vector_norm(grad))
-        self.logger.record("train/dapg_iterations", self.dapg_iterations)
-        self.logger.record("train/step_size", alpha)
-        self.logger.record("train/kl", kl_after)
-        self.logger.record("train/cg_residual", residual / max(grad_norm, 1e-20))
-        self.logger.record("train/grad_norm", grad_norm)
-        self.logger.record("train/surrogate_improvement", surrogate_after - surrogate.item())
-        self.logger.record("train/log_std_mean", policy.log_std.mean().item())
-        self.logger.record("train/value_loss_before", vf_before)
-        self.logger.record("train/value_loss", vf_after)
-        self.logger.record("train/n_samples", n_rl)
-        self.logger.record("rollout/paths", len(paths))
-        self.logger.record("rollout/path_return_mean", float(np.mean([p.rewards.sum() for p in paths])))
-        self._paths = []
+        return {
+            "npg_alpha": alpha,
+            "step_size_delta": self.step_size,
+            "kl": kl_after,
+            "cg_residual": residual / max(grad_norm, 1e-20),
+            "grad_norm": grad_norm,
+            "surrogate_improvement": surrogate_after - surrogate_before.item(),
+        }
 
-    def _path_features_grad(self, path: _Path) -> th.Tensor:
-        return self.policy.features(self._obs_to_tensor(_stack_obs(path.observations)))
+    def _hvp_subset(self, n_rl: int) -> th.Tensor | slice:
+        """mjrl draws a fresh subset (with replacement) of on-policy samples for every Fisher-vector product."""
+        if self.hvp_sample_frac >= 1.0:
+            return slice(None)
+        size = max(int(self.hvp_sample_frac * n_rl), 1)
+        return th.as_tensor(np.random.choice(n_rl, size=size), device=self.device)
 
     def _fit_baseline(self, features: th.Tensor, timesteps: th.Tensor, returns: np.ndarray) -> tuple[float, float]:
         """mjrl's MLPBaseline.fit: Adam, minibatches of a permutation, ``int(N / batch) - 1`` per epoch."""
