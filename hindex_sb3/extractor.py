@@ -8,8 +8,8 @@ representation: the frozen encoder's features, concatenated with proprioception,
   encoder ignores ``apply()`` (see :class:`~hindex_sb3.encoders.base.Encoder`) and the factories also pass
   ``ortho_init=False`` for on-policy algorithms (off-policy policies do not accept that argument at all).
 * ``set_training_mode(True)`` before gradient updates would put BatchNorm into batch-statistics mode; the encoder
-  stays in eval mode. Its statistics move only through EMA-BN, one update per environment step
-  (:class:`~hindex_sb3.callbacks.EMABatchNormCallback`), never in gradient updates or evaluation episodes.
+  stays in eval mode. Its statistics move only through EMA-BN, in the forward of each environment step, one update
+  per env frame (:class:`~hindex_sb3.callbacks.EMABatchNormCallback`), never in gradient updates or evaluation episodes.
 * ``load()`` re-runs the extractor's ``__init__`` before restoring the saved tensors: a missing weight file then
   does not fail the load (the zip holds the weights); the encoder only refuses to run if nothing restores it.
 """
@@ -28,7 +28,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from hindex_sb3.ema_bn import EMAScope
+from hindex_sb3.ema_bn import EMAScope, EMAUpdate
 from hindex_sb3.encoders import create_encoder, get_encoder_spec
 
 __all__ = ["HIndexExtractor", "baseline_extractor", "hindex_extractor", "paper_policy_kwargs"]
@@ -49,6 +49,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
     :param ema_scope: which BatchNorm layers can follow the observations by EMA (``"all"``: the paper; ``"stem"``:
         the released code); ``"auto"`` is ``"all"`` for ResNets and nothing for ViTs. Updates only happen when
         :class:`~hindex_sb3.callbacks.EMABatchNormCallback` (or :meth:`update_bn_stats`) asks for them.
+    :param ema_update: ``"frame"``: one update per image of a batch, in order (the paper); ``"batch"``: one per forward.
     :param channels_last: trunk memory format; ``None`` = the encoder's default (channels-last for ResNets).
     :param cuda_graphs: replay the encoder as captured CUDA graphs on a GPU (much faster at rollout batch sizes,
         where a forward is bound by kernel launches; see :meth:`~hindex_sb3.encoders.base.Encoder.use_cuda_graphs`).
@@ -66,6 +67,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
         proprio_key: str = "proprio",
         channels_last: bool | None = None,
         cuda_graphs: bool = False,
+        ema_update: EMAUpdate = "frame",
     ) -> None:
         pixels_space, proprio_space = _split_space(observation_space, pixels_key, proprio_key)
         spec = get_encoder_spec(encoder)
@@ -78,6 +80,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
             encoder,
             weights,
             ema_scope=ema_scope,
+            ema_update=ema_update,
             channels_last=channels_last,
             cuda_graphs=cuda_graphs,
             on_unavailable="defer",
@@ -251,6 +254,7 @@ def hindex_extractor(
     proprio_key: str = "proprio",
     channels_last: bool | None = None,
     cuda_graphs: bool = False,
+    ema_update: EMAUpdate = "frame",
     **policy_overrides: Any,
 ) -> dict[str, Any]:
     """A fresh ``policy_kwargs`` dict giving an SB3 policy the H-InDex representation.
@@ -262,9 +266,10 @@ def hindex_extractor(
     :param ema_scope: BatchNorm layers that EMA-BN may adapt (with :class:`~hindex_sb3.callbacks.EMABatchNormCallback`).
     :param hidden: policy (and value/critic) MLP sizes; the paper uses 256-256 with tanh.
     :param cuda_graphs: replay the encoder as CUDA graphs on a GPU (see :class:`HIndexExtractor`).
+    :param ema_update: EMA-BN updates per frame (default, the paper) or per batch (see :class:`HIndexExtractor`).
     :param policy_overrides: any other SB3 policy keyword, applied last (e.g. ``share_features_extractor=False``).
     """
-    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs)
+    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs) | {"ema_update": ema_update}
     return _extractor_kwargs("hindex", weights, algo, ema_scope, hidden, policy_overrides, options)
 
 

@@ -355,3 +355,18 @@ def test_bf16_autocast_per_frame_update():
     for frame in conv_out.double():
         r = 0.9 * r + 0.1 * frame.var(dim=(1, 2), correction=0)
     torch.testing.assert_close(first.running_var.double(), r, rtol=1e-5, atol=1e-6)
+
+
+def test_update_mode_reaches_the_layers_through_the_sb3_factory():
+    import gymnasium as gym
+
+    from hindex_sb3.extractor import HIndexExtractor, hindex_extractor
+
+    space = gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)
+    for mode in ("frame", "batch"):
+        kwargs = hindex_extractor(None, ema_update=mode)["features_extractor_kwargs"]
+        assert kwargs["ema_update"] == mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            extractor = HIndexExtractor(space, **kwargs)
+        assert {bn.ema_update for bn in extractor.encoder.ema_layers} == {mode}

@@ -205,10 +205,16 @@ class Encoder(nn.Module):
             raise ValueError(f"{self.spec.name} encoder has no EMA-BN layers; call enable_ema_bn() first")
         x = self.to_float01(images)
         if self._graphs is not None and x.is_cuda:
-            settings = tuple((bn.momentum_ema, bn.update_stats, bn.ema_update) for bn in self._ema_layers)
-            key = (bool(update_bn_stats), settings)
+            key = self._graph_key(update_bn_stats)
             return self._graphs.run(lambda t: self._features(t, update_bn_stats), x, key)
         return self._features(x, update_bn_stats)
+
+    def _graph_key(self, update_bn_stats: bool) -> tuple:
+        """The EMA-BN settings a captured graph bakes in (Python floats and branches), beside the input's own."""
+        return (
+            bool(update_bn_stats),
+            tuple((bn.momentum_ema, bn.update_stats, bn.ema_update) for bn in self._ema_layers),
+        )
 
     def _features(self, x: torch.Tensor, update_bn_stats: bool) -> torch.Tensor:
         with torch.no_grad():
