@@ -167,18 +167,39 @@ class EMABatchNorm2d(nn.BatchNorm2d):
 def _ema_closed_form(frames: torch.Tensor, start: torch.Tensor, m: float) -> torch.Tensor:
     """All intermediate states of ``r_i = (1 - m) r_{i-1} + m frames_i`` from ``r_0 = start``: shape ``(N, K)``.
 
-    ``r_i = (1 - m)^i r_0 + m sum_{j <= i} (1 - m)^(i - j) frames_j`` is one ``(N, N + 1) @ (N + 1, K)`` product.
-    The weights are built from the lag ``i - j`` (never as ``(1 - m)^i / (1 - m)^j``, which overflows for long
-    batches) and the product runs in float64 (float32 on devices without it), so the result is at least as accurate
-    as the float32 recursion it replaces; every weight is non-negative, so nothing cancels but the data itself.
+    ``r_i = (1 - m)^i r_0 + m sum_{j <= i} (1 - m)^(i - j) frames_j`` is one ``(N, N + 1) @ (N + 1, K)`` product,
+    run in float64 (float32 on devices without it), so the result is at least as accurate as the float32 recursion
+    it replaces; every weight is non-negative, so nothing cancels but the data itself.
     """
-    n = frames.shape[0]
     acc = torch.float32 if frames.device.type == "mps" else torch.float64
-    steps = torch.arange(n + 1, device=frames.device, dtype=acc)
+    weights = _ema_weights(frames.shape[0], m, frames.device, acc)
+    return weights @ torch.cat([start[None].to(acc), frames.to(acc)])
+
+
+_WEIGHTS: dict[tuple, torch.Tensor] = {}
+_MAX_CACHED = 64  # entries; never evicted, see below
+
+
+def _ema_weights(n: int, m: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The ``(N, N + 1)`` weights of :func:`_ema_closed_form` (column 0 for ``r_0``), cached per setting.
+
+    Built from the lag ``i - j`` (never as ``(1 - m)^i / (1 - m)^j``, which overflows for long batches). They are the
+    same for every layer, so a process keeps them: on a GPU that saves eight small kernel launches per layer and
+    forward. Entries are never evicted (a captured CUDA graph may read one), hence the cap, and none is created while
+    a graph is being captured (its kernels have not run yet, so the tensor would hold no values outside the graph).
+    """
+    key = (n, m, device, dtype)
+    weights = _WEIGHTS.get(key)
+    if weights is not None:
+        return weights
+    steps = torch.arange(n + 1, device=device, dtype=dtype)
     lag = steps[1:, None] - steps[None, :]  # (N, N + 1): column 0 is r_0, column j is frame j
     weights = torch.pow(1.0 - m, lag.clamp(min=0.0)) * (lag >= 0)
     weights[:, 1:] *= m
-    return weights @ torch.cat([start[None].to(acc), frames.to(acc)])
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if len(_WEIGHTS) < _MAX_CACHED and n <= 1024 and not capturing:
+        _WEIGHTS[key] = weights
+    return weights
 
 
 def _frame_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

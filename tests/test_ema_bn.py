@@ -108,12 +108,16 @@ def test_closed_form_matches_the_recursion_for_long_batches_and_extreme_momenta(
     g = np.random.default_rng(3)
     frames, start = g.normal(size=(400, 6)), g.normal(size=6)
     for m in (0.0, 1e-4, 0.5, 0.9, 1.0):  # 0.1 ** -400 would overflow a (1 - m)^i / (1 - m)^j formulation
-        got = _ema_closed_form(torch.from_numpy(frames), torch.from_numpy(start), m).numpy()
         r, want = start.copy(), []
         for f in frames:
             r = (1 - m) * r + m * f
             want.append(r)
-        np.testing.assert_allclose(got, np.stack(want), rtol=1e-10, atol=1e-12)
+        for _ in range(2):  # the second call uses the cached weights
+            got = _ema_closed_form(torch.from_numpy(frames), torch.from_numpy(start), m).numpy()
+            np.testing.assert_allclose(got, np.stack(want), rtol=1e-10, atol=1e-12)
+        # a shorter batch reads its own weights, not a slice of a wrong-sized cached matrix
+        short = _ema_closed_form(torch.from_numpy(frames[:7]), torch.from_numpy(start), m).numpy()
+        np.testing.assert_allclose(short, np.stack(want[:7]), rtol=1e-10, atol=1e-12)
 
 
 def test_per_frame_statistics_reductions_agree():
