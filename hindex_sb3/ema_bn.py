@@ -74,6 +74,8 @@ class EMABatchNorm2d(nn.BatchNorm2d):
     settings, not state), so checkpoints move freely between the two classes.
     """
 
+    ema_update: EMAUpdate = "frame"  # class default: modules pickled before the option existed unpickle with it
+
     def __init__(
         self,
         num_features: int,
