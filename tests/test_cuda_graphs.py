@@ -104,9 +104,26 @@ def test_ema_bn_updates_match_eager_step_by_step():
         assert all(torch.equal(a, b) for a, b in zip(before, _stats(graphed), strict=True))
 
 
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+
+
+@pytest.fixture
+def no_tf32():
+    """Batch 4 against batch 1 compares different convolution kernels: keep them in full float32 precision."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = previous
+
+
 @cuda
-def test_replay_equals_eager_single_frame_updates():
-    """A replayed batch of N frames makes the N updates of N eager one-frame forwards, frame i with its own."""
+def test_replay_equals_eager_single_frame_updates(no_tf32):
+    """A replayed batch of N frames makes the N updates of N eager one-frame forwards, frame i with its own.
+
+    Different batch sizes run different kernels, so agreement is float32 rounding through 53 layers (~1e-5
+    norm-relative on the CPU), compared norm-wise; a per-batch update differs by orders of magnitude more.
+    """
     eager = _encoder("cuda", ema_scope="all", ema_momentum=0.1)
     graphed = copy.deepcopy(eager).use_cuda_graphs()
     start = int(graphed.backbone.bn1.num_batches_tracked)
@@ -114,10 +131,11 @@ def test_replay_equals_eager_single_frame_updates():
         x = _images(4, seed, "cuda")
         got = graphed(x, update_bn_stats=True)
         want = torch.cat([eager(frame, update_bn_stats=True) for frame in x.split(1)])
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert _rel(got, want) < 1e-4
         for a, b in zip(_stats(graphed), _stats(eager), strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            assert _rel(a, b) < 1e-4
     assert int(graphed.backbone.bn1.num_batches_tracked) - start == 12
+    assert len(graphed._graphs) == 1
 
 
 @cuda
