@@ -3,11 +3,15 @@
     python benchmarks/encoders.py                 # full run on the CPU (several minutes on 2 cores)
     python benchmarks/encoders.py --quick         # batch 1 and 4, fewer repeats
     python benchmarks/encoders.py --device cuda   # adds bf16 autocast variants (channels_last for all)
+    python benchmarks/encoders.py --sections ema --ema-batch-sizes 1 16   # EMA-BN only: plain / batch / frame
 
 Everything is measured side by side in one process: every configuration runs once per round, rounds are
 interleaved, and the median is reported, so that slow drift (thermal, other processes) hits all configurations alike.
 Weights are random (throughput does not depend on their values). Input is a uint8 (B, 3, 256, 256) batch, H-InDex's
 render size, so the numbers include the encoder's preprocessing (resize 256 is then a no-op, centre crop 224).
+
+EMA-BN is timed three ways on the same module and input: a plain eval forward, the per-batch update (one update
+per forward) and the per-frame update (one per image, the default), interleaved with a rotating order.
 
 Prints a JSON document (also written to ``--json``) and markdown tables.
 """
@@ -31,9 +35,11 @@ import numpy as np
 import torch
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
+from hindex_sb3.ema_bn import set_ema_update
 from hindex_sb3.encoders import RandomWeightsWarning, create_encoder, get_encoder_spec, list_encoders
 
 RESNETS = ("hindex", "rrl", "r3m")
+SECTIONS = ("throughput", "ema", "memory")
 
 
 def _sync(device: torch.device) -> None:
@@ -110,39 +116,64 @@ def bench_throughput(names, batches, repeats, device) -> list[dict]:
     return results
 
 
-def bench_ema_overhead(batches, repeats, device) -> list[dict]:
-    """EMA forward (update + normalise) vs plain eval forward of the same module, interleaved, paired."""
+EMA_MODES = ("plain", "batch", "frame")  # no update; one update per forward; one update per frame (the default)
+
+
+def _ema_forward(enc, x, mode: str) -> None:
+    if mode != "plain":
+        set_ema_update(enc, mode)
+    enc(x, update_bn_stats=mode != "plain")
+
+
+def bench_ema_overhead(batches, repeats, device, scopes=None) -> list[dict]:
+    """Plain eval forward vs per-batch vs per-frame EMA forward of the same module: interleaved, rotating order.
+
+    Each round runs the three once (the starting mode rotates, so none always runs first); ratios are paired within a
+    round, and the medians of those ratios are reported beside the ratio of the median times.
+    """
     results = []
     configs = [("all", True, False), ("all", False, False), ("stem", True, False)]
     if device.type == "cuda":  # the same forwards replayed as CUDA graphs (no launch overhead)
         configs += [("all", True, True), ("all", False, True)]
+    configs = [c for c in configs if scopes is None or c[0] in scopes]
     for scope, channels_last, graphs in configs:
         enc = _make("hindex", device, channels_last, ema_scope=scope)
         enc.use_cuda_graphs(graphs)
         layout = ("channels_last" if channels_last else "contiguous") + (" + CUDA graphs" if graphs else "")
         for batch in batches:
             x = _images(batch, device)
-            plain, ema = [], []
-            for rnd in range(repeats + 1):
-                order = [False, True] if rnd % 2 else [True, False]  # alternate which goes first
-                for update in order:
-                    t = _timer(device, enc, x, update_bn_stats=update)
+            times: dict[str, list[float]] = {mode: [] for mode in EMA_MODES}
+            for rnd in range(repeats + 1):  # round 0 is warm-up (and captures the graphs)
+                k = rnd % len(EMA_MODES)
+                for mode in EMA_MODES[k:] + EMA_MODES[:k]:
+                    t = _timer(device, _ema_forward, enc, x, mode)
                     if rnd:
-                        (ema if update else plain).append(t)
-            ratios = [e / p for e, p in zip(ema, plain, strict=True)]
+                        times[mode].append(t)
+            med = {mode: statistics.median(ts) for mode, ts in times.items()}
+
+            def paired(num: str, den: str) -> float:
+                return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))  # noqa: B023
+
             res = {
                 "scope": scope,
                 "layout": layout,
                 "batch": batch,
-                "plain_ms": 1e3 * statistics.median(plain),
-                "ema_ms": 1e3 * statistics.median(ema),
-                "overhead_pct_of_medians": 100 * (statistics.median(ema) / statistics.median(plain) - 1),
-                "overhead_pct_median_paired": 100 * (statistics.median(ratios) - 1),
+                "plain_ms": 1e3 * med["plain"],
+                "batch_ema_ms": 1e3 * med["batch"],
+                "frame_ema_ms": 1e3 * med["frame"],
+                "batch_vs_plain_paired": paired("batch", "plain"),
+                "frame_vs_plain_paired": paired("frame", "plain"),
+                "frame_vs_batch_paired": paired("frame", "batch"),
+                "batch_vs_plain_of_medians": med["batch"] / med["plain"],
+                "frame_vs_plain_of_medians": med["frame"] / med["plain"],
                 "repeats": repeats,
             }
             results.append(res)
-            pct = res["overhead_pct_median_paired"]
-            print(f"  EMA-BN {scope:4s} {layout:28s} b={batch:3d}: {pct:+.1f} %", file=sys.stderr)
+            by_batch, by_frame = res["batch_vs_plain_paired"], res["frame_vs_plain_paired"]
+            print(
+                f"  EMA-BN {scope:4s} {layout:28s} b={batch:3d}: batch x{by_batch:.3f}, frame x{by_frame:.3f} of plain",
+                file=sys.stderr,
+            )
     return results
 
 
@@ -177,27 +208,44 @@ def bench_memory(image_size: int = 224, proprio: int = 24, actions: int = 28, n_
 
 
 def _markdown(doc: dict) -> str:
+    lines = []
+    if doc["throughput"]:
+        lines += _throughput_markdown(doc["throughput"])
+    if doc["ema_overhead"]:
+        lines += _ema_markdown(doc["ema_overhead"])
+    if doc["memory"]:
+        lines += ["", "### Rollout buffer memory per transition (SB3 RolloutBuffer / DictRolloutBuffer)", ""]
+        lines += ["| storage | bytes per transition |", "|---|---|"]
+        for r in doc["memory"]:
+            lines.append(f"| {r['storage']} | {r['bytes_per_transition']:,.0f} |")
+    return "\n".join(lines)
+
+
+def _throughput_markdown(rows: list[dict]) -> list[str]:
     lines = ["### Throughput (images/s, median)", ""]
-    batches = sorted({r["batch"] for r in doc["throughput"]})
+    batches = sorted({r["batch"] for r in rows})
     lines.append("| encoder | variant | " + " | ".join(f"batch {b}" for b in batches) + " |")
     lines.append("|---|---|" + "---|" * len(batches))
-    keys = dict.fromkeys((r["encoder"], r["variant"]) for r in doc["throughput"])
-    for enc, var in keys:
-        vals = {r["batch"]: r["images_per_s"] for r in doc["throughput"] if (r["encoder"], r["variant"]) == (enc, var)}
+    for enc, var in dict.fromkeys((r["encoder"], r["variant"]) for r in rows):
+        vals = {r["batch"]: r["images_per_s"] for r in rows if (r["encoder"], r["variant"]) == (enc, var)}
         lines.append(f"| {enc} | {var} | " + " | ".join(f"{vals[b]:.1f}" for b in batches) + " |")
-    lines += ["", "### EMA-BN overhead vs plain eval forward (hindex)", ""]
-    lines.append("| scope | layout | batch | plain ms | EMA ms | overhead (paired median) | ratio of medians |")
-    lines.append("|---|---|---|---|---|---|---|")
-    for r in doc["ema_overhead"]:
+    return [*lines, ""]
+
+
+def _ema_markdown(rows: list[dict]) -> list[str]:
+    lines = ["### EMA-BN: per-batch and per-frame update vs plain eval forward (hindex, medians)", ""]
+    lines.append(
+        "| scope | layout | batch | plain ms | batch-EMA ms | frame-EMA ms | batch / plain | frame / plain "
+        "| frame / batch |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
         lines.append(
-            f"| {r['scope']} | {r['layout']} | {r['batch']} | {r['plain_ms']:.1f} | {r['ema_ms']:.1f} | "
-            f"{r['overhead_pct_median_paired']:+.1f} % | {r['overhead_pct_of_medians']:+.1f} % |"
+            f"| {r['scope']} | {r['layout']} | {r['batch']} | {r['plain_ms']:.1f} | {r['batch_ema_ms']:.1f} | "
+            f"{r['frame_ema_ms']:.1f} | {r['batch_vs_plain_paired']:.3f} | {r['frame_vs_plain_paired']:.3f} | "
+            f"{r['frame_vs_batch_paired']:.3f} |"
         )
-    lines += ["", "### Rollout buffer memory per transition (SB3 RolloutBuffer / DictRolloutBuffer)", ""]
-    lines += ["| storage | bytes per transition |", "|---|---|"]
-    for r in doc["memory"]:
-        lines.append(f"| {r['storage']} | {r['bytes_per_transition']:,.0f} |")
-    return "\n".join(lines)
+    return [*lines, "", "Ratios are medians of per-round paired ratios (same module, same input, rotating order)."]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -210,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ema-repeats", type=int, default=None)
     parser.add_argument("--ema-batch-sizes", nargs="+", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="what to measure")
+    parser.add_argument("--ema-scopes", nargs="+", default=None, choices=("all", "stem"), help="EMA-BN scopes")
     parser.add_argument("--json", default=None, help="also write the JSON document here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -222,8 +272,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     load_before = os.getloadavg()
     t0 = time.time()
-    throughput = bench_throughput(args.encoders, batches, repeats, device)
-    ema = bench_ema_overhead(ema_batches, ema_repeats, device)
+    sections = set(args.sections)
+    throughput = bench_throughput(args.encoders, batches, repeats, device) if "throughput" in sections else []
+    ema = bench_ema_overhead(ema_batches, ema_repeats, device, args.ema_scopes) if "ema" in sections else []
     doc = {
         "meta": {
             "date": date.today().isoformat(),
@@ -241,14 +292,16 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "throughput": throughput,
         "ema_overhead": ema,
-        "memory": bench_memory(),
+        "memory": bench_memory() if "memory" in sections else [],
     }
     print(json.dumps(doc, indent=2))
     print()
     print(_markdown(doc))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=2, allow_nan=False)
+        os.replace(tmp, args.json)
     return doc
 
 

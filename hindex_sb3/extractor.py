@@ -11,8 +11,8 @@ sb3-contrib algorithm. SB3 behaviours that would silently damage a pretrained fr
 * Code that walks every policy parameter (TRPO's gradients, SAC/TD3's target-network averaging) never meets the
   frozen weights: they are outside ``parameters()`` but inside ``state_dict()``.
 * ``set_training_mode(True)`` before gradient updates would put BatchNorm into batch-statistics mode; the encoder
-  stays in eval mode. Its statistics move only through EMA-BN, one update per environment step
-  (:class:`~hindex_sb3.callbacks.EMABatchNormCallback`), never in gradient updates or evaluation episodes.
+  stays in eval mode. Its statistics move only through EMA-BN, in the forward of each environment step, one update
+  per env frame (:class:`~hindex_sb3.callbacks.EMABatchNormCallback`), never in gradient updates or evaluation episodes.
 * ``load()`` re-runs the extractor's ``__init__`` before restoring the saved tensors: a missing weight file then
   does not fail the load (the zip holds the weights); the encoder only refuses to run if nothing restores it.
 """
@@ -32,7 +32,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from hindex_sb3.ema_bn import EMAScope
+from hindex_sb3.ema_bn import EMAScope, EMAUpdate
 from hindex_sb3.encoders import Encoder, create_encoder, get_encoder_spec
 
 __all__ = ["HIndexExtractor", "baseline_extractor", "encoder_extractor", "hindex_extractor", "paper_policy_kwargs"]
@@ -56,6 +56,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
     :param ema_scope: which BatchNorm layers can follow the observations by EMA (``"all"``: the paper; ``"stem"``:
         the released code); ``"auto"`` is ``"all"`` for ResNets and nothing for ViTs. Updates only happen when
         :class:`~hindex_sb3.callbacks.EMABatchNormCallback` (or :meth:`update_bn_stats`) asks for them.
+    :param ema_update: ``"frame"``: one update per image of a batch, in order (the paper); ``"batch"``: one per forward.
     :param channels_last: trunk memory format; ``None`` = the encoder's default (channels-last for ResNets).
     :param cuda_graphs: replay the encoder as captured CUDA graphs on a GPU (much faster at rollout batch sizes,
         where a forward is bound by kernel launches; see :meth:`~hindex_sb3.encoders.base.Encoder.use_cuda_graphs`).
@@ -76,6 +77,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
         proprio_key: str = "proprio",
         channels_last: bool | None = None,
         cuda_graphs: bool = False,
+        ema_update: EMAUpdate = "frame",
     ) -> None:
         pixels_space, proprio_space = _split_space(observation_space, pixels_key, proprio_key)
         spec = get_encoder_spec(encoder)
@@ -89,6 +91,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
             encoder,
             weights,
             ema_scope=ema_scope,
+            ema_update=ema_update,
             channels_last=channels_last,
             cuda_graphs=cuda_graphs,
             on_unavailable="defer",
@@ -109,6 +112,10 @@ class HIndexExtractor(BaseFeaturesExtractor):
     def encoder(self) -> Encoder:
         """The frozen encoder (kept out of ``parameters()``; its tensors are in this module's ``state_dict``)."""
         return self._encoder
+
+    def hidden_modules(self) -> list[nn.Module]:
+        """Modules held outside ``modules()`` (see :func:`hindex_sb3.ema_bn.all_modules`)."""
+        return [self._encoder]
 
     def extra_repr(self) -> str:
         return f"(encoder): {self._encoder.spec.name} x {self.n_frames} frame(s), frozen"
@@ -329,6 +336,7 @@ def hindex_extractor(
     proprio_key: str = "proprio",
     channels_last: bool | None = None,
     cuda_graphs: bool = False,
+    ema_update: EMAUpdate = "frame",
     **policy_overrides: Any,
 ) -> dict[str, Any]:
     """A fresh ``policy_kwargs`` dict giving an SB3 policy the H-InDex representation.
@@ -341,9 +349,10 @@ def hindex_extractor(
     :param ema_scope: BatchNorm layers that EMA-BN may adapt (with :class:`~hindex_sb3.callbacks.EMABatchNormCallback`).
     :param hidden: policy (and value/critic) MLP sizes; the paper uses 256-256 with tanh.
     :param cuda_graphs: replay the encoder as CUDA graphs on a GPU (see :class:`HIndexExtractor`).
+    :param ema_update: EMA-BN updates per frame (default, the paper) or per batch (see :class:`HIndexExtractor`).
     :param policy_overrides: any other SB3 policy keyword, applied last (e.g. ``share_features_extractor=False``).
     """
-    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs)
+    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs) | {"ema_update": ema_update}
     return _extractor_kwargs("hindex", weights, algo, ema_scope, hidden, policy_overrides, options)
 
 

@@ -7,11 +7,12 @@ proprioception) instead of ~150 KB of 3x224x224 pixels, and the policy is a plai
 (see :func:`hindex_sb3.extractor.paper_policy_kwargs`). This is the wrapper route SB3's maintainers recommend for
 frozen extractors (SB3 issue #409).
 
-EMA-BN works here too: with ``ema_momentum > 0`` every step's batch (and each reset batch) updates the statistics
-once, before normalising, as in the paper; ``terminal_observation`` entries (needed for value bootstrapping) are
-encoded too, without updating. An evaluation env can share the encoder with ``update_stats=False``. Unlike the
-extractor route, the encoder is not part of the SB3 model: save its statistics with :meth:`VecEncode.save_encoder`
-(like ``VecNormalize``).
+EMA-BN works here too: with ``ema_momentum > 0`` every frame of a step's batch (and of each reset batch) updates the
+statistics once, in env order, and is normalised with the statistics after its own update, as in the paper's
+one-frame-per-forward rollouts (``ema_update="batch"``: one update per batch instead); ``terminal_observation``
+entries (needed for value bootstrapping) are encoded too, without updating. An evaluation env can share the encoder
+with ``update_stats=False``. Unlike the extractor route, the encoder is not part of the SB3 model: save its
+statistics with :meth:`VecEncode.save_encoder` (like ``VecNormalize``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from hindex_sb3.ema_bn import EMAScope, set_ema_momentum
+from hindex_sb3.ema_bn import EMAScope, EMAUpdate, set_ema_momentum, set_ema_update
 from hindex_sb3.encoders import Encoder, create_encoder
 
 __all__ = ["VecEncode"]
@@ -43,6 +44,8 @@ class VecEncode(VecEnvWrapper):
     :param device: ``"auto"`` = CUDA if available.
     :param ema_momentum: EMA-BN momentum m (0 = frozen statistics).
     :param ema_scope: ``"all"`` or ``"stem"`` BatchNorm layers adapt (only used when ``ema_momentum > 0``).
+    :param ema_update: ``"frame"`` (one update per env frame, the paper) or ``"batch"`` (one per step batch); set on
+        a given encoder too when ``ema_momentum > 0``.
     :param update_stats: ``False`` for evaluation envs sharing a training env's encoder.
     :param channels_last: trunk memory format; ``None`` = the encoder's default (channels-last for ResNets).
     :param bf16: bfloat16 autocast; ``None`` = on for CUDA (features are returned as float32 either way).
@@ -62,6 +65,7 @@ class VecEncode(VecEnvWrapper):
         device: str | torch.device = "auto",
         ema_momentum: float = 0.0,
         ema_scope: EMAScope = "all",
+        ema_update: EMAUpdate = "frame",
         update_stats: bool = True,
         channels_last: bool | None = None,
         bf16: bool | None = None,
@@ -88,7 +92,8 @@ class VecEncode(VecEnvWrapper):
         if isinstance(encoder, Encoder):
             self.encoder = encoder
         else:
-            self.encoder = create_encoder(encoder, weights, ema_scope=ema_scope if ema_momentum > 0 else None)
+            scope = ema_scope if ema_momentum > 0 else None
+            self.encoder = create_encoder(encoder, weights, ema_scope=scope, ema_update=ema_update)
         self.encoder.to(self.device)
         if channels_last is not None:
             self.encoder.to_channels_last(channels_last)
@@ -99,6 +104,7 @@ class VecEncode(VecEnvWrapper):
             if not self.encoder.ema_layers:
                 raise ValueError("ema_momentum > 0 needs an encoder with EMA-BN layers (a ResNet with ema_scope set)")
             set_ema_momentum(self.encoder, ema_momentum)
+            set_ema_update(self.encoder, ema_update)
         self.update_stats = bool(update_stats and ema_momentum > 0)
 
         dim = self.encoder.feature_dim

@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 
-from hindex_sb3.ema_bn import set_ema_momentum
+from hindex_sb3.ema_bn import set_ema_momentum, set_ema_update
 from hindex_sb3.encoders import RandomWeightsWarning, create_encoder
 from hindex_sb3.encoders.cuda_graphs import GraphCache
 
@@ -58,6 +58,17 @@ def test_encoder_with_graphs_copies_and_pickles_without_its_graphs():
     assert restored.cuda_graphs and restored._graphs.module is restored
 
 
+def test_graph_key_covers_every_ema_setting():
+    """What a captured graph bakes in (momentum, update mode, update flag) must change the key (checked on the CPU)."""
+    encoder = _encoder(ema_scope="all", ema_momentum=0.1)
+    keys = {encoder._graph_key(True), encoder._graph_key(False)}
+    set_ema_update(encoder, "batch")
+    keys.add(encoder._graph_key(True))
+    set_ema_momentum(encoder, 0.2)
+    keys.add(encoder._graph_key(True))
+    assert len(keys) == 4
+
+
 def test_graph_cache_rejects_bad_arguments():
     with pytest.raises(ValueError, match="max_graphs"):
         GraphCache(torch.nn.Identity(), max_graphs=0)
@@ -78,7 +89,7 @@ def test_replayed_features_equal_eager_features_for_each_batch_size():
 
 @cuda
 def test_ema_bn_updates_match_eager_step_by_step():
-    """Each replay folds its batch into the statistics exactly once, as an eager forward; capturing changes nothing."""
+    """Each replay makes the same updates as an eager forward of the same batch; capturing changes nothing."""
     eager = _encoder("cuda", ema_scope="all", ema_momentum=0.1)
     graphed = copy.deepcopy(eager).use_cuda_graphs()
     for seed in range(4):
@@ -91,6 +102,54 @@ def test_ema_bn_updates_match_eager_step_by_step():
         before = _stats(graphed)
         torch.testing.assert_close(graphed(x), eager(x), rtol=1e-4, atol=1e-5)
         assert all(torch.equal(a, b) for a, b in zip(before, _stats(graphed), strict=True))
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+
+
+@pytest.fixture
+def no_tf32():
+    """Batch 4 against batch 1 compares different convolution kernels: keep them in full float32 precision."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = previous
+
+
+@cuda
+def test_replay_equals_eager_single_frame_updates(no_tf32):
+    """A replayed batch of N frames makes the N updates of N eager one-frame forwards, frame i with its own.
+
+    Different batch sizes run different kernels, so agreement is float32 rounding through 53 layers (~1e-5
+    norm-relative on the CPU), compared norm-wise; a per-batch update differs by orders of magnitude more.
+    """
+    eager = _encoder("cuda", ema_scope="all", ema_momentum=0.1)
+    graphed = copy.deepcopy(eager).use_cuda_graphs()
+    start = int(graphed.backbone.bn1.num_batches_tracked)
+    for seed in range(3):  # the second and third replays reuse the graph, starting from the moved statistics
+        x = _images(4, seed, "cuda")
+        got = graphed(x, update_bn_stats=True)
+        want = torch.cat([eager(frame, update_bn_stats=True) for frame in x.split(1)])
+        assert _rel(got, want) < 1e-4
+        for a, b in zip(_stats(graphed), _stats(eager), strict=True):
+            assert _rel(a, b) < 1e-4
+    assert int(graphed.backbone.bn1.num_batches_tracked) - start == 12
+    assert len(graphed._graphs) == 1
+
+
+@cuda
+def test_update_mode_is_part_of_the_key():
+    eager = _encoder("cuda", ema_scope="all", ema_momentum=0.1)
+    graphed = copy.deepcopy(eager).use_cuda_graphs()
+    x = _images(4, 0, "cuda")
+    torch.testing.assert_close(graphed(x, update_bn_stats=True), eager(x, update_bn_stats=True), rtol=1e-4, atol=1e-5)
+    for enc in (eager, graphed):
+        set_ema_update(enc, "batch")
+    torch.testing.assert_close(graphed(x, update_bn_stats=True), eager(x, update_bn_stats=True), rtol=1e-4, atol=1e-5)
+    assert len(graphed._graphs) == 2
+    for a, b in zip(_stats(graphed), _stats(eager), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @cuda

@@ -1,7 +1,12 @@
-"""EMA BatchNorm (H-InDex Stage 3): statistics after k updates equal a hand computation; m = 0 is frozen BN."""
+"""EMA BatchNorm (H-InDex Stage 3): one update per frame, as the paper's single-frame forwards, in one batched pass.
+
+References are computed independently: a numpy recursion for one layer, and a loop of single-frame forwards through a
+whole ResNet-50 (where per-frame and per-batch updates coincide) for the network. m = 0 is frozen BN.
+"""
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -9,7 +14,17 @@ import pytest
 import torch
 from torch import nn
 
-from hindex_sb3.ema_bn import EMABatchNorm2d, convert_to_ema_bn, ema_bn_modules, ema_bn_updates, set_ema_momentum
+from hindex_sb3.ema_bn import (
+    EMABatchNorm2d,
+    _ema_closed_form,
+    _frame_mean_var_loop,
+    _frame_mean_var_reduce,
+    convert_to_ema_bn,
+    ema_bn_modules,
+    ema_bn_updates,
+    set_ema_momentum,
+    set_ema_update,
+)
 from hindex_sb3.encoders import RandomWeightsWarning, create_encoder
 
 
@@ -24,33 +39,102 @@ def _bn(c: int = 4, m: float = 0.1, seed: int = 0) -> EMABatchNorm2d:
     return bn.eval()
 
 
-def _batches(k: int, c: int = 4, seed: int = 1) -> list[torch.Tensor]:
+def _batches(k: int, c: int = 4, seed: int = 1, n: int = 2) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [3.0 * torch.randn(2, c, 5, 3, generator=g) + i for i in range(k)]
+    return [3.0 * torch.randn(n, c, 5, 3, generator=g) + i + torch.randn(n, c, 1, 1, generator=g) for i in range(k)]
 
 
-def test_k_updates_equal_hand_computation_with_biased_variance():
-    m, bn = 0.1, _bn(m=0.1)
+def _affine(bn: EMABatchNorm2d, xn: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Eval-mode BN of ``xn`` (N, C, H, W) with per-frame statistics ``mean``/``var`` (N, C), in float64."""
+    w, b = bn.weight.detach().double().numpy(), bn.bias.detach().double().numpy()
+    y = (xn - mean[:, :, None, None]) / np.sqrt(var[:, :, None, None] + bn.eps)
+    return y * w[None, :, None, None] + b[None, :, None, None]
+
+
+@pytest.mark.parametrize("m", [0.001, 0.1, 0.5, 1.0])
+def test_per_frame_update_equals_hand_recursion_frame_by_frame(m):
+    """Each frame of a batch is one update, in batch order, and is normalised with the statistics after it."""
+    bn = _bn(m=m)
     mean = bn.running_mean.double().numpy().copy()
     var = bn.running_var.double().numpy().copy()
-    w, b, eps = bn.weight.detach().double().numpy(), bn.bias.detach().double().numpy(), bn.eps
+    count = 0
+    for x in _batches(3, n=5):  # three forwards of five frames: 15 updates
+        xn = x.double().numpy()
+        means, variances = np.empty(xn.shape[:2]), np.empty(xn.shape[:2])
+        for i, frame in enumerate(xn):
+            mean = (1 - m) * mean + m * frame.mean(axis=(1, 2))
+            var = (1 - m) * var + m * frame.var(axis=(1, 2))  # numpy's default ddof=0: biased
+            means[i], variances[i] = mean, var
+        y = bn(x)
+        count += len(xn)
+        np.testing.assert_allclose(y.detach().double().numpy(), _affine(bn, xn, means, variances), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(bn.running_mean.double().numpy(), mean, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(bn.running_var.double().numpy(), var, rtol=1e-6, atol=1e-6)
+        assert int(bn.num_batches_tracked) == count
+
+
+def test_batch_mode_is_the_authors_update_on_the_whole_batch():
+    """``ema_update="batch"``: one update per forward from the (N, H, W) statistics, every frame normalised alike."""
+    m, bn = 0.1, _bn(m=0.1)
+    set_ema_update(bn, "batch")
+    mean = bn.running_mean.double().numpy().copy()
+    var = bn.running_var.double().numpy().copy()
     for i, x in enumerate(_batches(5)):
         xn = x.double().numpy()
         mean = (1 - m) * mean + m * xn.mean(axis=(0, 2, 3))
-        var = (1 - m) * var + m * xn.var(axis=(0, 2, 3))  # numpy's default ddof=0: biased
+        var = (1 - m) * var + m * xn.var(axis=(0, 2, 3))
         y = bn(x)
-        expected = (xn - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + eps)
-        expected = expected * w[None, :, None, None] + b[None, :, None, None]
-        # normalised with the *updated* statistics
+        n = len(xn)
+        expected = _affine(bn, xn, np.tile(mean, (n, 1)), np.tile(var, (n, 1)))
         np.testing.assert_allclose(y.detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(bn.running_mean.double().numpy(), mean, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(bn.running_var.double().numpy(), var, rtol=1e-6, atol=1e-6)
         assert int(bn.num_batches_tracked) == i + 1
 
 
-def test_zero_momentum_or_disabled_updates_are_plain_frozen_batchnorm():
+def test_frame_and_batch_modes_agree_on_single_frames_and_differ_on_batches():
+    frame, batch = _bn(m=0.1), _bn(m=0.1)
+    batch.ema_update = "batch"
+    single = _batches(1, n=1)[0]
+    torch.testing.assert_close(frame(single), batch(single), rtol=0, atol=0)
+    torch.testing.assert_close(frame.running_var, batch.running_var, rtol=0, atol=0)
+    x = _batches(1, n=4)[0]
+    frame(x), batch(x)
+    assert int(frame.num_batches_tracked) == 5 and int(batch.num_batches_tracked) == 2
+    assert not torch.allclose(frame.running_var, batch.running_var, rtol=1e-3)
+
+
+def test_closed_form_matches_the_recursion_for_long_batches_and_extreme_momenta():
+    g = np.random.default_rng(3)
+    frames, start = g.normal(size=(400, 6)), g.normal(size=6)
+    for m in (0.0, 1e-4, 0.5, 0.9, 1.0):  # 0.1 ** -400 would overflow a (1 - m)^i / (1 - m)^j formulation
+        r, want = start.copy(), []
+        for f in frames:
+            r = (1 - m) * r + m * f
+            want.append(r)
+        for _ in range(2):  # the second call uses the cached weights
+            got = _ema_closed_form(torch.from_numpy(frames), torch.from_numpy(start), m).numpy()
+            np.testing.assert_allclose(got, np.stack(want), rtol=1e-10, atol=1e-12)
+        # a shorter batch reads its own weights, not a slice of a wrong-sized cached matrix
+        short = _ema_closed_form(torch.from_numpy(frames[:7]), torch.from_numpy(start), m).numpy()
+        np.testing.assert_allclose(short, np.stack(want[:7]), rtol=1e-10, atol=1e-12)
+
+
+def test_per_frame_statistics_reductions_agree():
+    """The CPU path (BN stats kernel per frame) and the one-kernel path used on GPUs compute the same statistics."""
+    g = torch.Generator().manual_seed(4)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = (2.0 + torch.randn(5, 8, 9, 7, generator=g)).contiguous(memory_format=fmt)
+        for a, b in zip(_frame_mean_var_loop(x), _frame_mean_var_reduce(x), strict=True):
+            assert a.shape == (5, 8)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["frame", "batch"])
+def test_zero_momentum_or_disabled_updates_are_plain_frozen_batchnorm(mode):
     plain = nn.BatchNorm2d(4).eval()
     for bn in (_bn(m=0.0), _bn(m=0.3)):
+        bn.ema_update = mode
         if bn.momentum_ema > 0:
             bn.update_stats = False
         plain.load_state_dict(bn.state_dict())
@@ -81,6 +165,12 @@ def test_update_builds_no_graph_keeps_buffers_in_place_and_gradients_flow():
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         EMABatchNorm2d(3, momentum_ema=1.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        EMABatchNorm2d(3, momentum_ema=float("nan"))
+    with pytest.raises(ValueError, match="ema_update"):
+        EMABatchNorm2d(3, ema_update="step")
+    with pytest.raises(ValueError, match="ema_update"):
+        convert_to_ema_bn(nn.Sequential(nn.BatchNorm2d(3)), ema_update="frames")
     with pytest.raises(ValueError, match="scope"):
         convert_to_ema_bn(nn.Sequential(nn.BatchNorm2d(3)), scope="layer4")
     with pytest.raises(ValueError, match="no BatchNorm2d"):
@@ -100,8 +190,6 @@ def resnet() -> nn.Module:
 
 
 def test_scope_all_converts_every_nested_bn_and_stem_only_bn1(resnet):
-    import copy
-
     full, stem = copy.deepcopy(resnet), copy.deepcopy(resnet)
     names = convert_to_ema_bn(full, "all", 0.1)
     assert len(names) == 53 and len(ema_bn_modules(full)) == 53
@@ -124,18 +212,165 @@ def test_scope_all_converts_every_nested_bn_and_stem_only_bn1(resnet):
 def test_encoder_updates_only_when_asked_and_matches_hand_computation():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        enc = create_encoder("hindex", weights=None, ema_scope="stem", ema_momentum=0.05)
+        by_batch = create_encoder("hindex", weights=None, ema_scope="stem", ema_momentum=0.05, ema_update="batch")
+    assert by_batch.backbone.bn1.ema_update == "batch"
+    enc = copy.deepcopy(by_batch)
+    assert set_ema_update(enc, "frame") == 1
     x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     mean0, var0 = enc.backbone.bn1.running_mean.clone(), enc.backbone.bn1.running_var.clone()
     plain = enc(x)
     assert torch.equal(enc.backbone.bn1.running_mean, mean0) and int(enc.backbone.bn1.num_batches_tracked) == 0
     with torch.no_grad():
         stem_in = enc.backbone.conv1(enc.preprocess(x.float() / 255))
-    var_b, mean_b = torch.var_mean(stem_in, dim=(0, 2, 3), correction=0)
+    var_f, mean_f = torch.var_mean(stem_in, dim=(2, 3), correction=0)  # per frame
     adapted = enc(x, update_bn_stats=True)
-    torch.testing.assert_close(enc.backbone.bn1.running_mean, 0.95 * mean0 + 0.05 * mean_b)
-    torch.testing.assert_close(enc.backbone.bn1.running_var, 0.95 * var0 + 0.05 * var_b)
-    assert not torch.allclose(plain, adapted)
+    bn = enc.backbone.bn1
+    torch.testing.assert_close(bn.running_mean, 0.95**2 * mean0 + 0.95 * 0.05 * mean_f[0] + 0.05 * mean_f[1])
+    torch.testing.assert_close(bn.running_var, 0.95**2 * var0 + 0.95 * 0.05 * var_f[0] + 0.05 * var_f[1])
+    assert int(bn.num_batches_tracked) == 2 and not torch.allclose(plain, adapted)
+    by_batch(x, update_bn_stats=True)
+    var_b, mean_b = torch.var_mean(stem_in, dim=(0, 2, 3), correction=0)
+    torch.testing.assert_close(by_batch.backbone.bn1.running_mean, 0.95 * mean0 + 0.05 * mean_b)
+    torch.testing.assert_close(by_batch.backbone.bn1.running_var, 0.95 * var0 + 0.05 * var_b)
     with pytest.raises(ValueError, match="no EMA-BN layers"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         create_encoder("hindex", weights=None)(x, update_bn_stats=True)
+
+
+# -- a whole ResNet-50: one batched forward == a loop of single-frame forwards ---------------------------------------
+def _resnet50(m: float, seed: int = 0) -> nn.Module:
+    """torchvision ResNet-50 (fc = Identity), random weights and BN statistics/affine, every BN an EMA-BN (frame)."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    net = torchvision.models.resnet50(weights=None)
+    net.fc = nn.Identity()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for bn in (mod for mod in net.modules() if isinstance(mod, nn.BatchNorm2d)):
+            bn.running_mean.normal_(0.0, 0.5, generator=g)
+            bn.running_var.uniform_(0.5, 2.0, generator=g)
+            bn.weight.uniform_(0.5, 1.5, generator=g)
+            bn.bias.normal_(0.0, 0.2, generator=g)
+    convert_to_ema_bn(net, "all", m)  # default update: per frame
+    return net.eval()
+
+
+def _frames(n: int, size: int, dtype: torch.dtype, seed: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    # per-frame brightness offsets: between-frame variance that a batch-statistics update would mix in
+    return (0.6 * torch.rand(n, 3, size, size, generator=g) + 0.4 * torch.rand(n, 1, 1, 1, generator=g)).to(dtype)
+
+
+def _batched_and_looped(net: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor, nn.Module, torch.Tensor]:
+    batched, looped = copy.deepcopy(net), copy.deepcopy(net)
+    with torch.no_grad():
+        y_batched = batched(x)
+        y_looped = torch.cat([looped(frame) for frame in x.split(1)])
+    return batched, y_batched, looped, y_looped
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def _buffers(net: nn.Module) -> list[torch.Tensor]:
+    return [b.clone() for b in net.buffers()]
+
+
+def _restore(net: nn.Module, saved: list[torch.Tensor]) -> None:
+    for b, s in zip(net.buffers(), saved, strict=True):
+        b.copy_(s)
+
+
+@torch.no_grad()
+def _check_resnet50_exact(net: nn.Module, batch_sizes: tuple[int, ...], size: int) -> None:
+    """For each N: a batched forward of frames 1..N against the first N forwards of one single-frame loop.
+
+    One network, its buffers reset between runs (weights never change; copying a float64 ResNet-50 is slow).
+    """
+    x = _frames(max(batch_sizes), size, torch.float64)
+    start, y_looped, after = _buffers(net), [], {}
+    for i, frame in enumerate(x.split(1), start=1):
+        y_looped.append(net(frame))
+        if i in batch_sizes:
+            after[i] = _buffers(net)
+    # the statistics did move: the comparison is not between two frozen networks
+    assert _rel(net.layer4[2].bn3.running_var, start[-2]) > 1e-4
+    for n in batch_sizes:
+        _restore(net, start)
+        y_batched = net(x[:n])
+        for (name, a), b in zip(net.named_buffers(), after[n], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9, msg=f"N={n} {name}")  # every element and layer
+        assert {int(bn.num_batches_tracked) for bn in ema_bn_modules(net)} == {n}
+        torch.testing.assert_close(y_batched, torch.cat(y_looped[:n]), rtol=1e-5, atol=1e-9, msg=f"N={n} features")
+
+
+@pytest.mark.parametrize("m", [0.001, 0.01, 0.1])
+def test_resnet50_batched_forward_equals_single_frame_loop(m):
+    """N = 1, 4, 16: statistics of all 53 layers and the features, elementwise to 1e-5 relative.
+
+    In float64, so that the comparison tests the update rule rather than float32 rounding (measured agreement
+    ~1e-10 elementwise; the float32 case is the next test). 48 px frames keep layer4 at 2x2 and the test fast.
+    """
+    _check_resnet50_exact(_resnet50(m).double(), (1, 4, 16), 48)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("m", [0.001, 0.01, 0.1])
+def test_resnet50_batched_forward_equals_single_frame_loop_224px(m):
+    _check_resnet50_exact(_resnet50(m).double(), (1, 4, 16), 224)
+
+
+@pytest.mark.parametrize("m", [0.001, 0.01, 0.1])
+def test_resnet50_float32_channels_last_agrees_with_the_loop_to_rounding(m):
+    """The encoder's own setting (float32, channels-last): agreement is float32 rounding through 53 layers.
+
+    Both the batched forward and the loop differ from a float64 computation by up to ~1e-5 (norm-relative) at
+    m = 0.1 and N = 16, so they are compared at 5e-5; a per-batch update is off by orders of magnitude more.
+    """
+    net = _resnet50(m).to(memory_format=torch.channels_last)
+    batched, y_batched, looped, y_looped = _batched_and_looped(net, _frames(16, 48, torch.float32))
+    for (name, a), b in zip(batched.named_buffers(), looped.buffers(), strict=True):
+        if a.is_floating_point():
+            assert _rel(a, b) < 5e-5, name
+    assert _rel(y_batched, y_looped) < 5e-5
+    assert y_batched.is_contiguous()
+
+
+def test_bf16_autocast_per_frame_update():
+    """CPU bf16 autocast: BN sees bf16 activations; statistics accumulate in float32, output stays bf16."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), EMABatchNorm2d(8, momentum_ema=0.1), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    net.append(EMABatchNorm2d(8, momentum_ema=0.1)).eval()
+    net = net.to(memory_format=torch.channels_last)
+    x = _frames(6, 20, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        batched, y_batched, looped, y_looped = _batched_and_looped(net, x)
+        with torch.no_grad():
+            conv_out = net[0](x)
+    assert y_batched.dtype == torch.bfloat16 and batched[1].running_mean.dtype == torch.float32
+    assert y_batched.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(batched.buffers(), looped.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y_batched.float(), y_looped.float(), rtol=1e-2, atol=1e-2)
+    # first layer against the hand recursion on the (bf16) activations it saw
+    first, r = batched[1], net[1].running_var.double().clone()
+    for frame in conv_out.double():
+        r = 0.9 * r + 0.1 * frame.var(dim=(1, 2), correction=0)
+    torch.testing.assert_close(first.running_var.double(), r, rtol=1e-5, atol=1e-6)
+
+
+def test_update_mode_reaches_the_layers_through_the_sb3_factory():
+    import gymnasium as gym
+
+    from hindex_sb3.extractor import HIndexExtractor, hindex_extractor
+
+    space = gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)
+    for mode in ("frame", "batch"):
+        kwargs = hindex_extractor(None, ema_update=mode)["features_extractor_kwargs"]
+        assert kwargs["ema_update"] == mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            extractor = HIndexExtractor(space, **kwargs)
+        assert {bn.ema_update for bn in extractor.encoder.ema_layers} == {mode}

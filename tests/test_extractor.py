@@ -179,7 +179,8 @@ def test_callback_updates_once_per_step_exactly_like_a_replay(hand_ckpt, cuda_gr
     device = next(ext.encoder.parameters()).device
     replay = create_encoder("hindex", weights=hand_ckpt, ema_scope="all", ema_momentum=0.1, device=device)
     start = int(replay.backbone.bn1.num_batches_tracked)  # the checkpoint's counter
-    assert {int(bn.num_batches_tracked) - start for bn in ext.encoder.ema_layers} == {8}  # no eval/bootstrap updates
+    # one update per frame: 8 step batches x 2 envs, no evaluation or bootstrap updates
+    assert {int(bn.num_batches_tracked) - start for bn in ext.encoder.ema_layers} == {16}
     for batch in spy.batches:
         replay(batch, update_bn_stats=True)
     for (name, got), want in zip(_bn_buffers(ext.encoder).items(), _bn_buffers(replay).values(), strict=True):
@@ -295,4 +296,4 @@ def test_an_armed_update_is_one_shot_and_only_for_the_announced_no_grad_batch(ha
     with torch.no_grad():
         ext(as_sb3(step))
         ext(as_sb3(step))
-    assert count() == start + 1
+    assert count() == start + 2  # one update per frame of the announced batch

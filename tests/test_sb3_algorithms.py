@@ -266,3 +266,13 @@ def test_cnn_policy_on_a_real_task_in_rgb_mode():
     assert model.observation_space == gym.spaces.Box(0, 255, (3, 24, 24), np.uint8)  # no VecTransposeImage needed
     assert model.policy.features_extractor.features_dim == TINY_DIM
     model.learn(4)
+
+
+def test_statistics_code_finds_the_hidden_encoders_batchnorm():
+    """The encoder is outside ``modules()`` (for TRPO); EMA-BN helpers and DAPG's demo re-encoding must still see it."""
+    from hindex_sb3.ema_bn import ema_bn_modules, set_ema_momentum
+
+    model = _make("ppo", "rgb")
+    layers = ema_bn_modules(model.policy)
+    assert layers and set_ema_momentum(model.policy, 0.25) == len(layers)
+    assert all(bn.momentum_ema == 0.25 for bn in model.policy.features_extractor.encoder.ema_layers)

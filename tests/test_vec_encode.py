@@ -70,19 +70,23 @@ def test_channel_last_pixels_and_dict_output(hand_ckpt):
     np.testing.assert_array_equal(obs["proprio"], raw_obs["proprio"])
 
 
-def test_ema_updates_once_per_step_batch_and_not_for_eval_or_terminal_frames(hand_ckpt):
-    train = VecEncode(_venv(), "hindex", hand_ckpt, ema_momentum=0.05, ema_scope="all", device="cpu")
+@pytest.mark.parametrize(("ema_update", "per_batch"), [("frame", 2), ("batch", 1)])
+def test_ema_updates_once_per_frame_and_not_for_eval_or_terminal_frames(hand_ckpt, ema_update, per_batch):
+    """Default: one update per env frame (2 envs: 2 per step); ``ema_update="batch"``: one per step batch."""
+    train = VecEncode(
+        _venv(), "hindex", hand_ckpt, ema_momentum=0.05, ema_scope="all", ema_update=ema_update, device="cpu"
+    )
     evaluation = VecEncode(_venv(1), train.encoder, update_stats=False, device="cpu")
     count = lambda: int(train.encoder.backbone.layer1[0].bn2.num_batches_tracked)  # noqa: E731
     start = count()
     train.reset()
     for _ in range(7):  # includes one step with two terminal observations
         train.step(np.zeros((2, 2), np.float32))
-    assert count() - start == 8
+    assert count() - start == 8 * per_batch
     before = train.encoder.backbone.bn1.running_mean.clone()
     evaluation.reset()
     evaluation.step(np.zeros((1, 2), np.float32))
-    assert count() - start == 8 and torch.equal(before, train.encoder.backbone.bn1.running_mean)
+    assert count() - start == 8 * per_batch and torch.equal(before, train.encoder.backbone.bn1.running_mean)
 
 
 def test_rollout_memory_per_transition_features_vs_pixels():

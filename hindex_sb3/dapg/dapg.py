@@ -51,6 +51,7 @@ from hindex_sb3.dapg.policies import CnnDAPGPolicy, DAPGPolicy, MultiInputDAPGPo
 from hindex_sb3.dapg.rollout import EpisodeRunner, EpisodeSeed, check_vec_env, episode_seeds, noise_generator
 from hindex_sb3.demos.core import Trajectory, check_compatible, stack_transitions, to_trajectories
 from hindex_sb3.demos.resolve import is_named_source, load_demonstrations
+from hindex_sb3.ema_bn import all_modules
 
 SelfDAPG = TypeVar("SelfDAPG", bound="DAPG")
 _log = logging.getLogger(__name__)  # (self.logger is SB3's metrics logger)
@@ -395,7 +396,7 @@ class DAPG(OnPolicyAlgorithm):
         of ``running_mean`` / ``running_var`` (the latter also catch a copy that leaves the count unchanged).
         """
         version: list[int] = []
-        for module in self.policy.features_extractor.modules():
+        for module in all_modules(self.policy.features_extractor):
             count = getattr(module, "num_batches_tracked", None)
             if not isinstance(count, th.Tensor):
                 continue

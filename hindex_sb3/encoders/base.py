@@ -21,7 +21,14 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from hindex_sb3.ema_bn import EMABatchNorm2d, EMAScope, convert_to_ema_bn, ema_bn_modules, ema_bn_updates
+from hindex_sb3.ema_bn import (
+    EMABatchNorm2d,
+    EMAScope,
+    EMAUpdate,
+    convert_to_ema_bn,
+    ema_bn_modules,
+    ema_bn_updates,
+)
 from hindex_sb3.encoders.cuda_graphs import GraphCache
 
 if TYPE_CHECKING:
@@ -123,12 +130,15 @@ class Encoder(nn.Module):
         return self
 
     # -- options -------------------------------------------------------------------------------------------------------
-    def enable_ema_bn(self, scope: EMAScope = "all", momentum: float = 0.0) -> list[str]:
+    def enable_ema_bn(
+        self, scope: EMAScope = "all", momentum: float = 0.0, ema_update: EMAUpdate = "frame"
+    ) -> list[str]:
         """Turn the backbone's BatchNorm layers (all, or the stem ``bn1``) into :class:`EMABatchNorm2d`.
 
-        Statistics then move only in forwards called with ``update_bn_stats=True``. Returns the converted names.
+        Statistics then move only in forwards called with ``update_bn_stats=True``: by default one update per image
+        of the batch, in batch order (``ema_update="batch"``: one per forward). Returns the converted names.
         """
-        names = convert_to_ema_bn(self.backbone, scope, momentum, update_stats=False)
+        names = convert_to_ema_bn(self.backbone, scope, momentum, update_stats=False, ema_update=ema_update)
         self._ema_layers = ema_bn_modules(self.backbone)
         self._invalidate_graphs()
         return names
@@ -184,8 +194,10 @@ class Encoder(nn.Module):
     def forward(self, images: torch.Tensor, *, update_bn_stats: bool = False) -> torch.Tensor:
         """Features ``(B, feature_dim)`` of ``images`` (see class doc).
 
-        :param update_bn_stats: fold this batch into the EMA-BN running statistics before normalising (Stage 3).
-            Requires :meth:`enable_ema_bn`; with momentum 0 it changes nothing.
+        :param update_bn_stats: fold the images into the EMA-BN running statistics before normalising (Stage 3):
+            one update per image in batch order, each image normalised with the statistics after its own update
+            (or one update per batch with ``ema_update="batch"``). Requires :meth:`enable_ema_bn`; with momentum 0
+            it changes nothing.
         """
         if self._pending_weights_error is not None:
             raise self._pending_weights_error
@@ -193,9 +205,16 @@ class Encoder(nn.Module):
             raise ValueError(f"{self.spec.name} encoder has no EMA-BN layers; call enable_ema_bn() first")
         x = self.to_float01(images)
         if self._graphs is not None and x.is_cuda:
-            key = (bool(update_bn_stats), tuple((bn.momentum_ema, bn.update_stats) for bn in self._ema_layers))
+            key = self._graph_key(update_bn_stats)
             return self._graphs.run(lambda t: self._features(t, update_bn_stats), x, key)
         return self._features(x, update_bn_stats)
+
+    def _graph_key(self, update_bn_stats: bool) -> tuple:
+        """The EMA-BN settings a captured graph bakes in (Python floats and branches), beside the input's own."""
+        return (
+            bool(update_bn_stats),
+            tuple((bn.momentum_ema, bn.update_stats, bn.ema_update) for bn in self._ema_layers),
+        )
 
     def _features(self, x: torch.Tensor, update_bn_stats: bool) -> torch.Tensor:
         with torch.no_grad():

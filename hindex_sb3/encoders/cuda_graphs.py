@@ -6,11 +6,11 @@ BatchNorm layer nearly double it. Capturing the whole forward once per input sha
 launch cost for both paths.
 
 Replays are exact: the same kernels run on the same buffers, EMA-BN's in-place statistics updates included (one
-update per replay, as in an eager forward). What a graph bakes in is part of its cache key (input shape, dtype,
-memory layout, device, autocast state, EMA momentum and whether statistics update), so changing any of them captures
-a new graph rather than replaying a stale one. Module changes that replace tensors (``.to()``, channels-last,
-converting BN layers, loading a state dict) must call :meth:`GraphCache.clear`; :class:`~hindex_sb3.encoders.base.
-Encoder` does.
+update per image, or per replay with ``ema_update="batch"``, as in an eager forward). What a graph bakes in is part of
+its cache key (input shape, dtype, memory layout, device, autocast state, EMA momentum, update mode and whether
+statistics update), so changing any of them captures a new graph rather than replaying a stale one. Module changes
+that replace tensors (``.to()``, channels-last, converting BN layers, loading a state dict) must call
+:meth:`GraphCache.clear`; :class:`~hindex_sb3.encoders.base.Encoder` does.
 """
 
 from __future__ import annotations

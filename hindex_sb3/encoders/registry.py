@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, VGG16_Weights
 
-from hindex_sb3.ema_bn import EMAScope
+from hindex_sb3.ema_bn import EMAScope, EMAUpdate
 from hindex_sb3.encoders import layouts
 from hindex_sb3.encoders.base import Encoder
 from hindex_sb3.encoders.external import EXTERNAL_PREFIXES, external_spec, is_external
@@ -196,6 +196,7 @@ def create_encoder(
     *,
     ema_scope: EMAScope | None = None,
     ema_momentum: float = 0.0,
+    ema_update: EMAUpdate = "frame",
     device: torch.device | str | None = None,
     channels_last: bool | None = None,
     cuda_graphs: bool = False,
@@ -209,7 +210,8 @@ def create_encoder(
         one written by :func:`~hindex_sb3.encoders.weights.save_adapted_checkpoint`), or ``None`` for random
         initialisation (warns with :class:`RandomWeightsWarning`).
     :param ema_scope: ``"all"`` / ``"stem"`` turns BatchNorm layers into EMA-BN (Stage 3); ``None`` keeps plain BN.
-    :param ema_momentum: EMA momentum m (weight of the new batch) for those layers.
+    :param ema_momentum: EMA momentum m (weight of the new frame) for those layers.
+    :param ema_update: ``"frame"``: one update per image of a batch (the paper); ``"batch"``: one per forward.
     :param channels_last: memory format of the trunk; ``None`` = the spec's default (on for ResNets).
     :param cuda_graphs: replay CUDA input through captured CUDA graphs (:meth:`Encoder.use_cuda_graphs`): removes the
         kernel-launch cost that dominates GPU forwards at RL batch sizes. No effect on CPU input.
@@ -252,7 +254,7 @@ def create_encoder(
     if ema_scope is not None:
         if not spec.has_batchnorm:
             raise ValueError(f"{name} ({spec.family}) has no BatchNorm layers, so EMA-BN does not apply")
-        encoder.enable_ema_bn(ema_scope, ema_momentum)
+        encoder.enable_ema_bn(ema_scope, ema_momentum, ema_update)
     if spec.channels_last if channels_last is None else channels_last:
         encoder.to_channels_last()
     if device is not None:
