@@ -126,8 +126,20 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, demo_file, u
 
 
 def test_config_json_repeats_the_run(tmp_path, demo_file):
-    first = train(TrainConfig(task="door", encoder="state", demos=str(demo_file), iterations=2, trajectories=2,
-                              horizon=10, eval_episodes=1, video=False, progress_bar=False, out_dir=str(tmp_path / "a")))  # fmt: skip
+    first = train(
+        TrainConfig(
+            task="door",
+            encoder="state",
+            demos=str(demo_file),
+            iterations=2,
+            trajectories=2,
+            horizon=10,
+            eval_episodes=1,
+            video=False,
+            progress_bar=False,
+            out_dir=str(tmp_path / "a"),
+        )
+    )
     run = Path(first["out_dir"])
     code = main(["train", "--config", str(run / "config.json"), "--out", str(tmp_path / "b"), "--no-progress"])
     assert code == 0
@@ -156,11 +168,22 @@ def test_resume_keeps_settings_and_refuses_changes(tmp_path, demo_file, capsys):
 
 
 def test_an_existing_run_is_never_overwritten_silently(tmp_path, demo_file):
-    cfg = TrainConfig(task="door", encoder="state", demos=str(demo_file), iterations=2, trajectories=2, horizon=10,
-                      eval_episodes=1, checkpoint_every=1, video=False, progress_bar=False, out_dir=str(tmp_path))  # fmt: skip
+    cfg = TrainConfig(
+        task="door",
+        encoder="state",
+        demos=str(demo_file),
+        iterations=2,
+        trajectories=2,
+        horizon=10,
+        eval_episodes=1,
+        checkpoint_every=1,
+        video=False,
+        progress_bar=False,
+        out_dir=str(tmp_path),
+    )
     train(cfg)
     run = tmp_path / "door_state_seed0"
-    with pytest.raises(TrainingError, match="--resume .* --overwrite"):
+    with pytest.raises(TrainingError, match=r"--resume .* --overwrite"):
         train(cfg)
     assert (run / "checkpoints" / "iter_0002.safetensors").is_file()  # untouched
     train(cfg.replace(overwrite=True, iterations=1))

@@ -125,8 +125,28 @@ def _strict(text):
 
 def test_outputs_are_strict_json_without_bc(tmp_path, capsys):
     """--demos none: no BC, so no BC loss - written as null, not as a bare NaN no JSON parser accepts."""
-    code = main(["train", "door", "--encoder", "state", "--demos", "none", "--iterations", "1", "--trajectories",
-                 "1", "--horizon", "4", "--eval-episodes", "1", "--no-video", "--no-progress", "--out", str(tmp_path)])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "door",
+            "--encoder",
+            "state",
+            "--demos",
+            "none",
+            "--iterations",
+            "1",
+            "--trajectories",
+            "1",
+            "--horizon",
+            "4",
+            "--eval-episodes",
+            "1",
+            "--no-video",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = tmp_path / "door_state_seed0"
     summary = _strict((out / "summary.json").read_text())
