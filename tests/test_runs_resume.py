@@ -163,6 +163,9 @@ def test_resume_keeps_settings_and_refuses_changes(tmp_path, demo_file, capsys):
                  "--no-progress"]) == 0  # fmt: skip
     config = json.loads((tmp_path / "door_state_seed0" / "config.json").read_text())
     assert config["gamma"] == 0.99 and config["iterations"] == 2 and config["trajectories"] == 2
+    # the run folder alone names the run
+    assert main(["train", "--resume", str(tmp_path / "door_state_seed0"), "--iterations", "3", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "door_state_seed0" / "summary.json").read_text())["iterations"] == 3
     assert main(["train", "door", "--encoder", "state", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
 
