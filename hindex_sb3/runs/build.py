@@ -127,9 +127,19 @@ def dapg_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def build_model(cfg: TrainConfig, env: Any, demos: Any = None, *, load_weights: bool = True) -> DAPG:
-    """A fresh DAPG for ``cfg`` on ``env`` (a VecEnv / env, or ``(observation_space, action_space)``)."""
-    policy, policy_kwargs = policy_setup(cfg, load_weights=load_weights)
+def build_model(
+    cfg: TrainConfig,
+    env: Any,
+    demos: Any = None,
+    *,
+    load_weights: bool = True,
+    policy_spec: tuple[str, dict[str, Any]] | None = None,
+) -> DAPG:
+    """A fresh DAPG for ``cfg`` on ``env`` (a VecEnv / env, or ``(observation_space, action_space)``).
+
+    :param policy_spec: :func:`policy_setup`'s result when already computed (it loads the encoder weights once)
+    """
+    policy, policy_kwargs = policy_spec or policy_setup(cfg, load_weights=load_weights)
     common = dict(policy_kwargs=policy_kwargs, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose)
     if isinstance(env, tuple):  # spaces only: a model to act with, no env to learn in
         model = DAPG(policy, None, **dapg_kwargs(cfg), **common, _init_setup_model=False)  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from hindex_sb3._io import write_json
 from hindex_sb3.dapg import DAPG, IterationCallback
 from hindex_sb3.evaluation import evaluate
 from hindex_sb3.runs import checkpoint as ckpt
-from hindex_sb3.runs.build import build_model, make_env_kwargs, make_venv, vec_env_class
+from hindex_sb3.runs.build import build_model, make_env_kwargs, make_venv, policy_setup, vec_env_class
 from hindex_sb3.runs.config import RESUMABLE_FIELDS, TrainConfig, TrainingError, resolve_task
 from hindex_sb3.runs.demos import load_demos
 from hindex_sb3.runs.logs import make_run_logger
@@ -80,9 +80,15 @@ def _refuse_changes(requested: TrainConfig, stored: TrainConfig, path: Path) -> 
         )
 
 
+def _holds_results(out: Path) -> bool:
+    """Whether ``out`` has outputs of a run that got going (a folder with only ``config.json``: a start that failed)."""
+    markers = ("logs", "curve.json", "summary.json", f"final_model{ckpt.SUFFIX}", "final_model.zip")
+    return any((out / m).exists() for m in markers) or any((out / "checkpoints").glob("*"))
+
+
 def _prepare_folder(out: Path, cfg: TrainConfig) -> None:
     """A fresh run never lands on an existing one silently."""
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and _holds_results(out):
         if not cfg.overwrite:
             raise TrainingError(
                 f"{out} already holds a run: pass --resume to continue it, --overwrite to replace it, or choose "
@@ -183,10 +189,10 @@ class RunHook(IterationCallback):
 
 
 # ---------------------------------------------------------------------------------------------- 2. envs and model
-def _model(plan: RunPlan, venv: Any, demos: list) -> tuple[DAPG, list[dict[str, Any]], Any]:
+def _model(plan: RunPlan, venv: Any, demos: list, policy: Any) -> tuple[DAPG, list[dict[str, Any]], Any]:
     """``(model, curve so far, RNG state to restore)``: a fresh model, or the checkpoint's."""
     if plan.checkpoint is None:
-        return build_model(plan.cfg, venv, demos), [], None
+        return build_model(plan.cfg, venv, demos, policy_spec=policy), [], None
     loaded = ckpt.load_checkpoint(plan.checkpoint, venv, config=plan.cfg)
     if demos:
         loaded.model.set_demonstrations(demos)
@@ -217,6 +223,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     plan = plan_run(cfg)
     cfg = plan.cfg
     write_json(plan.out / "config.json", cfg.to_dict() | {"resume": None, "overwrite": False})
+    # a fresh run checks the encoder weights before the (possibly long) demonstrations; a resumed one needs none
+    policy = policy_setup(cfg) if plan.checkpoint is None else None
     t0 = time.perf_counter()
     demos = load_demos(cfg, plan.env_id)
     demo_time = time.perf_counter() - t0
@@ -224,7 +232,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     eval_env = gym.make(plan.env_id, **make_env_kwargs(cfg))
     model = None
     try:
-        model, curve, rng = _model(plan, venv, demos)
+        model, curve, rng = _model(plan, venv, demos, policy)
         start = model.dapg_iterations
         model.set_logger(
             make_run_logger(
