@@ -32,7 +32,7 @@ from hindex_sb3.dapg import DAPG, IterationCallback
 from hindex_sb3.evaluation import evaluate
 from hindex_sb3.runs import checkpoint as ckpt
 from hindex_sb3.runs.build import build_model, make_env_kwargs, make_venv, policy_setup, vec_env_class
-from hindex_sb3.runs.config import RESUMABLE_FIELDS, TrainConfig, TrainingError, resolve_task
+from hindex_sb3.runs.config import RESUMABLE_FIELDS, ConfigError, TrainConfig, TrainingError, resolve_task
 from hindex_sb3.runs.demos import load_demos
 from hindex_sb3.runs.logs import make_run_logger
 from hindex_sb3.runs.outputs import plot_curve, record_video, weights_label
@@ -104,8 +104,10 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     """Decide everything that can be decided without work, and refuse what cannot be done."""
     env_id = resolve_task(cfg.task)
     requested = resolve_settings(cfg, env_id)
-    if requested.encoder != "hindex" and cfg.ema_momentum is None:
-        requested = requested.replace(ema_momentum=0.0)  # the paper's momentum belongs to the H-InDex encoder
+    if requested.encoder != "hindex":  # the paper's momentum belongs to the H-InDex encoder
+        if cfg.ema_momentum:
+            raise ConfigError("ema_momentum", f"EMA-BN adapts the hindex encoder only, not {requested.encoder!r}")
+        requested = requested.replace(ema_momentum=0.0)
     out = run_folder(requested)
     if not requested.resume:
         _prepare_folder(out, requested)
@@ -244,17 +246,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         )
         hook = RunHook(plan, eval_env, curve, rng)
         _behaviour_cloning(model, plan, eval_env, curve)
-        try:
-            model.learn(
-                n_iterations=cfg.iterations - start,
-                callback=_callbacks(plan, hook),
-                reset_num_timesteps=plan.checkpoint is None,
-                progress_bar=cfg.progress_bar,
-            )
-        except ValueError as err:
-            if "EMABatchNormCallback" in str(err):
-                raise TrainingError(f"ema_momentum: {err}") from err
-            raise
+        model.learn(
+            n_iterations=cfg.iterations - start,
+            callback=_callbacks(plan, hook),
+            reset_num_timesteps=plan.checkpoint is None,
+            progress_bar=cfg.progress_bar,
+        )
         return write_outputs(plan, model, hook, eval_env, len(demos), demo_time, t0)
     finally:
         eval_env.close()
