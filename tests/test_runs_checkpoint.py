@@ -81,6 +81,20 @@ def test_round_trip_is_exact(trained):
     json.dumps(info, allow_nan=False)
 
 
+def test_a_checkpoint_loads_where_its_demo_file_is_absent(trained, tmp_path):
+    """Acting with a model needs its tensors, not the files it was trained from (another machine, a deleted file)."""
+    from safetensors import safe_open
+
+    _, _, path = trained
+    with safe_open(str(path), framework="pt") as f:
+        info = json.loads(f.metadata()["hindex_sb3"])
+    info["config"]["demos"] = str(tmp_path / "gone.npz")
+    moved = tmp_path / "moved.safetensors"
+    moved.write_bytes(save(load_file(str(path)), metadata={"hindex_sb3": json.dumps(info)}))
+    loaded = load_checkpoint(moved)
+    assert loaded.config.demos.endswith("gone.npz") and loaded.model.dapg_iterations == 1
+
+
 def test_pixel_checkpoint_carries_the_encoder_and_its_ema_statistics(tmp_path):
     cfg = resolve_settings(
         TrainConfig(task="door", encoder="hindex", weights="random", image_size=32, demos="none"), "HInDex/Door-v0"

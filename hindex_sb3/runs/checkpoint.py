@@ -185,11 +185,12 @@ def _check_meta(path: Path, meta: Any) -> None:
         raise CheckpointError(f"{path}: algorithm.bc_loss must be a number or null")
 
 
-def read_checkpoint_config(path: str | os.PathLike) -> TrainConfig:
-    """The run configuration stored in a checkpoint (validated like any other)."""
+def read_checkpoint_config(path: str | os.PathLike, *, check_files: bool = True) -> TrainConfig:
+    """The run configuration stored in a checkpoint (validated like any other; ``check_files=False``: the demo and
+    weight files it names need not exist here)."""
     meta = read_checkpoint_info(path)
     try:
-        return TrainConfig.from_dict(meta["config"], where=str(path))
+        return TrainConfig.from_dict(meta["config"], where=str(path), check_files=check_files)
     except TrainingError as err:
         raise CheckpointError(f"{path}: stored configuration is invalid: {err}") from err
 
@@ -266,7 +267,7 @@ def load_checkpoint(
 
     path = Path(path)
     meta = read_checkpoint_info(path)
-    cfg = config if config is not None else read_checkpoint_config(path)
+    cfg = config if config is not None else read_checkpoint_config(path, check_files=False)
     if device is not None:
         cfg = cfg.replace(device=device)
     tensors = _read_tensors(path)

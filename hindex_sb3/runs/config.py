@@ -11,6 +11,7 @@ with one :class:`ConfigError` naming the field, so that a bad value stops a run 
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import os
@@ -21,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["GROUPS", "RESUMABLE_FIELDS", "ConfigError", "TrainConfig", "TrainingError", "resolve_task"]
+
+
+#: whether TrainConfig checks that named files exist (off while reading a checkpoint's config to act with it)
+_CHECK_FILES: contextvars.ContextVar[bool] = contextvars.ContextVar("hindex_check_files", default=True)
 
 
 class TrainingError(RuntimeError):
@@ -169,6 +174,8 @@ class TrainConfig:
                 torch.device(self.device)
             except (RuntimeError, ValueError) as err:
                 raise ConfigError("device", f"not a torch device: {self.device!r}") from err
+        if not _CHECK_FILES.get():
+            return
         _check_demo_source(self.demos)
         named_file = self.weights not in (None, "default", "random") and self.encoder != "state"
         if named_file and not Path(str(self.weights)).is_file():
@@ -186,8 +193,12 @@ class TrainConfig:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> TrainConfig:
-        """Build from plain values (``config.json``); an unknown key is an error, not silently dropped."""
+    def from_dict(cls, data: dict[str, Any], *, where: str = "config", check_files: bool = True) -> TrainConfig:
+        """Build from plain values (``config.json``); an unknown key is an error, not silently dropped.
+
+        :param check_files: require the demonstration and weight files to exist (``False`` for a checkpoint's
+            config loaded to act: the model's tensors are in the checkpoint, the files may be elsewhere)
+        """
         if not isinstance(data, dict):
             raise ConfigError(where, f"expected a JSON object of settings, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
@@ -196,7 +207,11 @@ class TrainConfig:
             raise ConfigError(unknown[0], f"unknown setting in {where} (known: {sorted(known)})")
         if "task" not in data:
             raise ConfigError("task", f"missing in {where}")
-        return cls(**data)
+        token = _CHECK_FILES.set(check_files)
+        try:
+            return cls(**data)
+        finally:
+            _CHECK_FILES.reset(token)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
