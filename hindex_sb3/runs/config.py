@@ -140,7 +140,8 @@ class TrainConfig:
     checkpoint_every: int = _opt(25, "output", "checkpoint every N iterations (0: only the final model)", lo=0,
                                  resumable=True)  # fmt: skip
     resume: str | None = _opt(None, "output", "continue the run: its latest checkpoint, or this checkpoint file / "
-                              "run folder", nargs="?", const="latest", resumable=True)  # fmt: skip
+                              "run folder (name the task first: hindex train door --resume)", nargs="?",
+                              const="latest", resumable=True)  # fmt: skip
     overwrite: bool = _opt(False, "output", "replace an existing run folder (deletes its outputs)", resumable=True)
     video: bool = _opt(True, "output", "record eval.gif at the end", resumable=True)
     progress_bar: bool = _opt(True, "output", "show a progress bar", flag="progress", resumable=True)

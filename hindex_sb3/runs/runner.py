@@ -108,6 +108,11 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
         if cfg.ema_momentum:
             raise ConfigError("ema_momentum", f"EMA-BN adapts the hindex encoder only, not {requested.encoder!r}")
         requested = requested.replace(ema_momentum=0.0)
+    if requested.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device", f"{requested.device!r} asked for, but torch sees no CUDA device here")
     out = run_folder(requested)
     if not requested.resume:
         _prepare_folder(out, requested)
