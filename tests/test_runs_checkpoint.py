@@ -235,3 +235,26 @@ def test_checkpoint_write_is_atomic(trained, tmp_path, monkeypatch):
         model.dapg_iterations -= 1
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+def test_scalar_state_of_the_algorithm_travels_but_cannot_be_retyped(trained, tmp_path):
+    """A counter the algorithm keeps (e.g. where the next episode seeds start) is restored without being listed;
+    a file cannot add attributes, retype them, or override configuration-derived ones."""
+    model, cfg, _ = trained
+    model._episode_seed_base = 1234  # as an algorithm version with per-episode seeding might keep
+    try:
+        path = save_checkpoint(model, tmp_path / "s.safetensors", cfg)
+    finally:
+        del model._episode_seed_base
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        info = json.loads(f.metadata()["hindex_sb3"])
+    assert info["algorithm"]["attributes"]["_episode_seed_base"] == 1234
+    assert "step_size" not in info["algorithm"]["attributes"]
+    info["algorithm"]["attributes"].update({"_n_updates": "many", "policy": 3, "step_size": 9.0})
+    crafted = tmp_path / "c.safetensors"
+    crafted.write_bytes(save(load_file(str(path)), metadata={"hindex_sb3": json.dumps(info)}))
+    new = load_checkpoint(crafted).model
+    assert new._n_updates == model._n_updates and new.step_size == cfg.step_size
+    assert not isinstance(new.policy, int)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hindex_sb3._io import atomic_write_bytes, read_json, to_json_text
@@ -75,9 +76,37 @@ def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], 
     return {"state": state, "param_groups": groups}, tensors
 
 
+#: scalar attributes that belong to this process (timers, logger wiring) or come from the configuration (rebuilt
+#: from it, never from the file), not to the run's state
+_NOT_STATE = frozenset(
+    {
+        "verbose", "start_time", "_num_timesteps_at_start", "_total_timesteps", "_custom_logger", "seed",
+        "learning_rate", "n_steps", "use_sde", "sde_sample_freq", "ent_coef", "vf_coef", "max_grad_norm",
+        "_stats_window_size", "n_trajectories", "step_size", "gamma", "gae_lambda", "lam0", "lam1", "demo_weight",
+        "bc_epochs", "bc_batch_size", "bc_lr", "cg_iters", "cg_damping", "hvp_sample_frac", "vf_epochs",
+        "vf_batch_size", "input_scale_floor", "feature_batch_size",
+    }
+)  # fmt: skip
+
+
+def _scalar_attributes(model: DAPG) -> dict[str, Any]:
+    """Every plain-number/str/bool attribute of the model (counters such as an episode-seed base included), so that
+    state an algorithm keeps in scalars survives a resume without each one being listed here."""
+    out = {}
+    for name, value in vars(model).items():
+        if name in _NOT_STATE:
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
+            out[name] = value
+    return out
+
+
 def _algorithm_state(model: DAPG) -> dict[str, Any]:
     bc_loss = model.bc_loss
     return {
+        "attributes": _scalar_attributes(model),
         "dapg_iterations": int(model.dapg_iterations),
         "num_timesteps": int(model.num_timesteps),
         "bc_done": bool(model.bc_done),
@@ -237,6 +266,12 @@ def _restore_optimizer(path: Path, optimizer: torch.optim.Optimizer, meta: dict,
 
 
 def _restore_algorithm(model: DAPG, algo: dict[str, Any]) -> None:
+    attributes = algo.get("attributes", {})
+    current = _scalar_attributes(model)
+    for name, value in attributes.items() if isinstance(attributes, dict) else ():
+        # only attributes the fresh model has, with the same type: a file cannot add or retype anything
+        if name in current and type(current[name]) is type(value):
+            setattr(model, name, value)
     model.dapg_iterations = algo["dapg_iterations"]
     model.num_timesteps = algo["num_timesteps"]
     model.bc_done = algo["bc_done"]
