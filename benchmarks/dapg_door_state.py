@@ -21,10 +21,20 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
 import hindex_sb3  # noqa: F401
-from hindex_sb3.dapg import DAPG
+from hindex_sb3.dapg import DAPG, IterationCallback
 from hindex_sb3.evaluation import evaluate
 
 DEFAULT_DEMOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "door-human-v0.npz"
+
+
+class _LastRow(IterationCallback):
+    """The values of the iteration's log row (learn writes the row after the update, which empties the logger)."""
+
+    row: dict = {}  # noqa: RUF012
+
+    def _on_iteration_end(self) -> bool:
+        self.row = dict(self.logger.name_to_value)
+        return True
 
 
 def load_door_demos(path: Path) -> list[dict]:
@@ -63,11 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     print(json.dumps(curve[-1]), flush=True)
     steps_per_iter = args.trajectories * 200
+    last = _LastRow()
     for it in range(1, args.max_iterations + 1):
-        model.learn(total_timesteps=steps_per_iter, reset_num_timesteps=False)
+        model.learn(total_timesteps=steps_per_iter, reset_num_timesteps=False, callback=last)
         # learn() ends after collecting + updating once per call (one iteration of n_trajectories episodes)
         ev = evaluate(model, eval_env, n_episodes=args.eval_episodes, seed=10_000 + args.seed)
-        logs = model.logger.name_to_value
+        logs = last.row
         curve.append(
             {
                 "iteration": it,
@@ -76,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "train_success": round(float(np.mean(list(model.ep_success_buffer)[-args.trajectories :])), 3),
                 "train_return": round(float(logs.get("rollout/path_return_mean", float("nan"))), 1),
                 "kl": logs.get("train/kl"),
-                "step_size": logs.get("train/step_size"),
+                "npg_alpha": logs.get("train/npg_alpha"),
                 "cg_residual": logs.get("train/cg_residual"),
                 "demo_weight": logs.get("train/demo_weight"),
                 "wall_s": round(time.perf_counter() - start, 1),

@@ -80,37 +80,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hindex_sb3.train import TrainConfig, TrainingError, train
+    from hindex_sb3.runs.cli_args import config_from_args, flag_name
+    from hindex_sb3.train import ConfigError, TrainingError, train
 
-    cfg = TrainConfig(
-        task=args.task,
-        encoder=args.encoder,
-        weights=args.weights,
-        demos=args.demos,
-        num_demos=args.num_demos,
-        iterations=args.iterations,
-        trajectories=args.trajectories,
-        seed=args.seed,
-        device=args.device,
-        image_size=args.image_size,
-        n_envs=args.n_envs,
-        horizon=args.horizon,
-        eval_episodes=args.eval_episodes,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-        ema_momentum=args.ema_momentum,
-        cuda_graphs=args.cuda_graphs,
-        vec_env=args.vec_env,
-        out_dir=args.out,
-        resume=args.resume,
-        video=not args.no_video,
-        progress_bar=not args.no_progress,
-        verbose=args.verbose,
-    )
     try:
-        summary = train(cfg)
+        summary = train(config_from_args(args))
     except TrainingError as err:
-        print(f"hindex train: {err}", file=sys.stderr)
+        if args.debug:
+            raise
+        where = flag_name(err.field) + ": " + err.problem if isinstance(err, ConfigError) else str(err)
+        print(f"hindex train: {where}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
     return 0
@@ -175,46 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="BC + DAPG on a task from pixels (or state), as in H-InDex Stage 3")
-    p.add_argument("task", help="task name: door, hammer, pen, relocate, ... (see `hindex envs`)")
-    p.add_argument("--encoder", default="hindex", choices=["hindex", "vc1", "mvp", "r3m", "rrl", "state"])
-    p.add_argument(
-        "--weights",
-        default="default",
-        help="encoder weights: 'default' (download once to the cache), a checkpoint path, or 'random' (labelled)",
+    p = sub.add_parser(
+        "train",
+        help="BC + DAPG on a task from pixels (or state), as in H-InDex Stage 3",
+        description="BC + DAPG on one task. Every setting is a flag (or --set NAME=VALUE, or --config FILE.json); "
+        "unset run settings take the paper's per-task values. Checkpoints (.safetensors) load without executing code; "
+        "final_model.zip is SB3's format for SB3 tools, and loading an SB3 zip runs pickled code: load only zips you "
+        "trust.",
     )
-    p.add_argument(
-        "--demos", default="scripted", help="scripted | expert:PATH.npz | FILE.npz | FILE.pickle | minari:ID | none"
-    )
-    p.add_argument("--num-demos", type=int, default=25)
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--trajectories", type=int, default=100, help="episodes per DAPG iteration")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--n-envs", type=int, default=1, help="environments stepped in lockstep (batched encoder)")
-    p.add_argument("--horizon", type=int, default=None, help="episode length (default: the task's)")
-    p.add_argument("--eval-episodes", type=int, default=25)
-    p.add_argument("--eval-every", type=int, default=1)
-    p.add_argument("--checkpoint-every", type=int, default=25)
-    p.add_argument("--ema-momentum", type=float, default=None, help="EMA-BN momentum (default: the paper's per task)")
-    p.add_argument(
-        "--vec-env",
-        choices=["auto", "dummy", "subproc"],
-        default="auto",
-        help="envs in this process (dummy) or one worker process each (subproc); auto: subproc on GPU machines",
-    )
-    p.add_argument(
-        "--no-cuda-graphs",
-        dest="cuda_graphs",
-        action="store_false",
-        help="run the encoder eagerly on a GPU (default: replayed as CUDA graphs, ~4x faster at rollout batch sizes)",
-    )
-    p.add_argument("--out", default="runs", help="output root folder")
-    p.add_argument("--resume", default=None, help="a checkpoint .zip to continue from")
-    p.add_argument("--no-video", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--verbose", type=int, default=0)
+    from hindex_sb3.runs.cli_args import add_train_arguments
+
+    add_train_arguments(p)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -236,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="bn: the backbone's BatchNorm gamma/beta (the paper); all: every parameter (Fig. 7's ablation)",
     )
     p.add_argument(
-        "--policy", default="auto", help="auto | random | scripted | expert:PATH.npz | DEMOS.npz | ALGO:MODEL.zip"
+        "--policy",
+        default="auto",
+        help="auto | random | scripted | expert:PATH.npz | DEMOS.npz | dapg:CHECKPOINT.safetensors | ALGO:MODEL.zip "
+        "(an SB3 zip is unpickled on load, i.e. code: only files you trust)",
     )
     p.add_argument("--deterministic", action="store_true", help="mean actions for experts/SB3 (default: sampled)")
     p.add_argument("--camera", default=None)

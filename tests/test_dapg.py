@@ -96,10 +96,19 @@ def test_demo_weight_schedule():
     paper = make_model(demos=linear_demos(), demo_weight="paper")
     assert paper.demo_weight_at(2, max_advantage=3.0) == pytest.approx(3.0 * 1e-2 * 0.95**2)
     # the schedule advances once per update, and the update logs it
+    from hindex_sb3.dapg import IterationCallback
+
+    logged = []
+
+    class Spy(IterationCallback):  # the row is written after the update: read it before the dump
+        def _on_iteration_end(self) -> bool:
+            logged.append(self.logger.name_to_value["train/demo_weight"])
+            return True
+
     model.learn(total_timesteps=1, progress_bar=False)
-    model.learn(total_timesteps=1, reset_num_timesteps=False)
+    model.learn(total_timesteps=1, reset_num_timesteps=False, callback=Spy())
     assert model.dapg_iterations == 2
-    assert model.logger.name_to_value["train/demo_weight"] == pytest.approx(1e-2 * 0.95)
+    assert logged == pytest.approx([1e-2 * 0.95])
 
 
 def test_bc_sets_normalisation_and_log_std_from_demos():
@@ -205,15 +214,22 @@ def test_npg_step_equals_exact_natural_gradient_on_linear_gaussian_policy():
 
 
 def test_training_improves_and_logs_what_npg_debugging_needs():
+    from hindex_sb3.dapg import IterationCallback
+
+    rows = []
+
+    class Spy(IterationCallback):  # each iteration's values, as its log row will hold them
+        def _on_iteration_end(self) -> bool:
+            rows.append(dict(self.logger.name_to_value))
+            return True
+
     model = make_model(demos=linear_demos(), n_trajectories=8, bc_epochs=0)
-    returns = []
-    for i in range(6):
-        model.learn(total_timesteps=1, reset_num_timesteps=i == 0)
-        returns.append(model.logger.name_to_value["rollout/path_return_mean"])
+    model.learn(n_iterations=6, callback=Spy())
+    returns = [row["rollout/path_return_mean"] for row in rows]
     for key in ("train/cg_residual", "train/kl", "train/npg_alpha", "train/demo_weight", "train/value_loss"):
-        assert key in model.logger.name_to_value, key
+        assert key in rows[-1], key
     # alpha (the step length) and delta (the normalised step size) are different numbers with different names
-    logged = model.logger.name_to_value
+    logged = rows[-1]
     assert "train/step_size" not in logged and logged["train/step_size_delta"] == model.step_size
     assert logged["train/npg_alpha"] != pytest.approx(model.step_size)
     assert returns[-1] > returns[0]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -44,9 +46,10 @@ def test_state_run_writes_outputs_and_resumes(tmp_path, door_demo_file):
     )
     summary = train(cfg)
     out = tmp_path / "door_state_seed0"
-    for name in ("summary.json", "curve.json", "config.json", "learning_curve.png", "eval.gif", "final_model.zip"):
+    for name in ("summary.json", "curve.json", "config.json", "learning_curve.png", "eval.gif", "final_model.zip",
+                 "final_model.safetensors"):  # fmt: skip
         assert (out / name).is_file(), name
-    assert (out / "checkpoints" / "iter_0001.zip").is_file()
+    assert (out / "checkpoints" / "iter_0001.safetensors").is_file()
     assert any((out / "logs").glob("events.out.tfevents*")) and (out / "logs" / "progress.csv").is_file()
     assert summary["iterations"] == 1 and summary["env_steps"] == 12 and summary["demos"]["count"] == 2
     assert 0.0 <= summary["final_eval"]["success_rate"] <= 1.0
@@ -54,9 +57,13 @@ def test_state_run_writes_outputs_and_resumes(tmp_path, door_demo_file):
     assert curve[0]["phase"] == "bc" and curve[1]["iteration"] == 1
     assert set(curve[1]["time_s"]) == {"simulate", "render", "encode_and_act", "update", "rollout_total"}
     resumed = train(
-        TrainConfig(**{**cfg.__dict__, "iterations": 2, "resume": str(out / "checkpoints" / "iter_0001.zip")})
+        TrainConfig(**{**cfg.__dict__, "iterations": 2, "resume": str(out / "checkpoints" / "iter_0001.safetensors")})
     )
     assert resumed["iterations"] == 2
+    with open(out / "logs" / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["time/iterations"] for r in rows] == ["1", "2"]  # resume appends; nothing lost, nothing twice
+    assert all(r["train/kl"] and r["eval/success_rate"] for r in rows)  # each iteration's train/* and eval/* row
 
 
 def test_pixel_run_with_random_weights_is_labelled(tmp_path, door_demo_file):
@@ -101,12 +108,59 @@ def test_pixel_run_in_worker_processes_matches_one_process(tmp_path, door_demo_f
 def test_missing_weights_stop_with_a_clear_message(tmp_path, monkeypatch, capsys, door_demo_file):
     monkeypatch.setenv("HINDEX_SB3_OFFLINE", "1")
     monkeypatch.setenv("HINDEX_SB3_HOME", str(tmp_path / "cache"))
-    code = main(["train", "door", "--encoder", "r3m", "--demos", str(door_demo_file), "--out", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "https://" in err and "--weights random" in err and str(tmp_path / "cache") in err
+    for _ in range(2):  # a start that failed is not a run: the same command may be repeated
+        code = main(["train", "door", "--encoder", "r3m", "--demos", str(door_demo_file), "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "https://" in err and "--weights random" in err and str(tmp_path / "cache") in err
 
 
 def test_unknown_demo_source(tmp_path):
     with pytest.raises(TrainingError, match="no such file"):
         train(TrainConfig(task="door", encoder="state", demos="nowhere.npz", out_dir=str(tmp_path)))
+
+
+def _strict(text):
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a JSON output"))
+
+
+def test_outputs_are_strict_json_without_bc(tmp_path, capsys):
+    """--demos none: no BC, so no BC loss - written as null, not as a bare NaN no JSON parser accepts."""
+    code = main(
+        [
+            "train",
+            "door",
+            "--encoder",
+            "state",
+            "--demos",
+            "none",
+            "--iterations",
+            "1",
+            "--trajectories",
+            "1",
+            "--horizon",
+            "4",
+            "--eval-episodes",
+            "1",
+            "--no-video",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    out = tmp_path / "door_state_seed0"
+    summary = _strict((out / "summary.json").read_text())
+    assert summary["bc_loss"] is None and summary["demos"]["count"] == 0
+    for name in ("curve.json", "config.json"):
+        _strict((out / name).read_text())
+    printed = capsys.readouterr().out
+    assert not math.isnan(_strict(printed)["final_eval"]["mean_return"])
+
+
+def test_an_empty_demonstration_set_is_an_error(tmp_path, monkeypatch, door_demo_file):
+    import hindex_sb3.runs.demos as demos_mod
+
+    monkeypatch.setattr(demos_mod, "_load", lambda cfg, env_id: [])  # e.g. a file with n_demos = 0
+    with pytest.raises(TrainingError, match="no demonstrations"):
+        train(TrainConfig(task="door", encoder="state", demos=str(door_demo_file), out_dir=str(tmp_path)))

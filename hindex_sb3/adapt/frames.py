@@ -258,8 +258,10 @@ def resolve_policy(
 
     ``policy`` may be ``"random"``; ``"scripted"``; ``"expert:PATH.npz"`` or an expert ``PATH.npz`` (fed
     ``obs["state"]`` when the observation is a dict with a ``state`` key); a demonstration file (``.npz`` with
-    ``n_demos``, DAPG ``.pickle``), replayed open-loop from its start states; ``"ALGO:PATH.zip"`` for an SB3 model
-    (``ppo``, ``sac``, ..., ``dapg``); or an object with ``predict`` (SB3) or a callable.
+    ``n_demos``, DAPG ``.pickle``), replayed open-loop from its start states; ``"dapg:PATH.safetensors"`` for a
+    ``hindex train`` checkpoint (loaded without executing anything); ``"ALGO:PATH.zip"`` for an SB3 model (``ppo``,
+    ``sac``, ...: SB3 zips unpickle Python objects, so they are code, to load only when trusted); or an object with
+    ``predict`` (SB3) or a callable.
 
     :param deterministic: mean actions for experts / SB3 models. The authors sampled (``exploration`` mode), which
         gives more varied frames, so the default is ``False``.
@@ -278,7 +280,14 @@ def resolve_policy(
             demo = make_demonstrator(env)
             return PolicySpec(demo, f"scripted:{demo.name}", on_reset=demo.reset)
         kind, _, rest = text.partition(":")
-        if rest and rest.endswith(".zip") and kind.lower() != "expert":
+        if rest and kind.lower() == "dapg":  # hindex train checkpoints: tensors + JSON, nothing executed on load
+            from hindex_sb3.runs.checkpoint import load_checkpoint
+
+            model = load_checkpoint(rest, device="cpu").model
+            spec = resolve_policy(model, env, seed=seed, deterministic=deterministic, policy_obs_key=policy_obs_key)
+            spec.label = f"dapg:{Path(rest).name}"
+            return spec
+        if rest and rest.endswith(".zip") and kind.lower() != "expert":  # SB3 zips unpickle: code, trusted files only
             model = _sb3_algorithm(kind).load(rest, device="cpu")
             spec = resolve_policy(model, env, seed=seed, deterministic=deterministic, policy_obs_key=policy_obs_key)
             spec.label = f"{kind.lower()}:{Path(rest).name}"

@@ -37,6 +37,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from hindex_sb3.dapg.callbacks import IterationProgressBar, iteration_end, iteration_logged
 from hindex_sb3.dapg.npg import (
     conjugate_gradient,
     discount_cumsum,
@@ -57,6 +58,7 @@ SelfDAPG = TypeVar("SelfDAPG", bound="DAPG")
 _log = logging.getLogger(__name__)  # (self.logger is SB3's metrics logger)
 
 MAX_PATH_LENGTH = 100_000
+_NO_STEP_LIMIT = 2**62  # learn(n_iterations=...) without a step budget
 
 
 @dataclass
@@ -353,7 +355,15 @@ class DAPG(OnPolicyAlgorithm):
         return spec.id, kwargs
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "demos", "_paths", "_demo_features", "_pending_demos"]
+        # last_timings: wall times of the last iteration, meaningless in another process
+        return [
+            *super()._excluded_save_params(),
+            "demos",
+            "_paths",
+            "_demo_features",
+            "_pending_demos",
+            "last_timings",
+        ]
 
     # ------------------------------------------------------------------ features
     def _obs_to_tensor(self, obs: Any) -> Any:
@@ -737,18 +747,73 @@ class DAPG(OnPolicyAlgorithm):
 
     def learn(
         self: SelfDAPG,
-        total_timesteps: int,
+        total_timesteps: int | None = None,
         callback: MaybeCallback = None,
         log_interval: int = 1,
         tb_log_name: str = "DAPG",
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
+        n_iterations: int | None = None,
     ) -> SelfDAPG:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
+        """Run DAPG iterations (rollout of ``n_trajectories`` episodes, update) until a budget is spent.
+
+        :param total_timesteps: stop once this many env steps were taken (SB3's budget; an iteration always
+            finishes its episodes, so the last one may overshoot)
+        :param n_iterations: stop after this many DAPG updates (the natural budget of DAPG); with both, whichever
+            comes first. The progress bar then counts iterations.
+        :param callback: SB3 callbacks; :class:`~hindex_sb3.dapg.callbacks.IterationCallback` ones are also called
+            after each update (before and after the iteration's log row is written).
+        :param log_interval: write a log row every this many iterations; each row holds the ``train/*`` values of
+            the update just made (SB3 writes its row before ``train()``, so the last update's values were lost).
+        """
+        if total_timesteps is None and n_iterations is None:
+            raise ValueError("learn() needs total_timesteps or n_iterations")
+        for name, value in (("total_timesteps", total_timesteps), ("n_iterations", n_iterations)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0):
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        callbacks = [] if callback is None else list(callback) if isinstance(callback, list) else [callback]
+        iteration_bar = progress_bar and n_iterations is not None
+        if iteration_bar:
+            callbacks.append(IterationProgressBar(int(n_iterations)))  # type: ignore[arg-type]
+        budget = int(total_timesteps) if total_timesteps is not None else _NO_STEP_LIMIT
+        total, cb = self._setup_learn(
+            budget, callbacks or None, reset_num_timesteps, tb_log_name, progress_bar and not iteration_bar
         )
+        cb.on_training_start(locals(), globals())
+        assert self.env is not None
+        done = 0
+        while self.num_timesteps < total and (n_iterations is None or done < n_iterations):
+            if not self.collect_rollouts(self.env, cb, self.rollout_buffer, n_rollout_steps=self.n_steps):
+                break
+            done += 1
+            if n_iterations is not None and total_timesteps is None:
+                self._current_progress_remaining = 1.0 - done / max(int(n_iterations), 1)
+            else:
+                self._update_current_progress_remaining(self.num_timesteps, total)
+            self.train()
+            keep_going = iteration_end(cb)
+            if log_interval is not None and done % log_interval == 0:
+                self.dump_logs(self.dapg_iterations)
+            iteration_logged(cb)
+            if not keep_going:
+                break
+        cb.on_training_end()
+        return self
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
+        """SB3's zip format, for SB3 tools. Loading such a zip runs pickled code (see :meth:`load`); for
+        checkpoints that load without executing anything use :func:`hindex_sb3.runs.checkpoint.save_checkpoint`."""
+        super().save(path, exclude=exclude, include=include)
+
+    @classmethod
+    def load(cls, path: Any, env: GymEnv | None = None, device: th.device | str = "auto", **kwargs: Any) -> Any:
+        """Load an SB3 zip. **The zip's data are unpickled: a crafted file runs code.** Load only files you trust;
+        ``hindex train`` checkpoints (``.safetensors``) load safely with
+        :func:`hindex_sb3.runs.checkpoint.load_checkpoint`."""
+        if str(path).endswith(".safetensors"):
+            raise ValueError(
+                f"{path} is a hindex-sb3 checkpoint, not an SB3 zip: load it with "
+                "hindex_sb3.runs.checkpoint.load_checkpoint (it executes no code)"
+            )
+        return super().load(path, env=env, device=device, **kwargs)
