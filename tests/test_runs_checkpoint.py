@@ -16,6 +16,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from hindex_sb3._io import write_json
 from hindex_sb3.cli import main
 from hindex_sb3.demos import rollout, save_npz
+from hindex_sb3.ema_bn import all_modules
 from hindex_sb3.runs.build import build_model, env_spaces
 from hindex_sb3.runs.checkpoint import (
     CheckpointError,
@@ -100,12 +101,12 @@ def test_pixel_checkpoint_carries_the_encoder_and_its_ema_statistics(tmp_path):
         TrainConfig(task="door", encoder="hindex", weights="random", image_size=32, demos="none"), "HInDex/Door-v0"
     )
     model = build_model(cfg, env_spaces(cfg, "HInDex/Door-v0"))
-    bn = next(m for m in model.policy.features_extractor.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn = next(m for m in all_modules(model.policy.features_extractor) if isinstance(m, torch.nn.BatchNorm2d))
     with torch.no_grad():
         bn.running_mean.normal_()  # as if EMA-BN had moved the statistics during RL
     path = save_checkpoint(model, tmp_path / "pix.safetensors", cfg)
     new = load_checkpoint(path).model
-    new_bn = next(m for m in new.policy.features_extractor.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    new_bn = next(m for m in all_modules(new.policy.features_extractor) if isinstance(m, torch.nn.BatchNorm2d))
     assert torch.equal(new_bn.running_mean, bn.running_mean)
     for (k, a), (_, b) in zip(model.policy.state_dict().items(), new.policy.state_dict().items(), strict=True):
         assert torch.equal(a, b), k

@@ -123,7 +123,10 @@ def test_paper_settings_ship_for_the_twelve_tasks():
     assert all(f"HInDex/{t}-v0" in tasks for t in twelve)
     door = paper_settings("HInDex/Door-v0")
     assert door == {"trajectories": 100, "iterations": 200, "num_demos": 25, "ema_momentum": 0.0, "horizon": 200,
-                    "camera": "top"}  # fmt: skip
+                    "camera": "top", "reward_type": "sparse"}  # fmt: skip
+    # H-InDex's vendored Adroit envs reward door, hammer and pen sparsely; DexMV rewards are dense
+    assert paper_settings("HInDex/Pen-v0")["reward_type"] == "sparse"
+    assert resolve_settings(TrainConfig(task="pour"), "HInDex/Pour-v0").reward_type == "dense"
     assert paper_settings("HInDex/Hammer-v0")["ema_momentum"] == 0.1
     assert paper_settings("HInDex/RelocateLargeClamp-v0")["num_demos"] == 50
     assert paper_settings("HInDex/RelocateSugarBox-v0")["camera"] == "sideview"

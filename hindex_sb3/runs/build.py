@@ -26,7 +26,7 @@ def make_env_kwargs(cfg: TrainConfig, obs_mode: str | None = None) -> dict[str, 
             kwargs["camera"] = cfg.camera
     if cfg.horizon is not None:
         kwargs["max_episode_steps"] = cfg.horizon
-    if cfg.reward_type != "dense":
+    if cfg.reward_type not in (None, "dense"):
         kwargs["reward_type"] = cfg.reward_type
     return kwargs
 

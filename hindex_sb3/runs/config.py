@@ -104,8 +104,8 @@ class TrainConfig:
     image_size: int = _opt(224, "env", "rendered image side (pixels)", lo=16, hi=1024)
     horizon: int | None = _opt(None, "env", "episode length", lo=1, hi=100_000, paper=True)
     camera: str | None = _opt(None, "env", "camera name", paper=True)
-    reward_type: str = _opt("dense", "env", "env reward (Adroit 'sparse': H-InDex's mj_envs)",
-                            choices=("dense", "sparse"))  # fmt: skip
+    reward_type: str | None = _opt(None, "env", "env reward: dense (DAPG's) or sparse (H-InDex's Adroit mj_envs)",
+                                   choices=("dense", "sparse"), paper=True)  # fmt: skip
     # -- behaviour cloning
     bc_epochs: int = _opt(5, "bc", "BC epochs (0: no BC)", lo=0, hi=100_000)
     bc_batch_size: int = _opt(32, "bc", "BC minibatch size", lo=1, hi=1_000_000)

@@ -1,7 +1,8 @@
 """The paper's per-task settings, shipped as data (``hindex_sb3/runs/paper/<task>.json``).
 
 One JSON file per task holds what H-InDex's Stage 3 used: trajectories per iteration, iterations, number of
-demonstrations, the EMA-BN momentum, the RL horizon and the camera. Each file names its public sources: the
+demonstrations, the EMA-BN momentum, the RL horizon, the camera and the reward (H-InDex's vendored Adroit envs
+reward door, hammer and pen sparsely). Each file names its public sources: the
 authors' per-task configs (``stage3_RL/examples/config/{adroit,dexmv}/<task>_dapg.yaml`` in
 https://github.com/YanjieZe/H-InDex) and the paper (arXiv:2310.01404) for the momentum. A setting a user gives
 (flag, ``--set``, ``--config``, or a Python field) always wins; a task without a file uses :data:`GENERIC`.
@@ -20,9 +21,15 @@ from hindex_sb3.runs.config import TrainConfig
 __all__ = ["GENERIC", "PAPER_FIELDS", "paper_settings", "paper_tasks", "resolve_settings"]
 
 #: the fields a task file may set
-PAPER_FIELDS = ("trajectories", "iterations", "num_demos", "ema_momentum", "horizon", "camera")
+PAPER_FIELDS = ("trajectories", "iterations", "num_demos", "ema_momentum", "horizon", "camera", "reward_type")
 #: used for tasks without a file (and fields a file leaves out); horizon/camera: the env's own
-GENERIC: dict[str, Any] = {"trajectories": 100, "iterations": 100, "num_demos": 25, "ema_momentum": 0.0}
+GENERIC: dict[str, Any] = {
+    "trajectories": 100,
+    "iterations": 100,
+    "num_demos": 25,
+    "ema_momentum": 0.0,
+    "reward_type": "dense",
+}
 
 
 def _files() -> dict[str, dict[str, Any]]:
