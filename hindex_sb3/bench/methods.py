@@ -41,6 +41,7 @@ BUILTIN: dict[str, Method] = {
         Method("mvp", "mvp", description="MVP ViT-S/16 HOI (CLS token)"),
         Method("r3m", "r3m", description="R3M ResNet-50"),
         Method("rrl", "rrl", description="RRL: ImageNet ResNet-50"),
+        Method("state", "state", description="DAPG on the state vector: a privileged reference, not a representation"),
     )
 }
 
