@@ -1,0 +1,136 @@
+"""Running a plan on Ray: Stage-2 jobs first, runs as soon as their encoder exists, failures retried from checkpoints.
+
+Why Ray core tasks rather than Ray Tune: the runs are a fixed grid (no search), each run already checkpoints and
+resumes itself exactly (``hindex train``), and Stage-2 jobs are dependencies of the runs that need them: core tasks
+express that with object references, and a retried task simply resumes the run from its last checkpoint, whereas
+Tune's trial restore would be a second checkpoint mechanism around ours. Each task declares its CPU/GPU share, so
+the same plan runs on a laptop (local Ray, the default) or on a cluster (``address="auto"`` or ``ray://...``).
+
+A worker that dies (killed process, lost node) is a system failure: Ray runs the task again (``max_retries``) and
+the run continues from its last checkpoint. A run that raises is a user error (bad weights, bad demos): it is not
+retried, and the suite goes on without it. After the driver itself dies, ``run_plan(..., resume=True)`` skips every
+finished run and resubmits the rest, which resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hindex_sb3.bench import _runs
+from hindex_sb3.bench.plan import BenchError, Plan, RunSpec
+from hindex_sb3.bench.results import collect_results, run_dir, run_finished
+from hindex_sb3.bench.store import DriverLock, save_plan, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+def _set_threads(cpus: float) -> None:
+    import torch
+
+    torch.set_num_threads(max(int(cpus), 1))
+
+
+def _adapt_task(task: str, settings: dict[str, Any], job_dir: str, cpus: float) -> str:
+    _set_threads(cpus)
+    return _runs.adapt_run(task, settings, Path(job_dir))
+
+
+def _train_task(spec: dict[str, Any], env_task: str, out_dir: str, cpus: float, weights: str | None) -> dict:
+    _set_threads(cpus)
+    directory = run_dir(Path(out_dir), spec["run_id"])
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "worker.pid").write_text(str(os.getpid()))  # lets an operator (or a test) find the process
+    summary = _runs.train_run(env_task, spec["settings"], directory, weights)
+    if spec["eval_backgrounds"]:
+        _runs.evaluate_backgrounds(directory, env_task, spec["settings"], spec["eval_backgrounds"], weights)
+    return summary
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> None:
+    try:
+        import ray
+    except ImportError as err:
+        raise BenchError("hindex bench needs Ray: pip install 'hindex-sb3[bench]'") from err
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def run_plan(
+    plan: Plan,
+    out: str | Path,
+    *,
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
+    max_retries: int = 3,
+    resume: bool = False,
+    num_cpus: int | None = None,
+    on_event: Event | None = None,
+    poll_s: float = 5.0,
+) -> dict[str, Any]:
+    """Execute ``plan`` into ``out``; returns ``{"finished": [...], "failed": {...}, "skipped": [...]}``."""
+    out = Path(out)
+    if cpus_per_run <= 0 or gpus_per_run < 0 or max_retries < 0:
+        raise BenchError("--cpus-per-run must be > 0, --gpus-per-run >= 0 and max_retries >= 0")
+    out.mkdir(parents=True, exist_ok=True)
+    plan = save_plan(out, plan, resume=resume)
+    emit = on_event or (lambda kind, info: logger.info("%s %s", kind, info))
+    with DriverLock(out):
+        _init_ray(address, num_cpus)
+        return _drive(plan, out, cpus_per_run, gpus_per_run, max_retries, emit, poll_s)
+
+
+def _drive(plan: Plan, out: Path, cpus: float, gpus: float, retries: int, emit: Event, poll_s: float) -> dict:
+    import ray
+
+    options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries, "retry_exceptions": False}
+    adapt_fn = ray.remote(_adapt_task).options(**options)
+    train_fn = ray.remote(_train_task).options(**options)
+    todo = [r for r in plan.runs if not run_finished(out, r.run_id)]
+    skipped = [r.run_id for r in plan.runs if r not in todo]
+    if skipped:
+        emit("skipped", {"runs": skipped})
+    adapt_refs = {}
+    for job in plan.adapt_jobs:
+        if job.supplied or not any(r.adapt == job.key for r in todo):
+            continue
+        adapt_refs[job.key] = adapt_fn.remote(job.task, job.settings, str(out / "adapt" / job.key), cpus)
+    pending: dict[Any, RunSpec] = {}
+    for spec in todo:
+        job = plan.adapt_job(spec.adapt)
+        weights = adapt_refs.get(spec.adapt) or (job.supplied if job else None)
+        ref = train_fn.remote(spec.__dict__ | {}, _runs.canonical_task(spec.task), str(out), cpus, weights)
+        pending[ref] = spec
+    finished, failed = [], {}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_s)
+        for ref in ready:
+            spec = pending.pop(ref)
+            try:
+                ray.get(ref)
+                finished.append(spec.run_id)
+                emit("finished", {"run": spec.run_id})
+            except Exception as err:  # a run's own error: recorded, the suite goes on
+                failed[spec.run_id] = _error_text(err)
+                emit("failed", {"run": spec.run_id, "error": failed[spec.run_id]})
+        collect_results(out, plan)
+    status = {"finished": finished, "failed": failed, "skipped": skipped}
+    write_json_atomic(out / "status.json", status | {"time": time.time()})
+    return status
+
+
+def _error_text(err: BaseException) -> str:
+    cause = getattr(err, "cause", None)
+    return f"{type(cause or err).__name__}: {cause or err}".strip()[:2000]

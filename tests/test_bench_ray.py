@@ -1,0 +1,98 @@
+"""hindex bench on a real local Ray: retries after a killed worker, resume after a killed driver.
+
+The runs are state-based DAPG on door (the ``state`` method) with a tiny budget, so the test measures the bench's
+bookkeeping, not learning: every evaluation must be in the table exactly once, and a run that was killed and
+resumed must produce the same numbers as one that was not.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from hindex_sb3.bench import _runs, make_plan, run_plan  # noqa: E402
+from hindex_sb3.bench.results import read_results, run_dir  # noqa: E402
+
+SETTINGS = {"iterations": 6, "trajectories": 4, "horizon": 40, "eval_episodes": 1, "checkpoint_every": 1}
+ARGS = ["--profile", "smoke", "--tasks", "door", "--methods", "state", "--seeds", "0", "1"]
+ARGS += [f"--set={k}={v}" for k, v in SETTINGS.items()]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A Ray instance for this module: the one in RAY_ADDRESS, else a local one started and stopped here."""
+    started = not ray.is_initialized()
+    if started:
+        address = os.environ.get("RAY_ADDRESS")
+        ctx = ray.init(address=address, num_cpus=None if address else 2, include_dashboard=False, log_to_driver=False)
+        address = address or ctx.address_info["address"]
+    else:
+        address = ray.get_runtime_context().gcs_address
+    yield address
+    if started:
+        ray.shutdown()
+
+
+def _plan():
+    return make_plan("main", profile="smoke", tasks=["door"], methods=["state"], seeds=[0, 1], set_train=SETTINGS)
+
+
+def _table(out: Path) -> list[tuple]:
+    return [(r["method"], r["seed"], r["iteration"], r["env_frames"], r["eval_return"]) for r in read_results(out)]
+
+
+def _wait_for_checkpoint(directory: Path, timeout: float = 300.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if _runs.latest_checkpoint(directory) is not None and (directory / "worker.pid").is_file():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"no checkpoint in {directory} after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def reference(ray_address, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    status = run_plan(_plan(), out, address=ray_address, poll_s=0.2)
+    assert sorted(status["finished"]) == ["door__state__s0", "door__state__s1"] and not status["failed"]
+    table = _table(out)
+    expected_iterations = list(range(SETTINGS["iterations"] + 1))  # 0 = after behaviour cloning
+    for seed in (0, 1):
+        assert [t[2] for t in table if t[1] == seed] == expected_iterations
+    return table
+
+
+def test_killed_worker_is_retried_from_its_checkpoint(ray_address, reference, tmp_path):
+    status: dict = {}
+    thread = threading.Thread(
+        target=lambda: status.update(run_plan(_plan(), tmp_path, address=ray_address, poll_s=0.2))
+    )
+    thread.start()
+    victim = run_dir(tmp_path, "door__state__s0")
+    _wait_for_checkpoint(victim)
+    os.kill(int((victim / "worker.pid").read_text()), signal.SIGKILL)
+    thread.join(timeout=600)
+    assert not status["failed"], status
+    assert _table(tmp_path) == reference  # nothing lost, nothing twice, the same numbers as without the kill
+
+
+def test_killed_driver_resumes_without_loss(ray_address, reference, tmp_path):
+    env = os.environ | {"RAY_ADDRESS": ray_address}
+    cmd = [sys.executable, "-m", "hindex_sb3.cli", "bench", "main", *ARGS, "--out", str(tmp_path), "--no-report"]
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_checkpoint(run_dir(tmp_path, "door__state__s0"))
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert _table(tmp_path) == reference
