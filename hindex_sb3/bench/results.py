@@ -46,7 +46,7 @@ def _rows_of_run(out: Path, spec, random_weights: bool) -> list[dict[str, Any]]:
     curve = json.loads((outputs / "curve.json").read_text())
     rows, wall = [], 0.0
     for entry in curve:
-        wall += float(entry.get("wall_s", sum(entry.get("time_s", {}).values())))
+        wall += float(entry.get("wall_s", 0.0))  # seconds of that iteration, evaluation included
         if "eval_return" not in entry:
             continue
         rows.append(
