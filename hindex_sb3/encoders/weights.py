@@ -47,6 +47,7 @@ __all__ = [
     "WeightsError",
     "WeightsUnavailableError",
     "cache_home",
+    "check_finite_state",
     "get_weight_spec",
     "list_weights",
     "load_checkpoint",
@@ -249,7 +250,23 @@ def load_weights(spec: WeightSpec | str, weights: str | os.PathLike | None = "de
         state = spec.converter(ckpt)
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err} (expected layout for {spec.name}: {spec.key_layout})") from err
+    check_finite_state(state, f"{spec.name} weights {path}")
     return state, path
+
+
+def check_finite_state(state: Mapping[str, Any], what: str) -> None:
+    """Refuse a state dict with NaN/inf in any floating tensor, naming the first such key.
+
+    A frozen encoder with one non-finite weight yields non-finite features for every image; without this check the
+    failure surfaces much later, far from its cause (e.g. inside ``torch.distributions`` during ``predict``).
+    """
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            n_bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                f"{what}: tensor {key!r} contains {n_bad} NaN or infinite value(s) (the file is damaged or was "
+                "saved from a diverged run); nothing was loaded"
+            )
 
 
 def load_state_dict_strict(
