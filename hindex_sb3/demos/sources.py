@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 import pickle
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from hindex_sb3.demos.core import Trajectory, to_trajectories
+from hindex_sb3.demos.core import ElementBudget, Trajectory, to_trajectories
 
 # Everything a DAPG demo pickle needs: numpy arrays/scalars/dtypes and builtin containers.
 _SAFE_GLOBALS = {
@@ -43,29 +45,85 @@ _SAFE_GLOBALS = {
 }
 
 
+# A pickle cannot hold more than this many array elements per byte of file (plus a floor for tiny files) without
+# referencing shared objects many times, which is how a few hundred bytes describe gigabytes (see ElementBudget).
+PICKLE_ELEMENTS_PER_BYTE = 8
+PICKLE_ELEMENTS_FLOOR = 1 << 20
+
+
+def _guarded_reconstruct(limit: int, real: Callable[..., Any]) -> Callable[..., Any]:
+    """numpy's ``_reconstruct(cls, shape, dtype)`` allocates ``shape`` before any data arrives: bound it."""
+
+    def reconstruct(cls: Any, shape: Any, dtype: Any) -> Any:
+        dims = shape if isinstance(shape, tuple) else (shape,)
+        if not all(isinstance(d, int) and d >= 0 for d in dims) or math.prod(dims) > limit:
+            raise pickle.UnpicklingError(f"array of shape {shape!r} is larger than this file can hold")
+        return real(cls, shape, dtype)
+
+    return reconstruct
+
+
+def _guarded_bytearray(limit: int) -> Callable[..., bytearray]:
+    """``bytearray(n)`` allocates n bytes from one small integer: bound it by the file size."""
+
+    def make(*args: Any) -> bytearray:
+        if args and isinstance(args[0], int) and not 0 <= args[0] <= limit:
+            raise pickle.UnpicklingError(f"bytearray({args[0]}) is larger than this file can hold")
+        return bytearray(*args)
+
+    return make
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, *, limit: int, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._limit = limit
+
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refused to load {module}.{name}: demonstration pickles may only contain numpy arrays and plain "
-            "containers (a pickle that asks for other classes can execute code)"
-        )
+        if (module, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name}: demonstration pickles may only contain numpy arrays and plain "
+                "containers (a pickle that asks for other classes can execute code)"
+            )
+        found = super().find_class(module, name)
+        if name == "_reconstruct":
+            return _guarded_reconstruct(self._limit, found)
+        if (module, name) == ("builtins", "bytearray"):
+            return _guarded_bytearray(self._limit)
+        return found
+
+
+_MAGIC = {
+    b"PK\x03\x04": "a zip archive (an .npz?); read .npz demonstrations with load_npz (--demos FILE.npz)",
+    b"PK\x05\x06": "an empty zip archive, not a demonstration pickle",
+    b"\x93NUMPY": "a single .npy array, not a demonstration pickle",
+}
 
 
 def load_dapg_pickle(path: str | Path) -> list[Trajectory]:
-    """Read a DAPG demonstration pickle (a list of dicts with observations, actions, rewards, init_state_dict)."""
+    """Read a DAPG demonstration pickle (a list of dicts with observations, actions, rewards, init_state_dict).
+
+    Nothing in the file can run code (only numpy arrays and plain containers are built), and the arrays built are
+    bounded by the file's size (:data:`PICKLE_ELEMENTS_PER_BYTE`), so a crafted file is refused, not expanded.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no demonstration file at {path}")
     data = path.read_bytes()
+    for magic, what in _MAGIC.items():
+        if data.startswith(magic):
+            raise ValueError(f"{path} is {what}")
+    limit = max(PICKLE_ELEMENTS_FLOOR, PICKLE_ELEMENTS_PER_BYTE * len(data))
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError:
-        raise
+        obj = _RestrictedUnpickler(io.BytesIO(data), limit=limit, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(f"{path}: {err}") from None
     except Exception as err:
-        raise ValueError(f"{path} is not a readable demonstration pickle: {err}") from err
-    return to_trajectories(obj)
+        raise ValueError(f"{path} is not a readable demonstration pickle: {type(err).__name__}: {err}") from None
+    try:
+        return to_trajectories(obj, budget=ElementBudget(limit, ""))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def save_npz(trajectories: Any, path: str | Path) -> Path:
@@ -104,39 +162,128 @@ def _parse_npz_key(name: str) -> tuple[str, str, int] | None:
     return None
 
 
-def load_npz(path: str | Path) -> list[Trajectory]:
-    """Read demonstrations written by :func:`save_npz` (or in ``shared/data``'s demo layout)."""
+#: Default bound on the uncompressed bytes :func:`load_npz` reads from one file (raise it for very large pixel sets).
+MAX_NPZ_BYTES = 8 << 30
+#: A member may inflate at most this many times its compressed size once it is larger than NPZ_RATIO_FLOOR bytes:
+#: deflate gains ~1-10x on observations and actions; ~1000x means constant filler, i.e. a decompression bomb.
+MAX_COMPRESSION_RATIO = 200
+NPZ_RATIO_FLOOR = 64 << 20
+
+
+def _read_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a member's .npy header, checked against the zip's declared size; inflates ~100 bytes."""
+    with zf.open(info) as fp:
+        try:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        except ValueError as err:
+            raise ValueError(f"{where}: not a numpy array ({err})") from None
+        header_len = fp.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{where}: holds Python objects (dtype {dtype}); demonstrations are numeric arrays")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if header_len + nbytes != info.file_size:
+        raise ValueError(
+            f"{where}: its header declares shape {shape} of {dtype} ({nbytes:,} bytes) but the archive says the "
+            f"member holds {info.file_size - header_len:,} bytes: the file is damaged or crafted"
+        )
+    return shape, dtype
+
+
+def _check_npz_members(path: Path, zf: zipfile.ZipFile, names: list[str], max_bytes: int) -> None:
+    """Refuse, from the zip and .npy headers alone, members that would inflate beyond any plausible demonstration."""
+    total = 0
+    for name in names:
+        where = f"{path}: entry {name!r}"
+        info = zf.getinfo(name + ".npy") if name + ".npy" in zf.NameToInfo else zf.getinfo(name)
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > NPZ_RATIO_FLOOR and ratio > MAX_COMPRESSION_RATIO:
+            raise ValueError(
+                f"{where} would inflate {info.compress_size:,} compressed bytes to {info.file_size:,} "
+                f"({ratio:,.0f}x): no demonstration compresses like that (a decompression bomb?); nothing was inflated"
+            )
+        total += info.file_size
+        if total > max_bytes:
+            raise ValueError(
+                f"{where}: the demonstrations would take more than max_bytes={max_bytes:,} bytes of memory "
+                "(pass a larger max_bytes to load_npz if the file is genuine)"
+            )
+        _read_npy_header(zf, info, where)
+
+
+def _n_demos(path: Path, f: Any, n_action_entries: int) -> int:
+    if "n_demos" not in f.files:
+        raise ValueError(f"{path} has no 'n_demos' entry: not a demonstration file (keys: {f.files[:8]})")
+    raw = f["n_demos"]
+    if raw.shape not in ((), (1,)) or raw.dtype.kind not in "iu":
+        raise ValueError(
+            f"{path}: n_demos must be one integer, got an array of shape {raw.shape} and dtype {raw.dtype}"
+        )
+    n = int(raw.reshape(()))
+    if n < 1:
+        raise ValueError(f"{path} holds no demonstrations (n_demos = {n}); an empty demonstration set is an error")
+    if n > n_action_entries:
+        raise ValueError(f"{path}: n_demos = {n:,} but the file has actions for only {n_action_entries} demonstrations")
+    return n
+
+
+def _open_npz(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head.startswith(b"\x80") or head.startswith(b"(lp") or head.startswith(b"]q"):
+        raise ValueError(f"{path} is a pickle, not an .npz file: read DAPG pickles with load_dapg_pickle")
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{path} is a single .npy array, not an .npz demonstration file (see save_npz)")
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise ValueError(f"{path} is not an .npz (zip) file (it starts with {head!r})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+
+
+def load_npz(path: str | Path, *, max_bytes: int = MAX_NPZ_BYTES) -> list[Trajectory]:
+    """Read demonstrations written by :func:`save_npz` (or in ``shared/data``'s demo layout).
+
+    Counts and sizes come from the file's own headers and are checked before anything is inflated: ``n_demos``
+    must be one integer backed by that many action entries, each member's .npy header must agree with the zip's
+    declared size, no member may inflate like a decompression bomb, and the total stays within ``max_bytes``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no demonstration file at {path}")
-    try:
-        f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+    f = _open_npz(path)
     with f:
-        if "n_demos" not in f.files:
-            raise ValueError(f"{path} has no 'n_demos' entry: not a demonstration file (keys: {f.files[:8]})")
-        n = int(f["n_demos"])
-        parts: list[dict[str, Any]] = [{"obs": {}, "init": {}} for _ in range(n)]
-        for name in f.files:
-            parsed = _parse_npz_key(name)
-            if parsed is None:
-                continue
-            kind, key, idx = parsed
-            if idx >= n:
-                raise ValueError(f"{path}: entry {name} is beyond n_demos={n}")
-            if kind == "obs":
-                parts[idx]["obs"][key] = f[name]
-            elif kind == "init":
-                parts[idx]["init"][key] = f[name]
-            else:
-                parts[idx][kind] = f[name]
+        entries = [(name, parsed) for name in f.files if (parsed := _parse_npz_key(name)) is not None]
+        try:
+            _check_npz_members(
+                path, f.zip, [name for name, _ in entries] + ["n_demos"] * ("n_demos" in f.files), max_bytes
+            )
+            n = _n_demos(path, f, len({idx for _, (kind, _, idx) in entries if kind == "acts"}))
+            parts: list[dict[str, Any]] = [{"obs": {}, "init": {}} for _ in range(n)]
+            for name, (kind, key, idx) in entries:
+                if idx >= n:
+                    raise ValueError(f"{path}: entry {name} is beyond n_demos={n}")
+                if kind in ("obs", "init"):
+                    parts[idx][kind][key] = f[name]
+                else:
+                    parts[idx][kind] = f[name]
+        except (zipfile.BadZipFile, OSError, EOFError) as err:  # truncated or corrupt member data
+            raise ValueError(f"{path} is damaged: {err}") from None
     trajectories = []
     for i, p in enumerate(parts):
         if "acts" not in p or not p["obs"]:
             raise ValueError(f"{path}: demonstration {i} lacks observations or actions")
         obs = p["obs"][""] if set(p["obs"]) == {""} else p["obs"]
-        trajectories.append(Trajectory(obs, p["acts"], p.get("rews"), p["init"] or None))
+        try:
+            trajectories.append(Trajectory(obs, p["acts"], p.get("rews"), p["init"] or None))
+        except ValueError as err:
+            raise ValueError(f"{path}: demonstration {i}: {err}") from None
     return trajectories
 
 
