@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "check_choice",
+    "check_dapg_args",
     "check_encoder_options",
     "check_extractor_options",
     "check_flag",
@@ -144,3 +145,41 @@ def check_extractor_options(
     check_hidden("hidden", hidden)
     check_str("pixels_key", pixels_key)
     check_str("proprio_key", proprio_key)
+
+
+# DAPG's numeric constructor arguments: (check, bounds). Ranges are those under which the algorithm is defined.
+_DAPG_INTS = {
+    "n_trajectories": (1, 1_000_000),
+    "bc_epochs": (0, None),
+    "bc_batch_size": (1, None),
+    "cg_iters": (1, 10_000),
+    "vf_epochs": (0, None),
+    "vf_batch_size": (1, None),
+    "feature_batch_size": (1, None),
+    "stats_window_size": (1, None),
+    "verbose": (0, None),
+}
+_DAPG_REALS = {  # name: (minimum, maximum, minimum inclusive)
+    "step_size": (0.0, None, False),
+    "gamma": (0.0, 1.0, True),
+    "gae_lambda": (0.0, 1.0, True),
+    "lam0": (0.0, None, True),
+    "lam1": (0.0, 1.0, True),
+    "bc_lr": (0.0, None, False),
+    "cg_damping": (0.0, None, True),
+    "hvp_sample_frac": (0.0, 1.0, False),
+    "input_scale_floor": (0.0, None, False),
+}
+
+
+def check_dapg_args(args: dict[str, Any]) -> None:
+    """Check ``DAPG.__init__``'s numeric arguments (pass its ``locals()``) before SB3 builds anything."""
+    for name, (lo, hi) in _DAPG_INTS.items():
+        check_int(name, args[name], minimum=lo, maximum=hi)
+    for name, (lo, hi, lo_inclusive) in _DAPG_REALS.items():
+        check_real(name, args[name], minimum=lo, maximum=hi, min_inclusive=lo_inclusive)
+    if not callable(args["learning_rate"]):
+        check_real("learning_rate", args["learning_rate"], minimum=0.0, min_inclusive=False)
+    check_choice("demo_weight", args["demo_weight"], ("mjrl", "paper"))
+    if args["seed"] is not None:
+        check_int("seed", args["seed"], minimum=0)
