@@ -19,6 +19,7 @@ __all__ = [
     "check_extractor_options",
     "check_flag",
     "check_hidden",
+    "check_inflation",
     "check_int",
     "check_real",
     "check_str",
@@ -183,3 +184,19 @@ def check_dapg_args(args: dict[str, Any]) -> None:
     check_choice("demo_weight", args["demo_weight"], ("mjrl", "paper"))
     if args["seed"] is not None:
         check_int("seed", args["seed"], minimum=0)
+
+
+#: A zip member larger than INFLATION_FLOOR bytes may inflate at most MAX_INFLATION times its compressed size:
+#: deflate gains ~1-10x on observations and weights; ~1000x means constant filler, i.e. a decompression bomb.
+MAX_INFLATION = 200
+INFLATION_FLOOR = 64 << 20
+
+
+def check_inflation(where: str, declared: int, compressed: int) -> None:
+    """Refuse, from a zip header alone, a member that would inflate like a decompression bomb."""
+    ratio = declared / max(compressed, 1)
+    if declared > INFLATION_FLOOR and ratio > MAX_INFLATION:
+        raise ValueError(
+            f"{where} would inflate {compressed:,} compressed bytes to {declared:,} ({ratio:,.0f}x): no genuine "
+            "file compresses like that (a decompression bomb?); nothing was inflated"
+        )

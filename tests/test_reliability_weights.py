@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -99,6 +101,21 @@ def test_non_finite_frankmocap_checkpoint_is_refused_naming_the_first_bad_key(tm
     path = save(ckpt, tmp_path / "pose_shape_best.pth")
     with pytest.raises(CheckpointError, match=r"'layer2\.0\.conv1\.weight' contains 1 NaN"):
         create_encoder("hindex", weights=path)
+
+
+def test_a_deflated_checkpoint_that_inflates_like_a_bomb_is_refused_from_its_zip_headers(tmp_path):
+    plain = save({"0.weight": torch.zeros(20_000_000)}, tmp_path / "plain.pth")  # 80 MB, stored uncompressed
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info.filename))
+    assert bomb.stat().st_size < 1_000_000
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"bomb\.pth: member .*would inflate .*decompression bomb"):
+        create_encoder(TINY, weights=bomb)
+    assert time.perf_counter() - start < 1.0
+    with pytest.raises(CheckpointError, match="does not match the module"):  # the honest file gets to the loader
+        create_encoder(TINY, weights=plain)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

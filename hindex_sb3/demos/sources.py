@@ -24,6 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hindex_sb3._validation import INFLATION_FLOOR, MAX_INFLATION, check_inflation
 from hindex_sb3.demos.core import ElementBudget, Trajectory, to_trajectories
 
 # Everything a DAPG demo pickle needs: numpy arrays/scalars/dtypes and builtin containers.
@@ -164,10 +165,9 @@ def _parse_npz_key(name: str) -> tuple[str, str, int] | None:
 
 #: Default bound on the uncompressed bytes :func:`load_npz` reads from one file (raise it for very large pixel sets).
 MAX_NPZ_BYTES = 8 << 30
-#: A member may inflate at most this many times its compressed size once it is larger than NPZ_RATIO_FLOOR bytes:
-#: deflate gains ~1-10x on observations and actions; ~1000x means constant filler, i.e. a decompression bomb.
-MAX_COMPRESSION_RATIO = 200
-NPZ_RATIO_FLOOR = 64 << 20
+#: see :func:`hindex_sb3._validation.check_inflation`
+MAX_COMPRESSION_RATIO = MAX_INFLATION
+NPZ_RATIO_FLOOR = INFLATION_FLOOR
 
 
 def _read_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -201,12 +201,7 @@ def _check_npz_members(path: Path, zf: zipfile.ZipFile, names: list[str], max_by
     for name in names:
         where = f"{path}: entry {name!r}"
         info = zf.getinfo(name + ".npy") if name + ".npy" in zf.NameToInfo else zf.getinfo(name)
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size > NPZ_RATIO_FLOOR and ratio > MAX_COMPRESSION_RATIO:
-            raise ValueError(
-                f"{where} would inflate {info.compress_size:,} compressed bytes to {info.file_size:,} "
-                f"({ratio:,.0f}x): no demonstration compresses like that (a decompression bomb?); nothing was inflated"
-            )
+        check_inflation(where, info.file_size, info.compress_size)
         total += info.file_size
         if total > max_bytes:
             raise ValueError(

@@ -20,6 +20,7 @@ import argparse
 import logging
 import os
 import pickle
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from hindex_sb3._validation import check_inflation
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +226,7 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     to the weights; it only carries plain values. Anything else that is not tensors/containers is refused.
     """
     path = Path(path)
+    _check_zip_inflation(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -237,6 +241,20 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     except Exception as err:  # garbage bytes surface as almost any exception type from the unpickler
         reason = f"{type(err).__name__}: {err}"
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {reason}") from err
+
+
+def _check_zip_inflation(path: Path) -> None:
+    """torch.load inflates deflated zip members: refuse a bomb from the zip headers before it does."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                check_inflation(f"{path}: member {info.filename!r}", info.file_size, info.compress_size)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    except (zipfile.BadZipFile, OSError):
+        return  # let torch.load report the damage in its own words
 
 
 def load_weights(spec: WeightSpec | str, weights: str | os.PathLike | None = "default", *, progress: bool = True):
