@@ -169,7 +169,7 @@ _DAPG_REALS = {  # name: (minimum, maximum, minimum inclusive)
     "bc_lr": (0.0, None, False),
     "cg_damping": (0.0, None, True),
     "hvp_sample_frac": (0.0, 1.0, False),
-    "input_scale_floor": (0.0, None, False),
+    "input_scale_floor": (0.0, None, True),  # 0: no floor
 }
 
 

@@ -27,7 +27,7 @@ from hindex_sb3.dapg import DAPG
         ({"cg_damping": -1e-4}, ValueError, "cg_damping must be >= 0.0"),
         ({"hvp_sample_frac": 0.0}, ValueError, "hvp_sample_frac must be > 0.0"),
         ({"vf_batch_size": False}, TypeError, "vf_batch_size must be an integer"),
-        ({"input_scale_floor": 0.0}, ValueError, "input_scale_floor must be > 0.0"),
+        ({"input_scale_floor": -1.0}, ValueError, "input_scale_floor must be >= 0.0"),
         ({"feature_batch_size": 0}, ValueError, "feature_batch_size must be >= 1"),
         ({"learning_rate": float("nan")}, ValueError, "learning_rate must be finite"),
         ({"learning_rate": -1e-3}, ValueError, "learning_rate must be > 0.0"),
