@@ -84,21 +84,37 @@ def test_an_npy_header_claiming_more_than_the_member_holds_is_refused(tmp_path):
     _refused_fast(lambda: load_npz(path), ValueError, r"entry 'obs_0'.*declares shape \(10000000000, 39\)")
 
 
-def test_a_compressed_member_that_inflates_like_a_bomb_is_refused_before_inflating(tmp_path):
-    path = tmp_path / "bomb.npz"
-    size = NPZ_RATIO_FLOOR + (1 << 20)  # just past the floor; docs/reliability.md measures the 2 GB version
+def _bomb_npz(path, small: dict[str, np.ndarray], big: str):
+    """An .npz whose member ``big`` is just past the inflation floor of zeros (docs measure a 2 GB version)."""
+    size = NPZ_RATIO_FLOOR + (1 << 20)
     zeros = bytes(1 << 20)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        zf.writestr("n_demos.npy", _npy_bytes((), "<i8") + np.int64(1).tobytes())
-        zf.writestr("acts_0.npy", _npy_bytes((1, 1), "<f4") + bytes(4))
-        header = _npy_bytes((size,))
-        with zf.open("obs_0.npy", "w", force_zip64=True) as w:
-            w.write(header)
+        for name, value in small.items():
+            buf = io.BytesIO()
+            np.save(buf, value)
+            zf.writestr(f"{name}.npy", buf.getvalue())
+        with zf.open(f"{big}.npy", "w", force_zip64=True) as w:
+            w.write(_npy_bytes((size,)))
             for _ in range(size >> 20):
                 w.write(zeros)
-    info = zipfile.ZipFile(path).getinfo("obs_0.npy")
+    info = zipfile.ZipFile(path).getinfo(f"{big}.npy")
     assert info.file_size / info.compress_size > MAX_COMPRESSION_RATIO
+    return path
+
+
+def test_a_compressed_member_that_inflates_like_a_bomb_is_refused_before_inflating(tmp_path):
+    path = _bomb_npz(tmp_path / "bomb.npz", {"n_demos": np.asarray(1), "acts_0": np.zeros((1, 1))}, "obs_0")
     _refused_fast(lambda: load_npz(path), ValueError, r"entry 'obs_0' would inflate .*decompression bomb")
+
+
+def test_expert_and_frame_files_are_bounded_the_same_way(tmp_path):
+    from hindex_sb3.adapt import FrameDataset, FrameDatasetError
+    from hindex_sb3.experts import NpzMLPPolicy
+
+    expert = _bomb_npz(tmp_path / "expert.npz", {"fc1_b": np.zeros(4)}, "fc0_w")
+    _refused_fast(lambda: NpzMLPPolicy.load(expert), ValueError, r"entry 'fc0_w' would inflate")
+    frames = _bomb_npz(tmp_path / "frames.npz", {"format": np.asarray("hindex_sb3.frames/1")}, "frames")
+    _refused_fast(lambda: FrameDataset.load(frames), FrameDatasetError, r"entry 'frames' would inflate")
 
 
 def test_max_bytes_bounds_the_total(tmp_path):

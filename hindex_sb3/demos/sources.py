@@ -24,7 +24,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from hindex_sb3._validation import INFLATION_FLOOR, MAX_INFLATION, check_inflation
+from hindex_sb3._npz import MAX_NPZ_BYTES, open_npz
+from hindex_sb3._validation import INFLATION_FLOOR, MAX_INFLATION
 from hindex_sb3.demos.core import ElementBudget, Trajectory, to_trajectories
 
 # Everything a DAPG demo pickle needs: numpy arrays/scalars/dtypes and builtin containers.
@@ -163,52 +164,9 @@ def _parse_npz_key(name: str) -> tuple[str, str, int] | None:
     return None
 
 
-#: Default bound on the uncompressed bytes :func:`load_npz` reads from one file (raise it for very large pixel sets).
-MAX_NPZ_BYTES = 8 << 30
 #: see :func:`hindex_sb3._validation.check_inflation`
 MAX_COMPRESSION_RATIO = MAX_INFLATION
 NPZ_RATIO_FLOOR = INFLATION_FLOOR
-
-
-def _read_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from a member's .npy header, checked against the zip's declared size; inflates ~100 bytes."""
-    with zf.open(info) as fp:
-        try:
-            version = np.lib.format.read_magic(fp)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
-        except ValueError as err:
-            raise ValueError(f"{where}: not a numpy array ({err})") from None
-        header_len = fp.tell()
-    if dtype.hasobject:
-        raise ValueError(f"{where}: holds Python objects (dtype {dtype}); demonstrations are numeric arrays")
-    nbytes = math.prod(shape) * dtype.itemsize
-    if header_len + nbytes != info.file_size:
-        raise ValueError(
-            f"{where}: its header declares shape {shape} of {dtype} ({nbytes:,} bytes) but the archive says the "
-            f"member holds {info.file_size - header_len:,} bytes: the file is damaged or crafted"
-        )
-    return shape, dtype
-
-
-def _check_npz_members(path: Path, zf: zipfile.ZipFile, names: list[str], max_bytes: int) -> None:
-    """Refuse, from the zip and .npy headers alone, members that would inflate beyond any plausible demonstration."""
-    total = 0
-    for name in names:
-        where = f"{path}: entry {name!r}"
-        info = zf.getinfo(name + ".npy") if name + ".npy" in zf.NameToInfo else zf.getinfo(name)
-        check_inflation(where, info.file_size, info.compress_size)
-        total += info.file_size
-        if total > max_bytes:
-            raise ValueError(
-                f"{where}: the demonstrations would take more than max_bytes={max_bytes:,} bytes of memory "
-                "(pass a larger max_bytes to load_npz if the file is genuine)"
-            )
-        _read_npy_header(zf, info, where)
 
 
 def _n_demos(path: Path, f: Any, n_action_entries: int) -> int:
@@ -227,21 +185,6 @@ def _n_demos(path: Path, f: Any, n_action_entries: int) -> int:
     return n
 
 
-def _open_npz(path: Path) -> Any:
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    if head.startswith(b"\x80") or head.startswith(b"(lp") or head.startswith(b"]q"):
-        raise ValueError(f"{path} is a pickle, not an .npz file: read DAPG pickles with load_dapg_pickle")
-    if head.startswith(b"\x93NUMPY"):
-        raise ValueError(f"{path} is a single .npy array, not an .npz demonstration file (see save_npz)")
-    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        raise ValueError(f"{path} is not an .npz (zip) file (it starts with {head!r})")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
-
-
 def load_npz(path: str | Path, *, max_bytes: int = MAX_NPZ_BYTES) -> list[Trajectory]:
     """Read demonstrations written by :func:`save_npz` (or in ``shared/data``'s demo layout).
 
@@ -252,13 +195,10 @@ def load_npz(path: str | Path, *, max_bytes: int = MAX_NPZ_BYTES) -> list[Trajec
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no demonstration file at {path}")
-    f = _open_npz(path)
+    f = open_npz(path, lambda name: name == "n_demos" or _parse_npz_key(name) is not None, max_bytes=max_bytes)
     with f:
         entries = [(name, parsed) for name in f.files if (parsed := _parse_npz_key(name)) is not None]
         try:
-            _check_npz_members(
-                path, f.zip, [name for name, _ in entries] + ["n_demos"] * ("n_demos" in f.files), max_bytes
-            )
             n = _n_demos(path, f, len({idx for _, (kind, _, idx) in entries if kind == "acts"}))
             parts: list[dict[str, Any]] = [{"obs": {}, "init": {}} for _ in range(n)]
             for name, (kind, key, idx) in entries:
