@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from hindex_sb3.demos import Trajectory, load_dapg_pickle, load_npz, save_npz, to_trajectories
+from hindex_sb3.demos import Trajectory, load_dapg_pickle, load_npz, rollout, save_npz, to_trajectories
 from hindex_sb3.demos.sources import MAX_COMPRESSION_RATIO, NPZ_RATIO_FLOOR
 
 FAST_S = 1.0  # "well under a second" on a loaded 2-core machine; measured values are in docs/reliability.md
@@ -248,3 +248,25 @@ def test_init_state_must_be_a_dict():
 def test_a_string_is_not_a_demonstration_collection():
     with pytest.raises(TypeError, match="cannot read demonstrations from str"):
         to_trajectories("door_demos.pickle")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Expert rollouts
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n_episodes": 0}, ValueError, "n_episodes must be >= 1"),
+        ({"n_episodes": True}, TypeError, "n_episodes must be an integer"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
+        ({"max_steps": 2.5}, TypeError, "max_steps must be an integer"),
+        ({"max_attempts": 1, "n_episodes": 3}, ValueError, "max_attempts must be >= 3"),
+        ({"only_successful": "yes"}, TypeError, "only_successful must be True or False"),
+        ({"env_kwargs": [("obs_mode", "state")]}, TypeError, "env_kwargs must be a dict"),
+    ],
+)
+def test_rollout_checks_its_arguments_before_building_the_env(kwargs, exc, match):
+    kwargs = {"n_episodes": 1, **kwargs}
+    with pytest.raises(exc, match=match):
+        rollout("HInDex/Door-v0", lambda obs: np.zeros(28), **kwargs)

@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from hindex_sb3._npz import MAX_NPZ_BYTES, open_npz
-from hindex_sb3._validation import INFLATION_FLOOR, MAX_INFLATION
+from hindex_sb3._validation import INFLATION_FLOOR, MAX_INFLATION, check_flag, check_int
 from hindex_sb3.demos.core import ElementBudget, Trajectory, to_trajectories
 
 # Everything a DAPG demo pickle needs: numpy arrays/scalars/dtypes and builtin containers.
@@ -289,9 +289,7 @@ def _as_action_fn(policy: PolicyLike, deterministic: bool, rng: np.random.Genera
 def episode_limit(env: gym.Env, max_steps: int | None) -> int:
     """Steps per episode: ``max_steps``, else the env's registered time limit, else its ``default_horizon``."""
     if max_steps is not None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        return max_steps
+        return check_int("max_steps", max_steps, minimum=1)
     spec_limit = env.spec.max_episode_steps if env.spec is not None else None
     return int(spec_limit or getattr(env.unwrapped, "default_horizon", 1000))
 
@@ -336,8 +334,16 @@ def rollout(
     :returns: trajectories whose ``init_state`` is ``env.unwrapped.get_env_state()`` right after the reset and whose
         ``infos`` hold ``is_success``, ``seed``, ``goal_achieved`` (per step) and ``goal_steps``.
     """
-    if n_episodes < 0:
-        raise ValueError(f"n_episodes must be >= 0, got {n_episodes}")
+    check_int("n_episodes", n_episodes, minimum=1)  # an empty demonstration set is an error, not []
+    check_int("seed", seed, minimum=0)
+    check_flag("deterministic", deterministic)
+    check_flag("only_successful", only_successful)
+    if max_attempts is not None:
+        check_int("max_attempts", max_attempts, minimum=n_episodes)
+    if max_steps is not None:
+        check_int("max_steps", max_steps, minimum=1)
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise TypeError(f"env_kwargs must be a dict, got {type(env_kwargs).__name__}")
     own_env = isinstance(env, str)
     if isinstance(env, str):
         env = gym.make(env, **(env_kwargs or {}))
