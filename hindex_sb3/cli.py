@@ -259,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=224, help="model input (multiple of 32; 224 -> 56x56 heatmaps)")
     p.add_argument("--frame-size", type=int, default=None, help="render size (default image-size * 256/224)")
     p.add_argument(
-        "--policy", default="auto", help="auto | random | scripted | expert:PATH.npz | DEMOS.npz | ALGO:MODEL.zip"
+        "--policy",
+        default="auto",
+        help="auto | random | scripted | expert:PATH.npz | DEMOS.npz | ALGO:MODEL.zip (an SB3 zip holds pickled "
+        "Python objects: loading it can run code, so use only zips you trust)",
     )
     p.add_argument("--deterministic", action="store_true", help="mean actions for experts/SB3 (default: sampled)")
     p.add_argument("--camera", default=None)
