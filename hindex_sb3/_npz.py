@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hindex_sb3._validation import check_inflation
+from hindex_sb3._validation import check_inflation, check_int
 
 __all__ = ["MAX_NPZ_BYTES", "open_npz"]
 
@@ -83,6 +83,7 @@ def open_npz(path: str | Path, select: Callable[[str], bool] | None = None, *, m
 
     :raises ValueError: naming the file and member, for anything that is not a plain, honestly sized .npz.
     """
+    check_int("max_bytes", max_bytes, minimum=1)
     path = Path(path)
     _check_magic(path)
     try:

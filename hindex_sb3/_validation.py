@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "check_choice",
     "check_dapg_args",
+    "check_device",
     "check_encoder_options",
     "check_extractor_options",
     "check_flag",
@@ -200,3 +201,20 @@ def check_inflation(where: str, declared: int, compressed: int) -> None:
             f"{where} would inflate {compressed:,} compressed bytes to {declared:,} ({ratio:,.0f}x): no genuine "
             "file compresses like that (a decompression bomb?); nothing was inflated"
         )
+
+
+def check_device(name: str, value: Any) -> None:
+    """``None``, ``"auto"``, a ``torch.device``, a CUDA index, or a string ``torch.device`` parses (``"cuda:0"``)."""
+    import torch
+
+    if value is None or isinstance(value, torch.device) or value == "auto":
+        return
+    if _is_int(value):  # torch's shorthand for a CUDA index
+        check_int(name, value, minimum=0)
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a device name, a CUDA index or a torch.device, got {value!r}")
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{name} {value!r} is not a torch device ({err})") from None

@@ -121,6 +121,8 @@ def test_max_bytes_bounds_the_total(tmp_path):
     path = save_npz([{"observations": np.zeros((100, 39)), "actions": np.zeros((100, 28))}], tmp_path / "d.npz")
     assert len(load_npz(path)) == 1
     _refused_fast(lambda: load_npz(path, max_bytes=10_000), ValueError, "max_bytes=10,000")
+    with pytest.raises(TypeError, match="max_bytes must be an integer"):
+        load_npz(path, max_bytes=True)
 
 
 def test_a_pickle_given_to_the_npz_loader_says_which_loader_to_use(tmp_path):

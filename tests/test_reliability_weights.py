@@ -179,6 +179,9 @@ def test_fresh_model_with_a_broken_cache_fails_at_its_first_forward_naming_the_f
         ({"weights": 3}, TypeError, "weights"),
         ({"weights": ""}, ValueError, "weights"),
         ({"on_unavailable": "ignore"}, ValueError, "on_unavailable"),
+        ({"device": "gpu0"}, ValueError, "device 'gpu0' is not a torch device"),
+        ({"device": True}, TypeError, "device must be a device name"),
+        ({"device": -1}, ValueError, "device must be >= 0"),
     ],
 )
 def test_create_encoder_checks_its_arguments_before_reading_any_file(kwargs, exc, name):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, VGG16_Weights
 
-from hindex_sb3._validation import check_choice, check_encoder_options, check_flag, check_str
+from hindex_sb3._validation import check_choice, check_device, check_encoder_options, check_flag, check_str
 from hindex_sb3.ema_bn import EMAScope
 from hindex_sb3.encoders import layouts
 from hindex_sb3.encoders.base import Encoder
@@ -178,6 +178,7 @@ def create_encoder(
         cuda_graphs=cuda_graphs,
     )
     check_flag("progress", progress)
+    check_device("device", device)
     check_choice("on_unavailable", on_unavailable, ("raise", "defer"))
     spec = get_encoder_spec(name)
     pending: Exception | None = None
