@@ -218,6 +218,19 @@ def test_a_self_referencing_list_is_refused(tmp_path):
     path = tmp_path / "cycle.pickle"
     path.write_bytes(pickle.dumps([{"observations": x, "actions": [[0.0]]}]))
     _refused_fast(lambda: load_dapg_pickle(path), ValueError, "contains itself")
+    d: dict = {"a": 1.0}
+    d["b"] = d
+    path.write_bytes(pickle.dumps([{"observations": [[0.0]], "actions": [[0.0]], "init_state_dict": d}]))
+    _refused_fast(lambda: load_dapg_pickle(path), ValueError, "init_state contains itself|a container contains itself")
+
+
+def test_deeply_nested_lists_are_refused(tmp_path):
+    x: list = [0.0]
+    for _ in range(40):
+        x = [x]
+    path = tmp_path / "deep.pickle"
+    path.write_bytes(pickle.dumps([{"observations": x, "actions": [[0.0]]}]))
+    _refused_fast(lambda: load_dapg_pickle(path), ValueError, "nested deeper than 32 levels")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

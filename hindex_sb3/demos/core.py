@@ -121,19 +121,18 @@ def count_elements(value: Any, name: str = "value", max_depth: int = 32) -> int:
     def size(x: Any, depth: int) -> int:
         if isinstance(x, np.ndarray):
             return int(x.size)
-        if isinstance(x, Mapping):
-            return sum(size(v, depth + 1) for v in x.values())
-        if not isinstance(x, (list, tuple)):
+        if not isinstance(x, (list, tuple, Mapping)):
             return 1
         key = id(x)
         if key in memo:
             if memo[key] is None:
-                raise ValueError(f"{name}: a list contains itself")
+                raise ValueError(f"{name}: a container contains itself")
             return memo[key]  # type: ignore[return-value]
         if depth > max_depth:
-            raise ValueError(f"{name}: lists nested deeper than {max_depth} levels are not an array")
+            raise ValueError(f"{name}: containers nested deeper than {max_depth} levels are not an array")
         memo[key] = None
-        memo[key] = total = sum(size(c, depth + 1) for c in x)
+        children = x.values() if isinstance(x, Mapping) else x
+        memo[key] = total = sum(size(c, depth + 1) for c in children)
         return total
 
     return size(value, 0)
