@@ -285,3 +285,19 @@ def test_rollout_checks_its_arguments_before_building_the_env(kwargs, exc, match
     kwargs = {"n_episodes": 1, **kwargs}
     with pytest.raises(exc, match=match):
         rollout("HInDex/Door-v0", lambda obs: np.zeros(28), **kwargs)
+
+
+def test_save_npz_is_atomic_and_refuses_an_empty_set(tmp_path, monkeypatch):
+    path = save_npz([{"observations": np.zeros((2, 3)), "actions": np.zeros((2, 1))}], tmp_path / "d.npz")
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_npz([{"observations": np.ones((4, 3)), "actions": np.ones((4, 1))}], path)
+    assert path.read_bytes() == before  # the previous file is intact
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="no demonstrations"):
+        save_npz(None, tmp_path / "e.npz")

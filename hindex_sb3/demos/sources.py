@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import io
 import math
+import os
 import pickle
 import re
 import zipfile
@@ -131,6 +132,8 @@ def load_dapg_pickle(path: str | Path) -> list[Trajectory]:
 def save_npz(trajectories: Any, path: str | Path) -> Path:
     """Write demonstrations in our pickle-free ``.npz`` format (readable with ``allow_pickle=False``)."""
     trajectories = to_trajectories(trajectories)
+    if not trajectories:
+        raise ValueError("no demonstrations to save (load_npz refuses an empty set)")
     arrays: dict[str, np.ndarray] = {"n_demos": np.asarray(len(trajectories))}
     for i, t in enumerate(trajectories):
         if isinstance(t.observations, dict):
@@ -144,9 +147,13 @@ def save_npz(trajectories: Any, path: str | Path) -> Path:
         for key, value in (t.init_state or {}).items():
             arrays[f"init_{key}_{i}"] = np.asarray(value)
     path = Path(path)
+    path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
-    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(tmp, path)  # an interrupted save never leaves a file that looks complete
+    return path
 
 
 _NPZ_KEYS = (
