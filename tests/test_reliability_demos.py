@@ -7,9 +7,11 @@ its own headers, fast, before materialising anything.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -291,13 +293,18 @@ def test_save_npz_is_atomic_and_refuses_an_empty_set(tmp_path, monkeypatch):
     path = save_npz([{"observations": np.zeros((2, 3)), "actions": np.zeros((2, 1))}], tmp_path / "d.npz")
     before = path.read_bytes()
 
-    def crash(*args, **kwargs):
+    def crash(file, **arrays):  # a write interrupted half way (Ctrl-C, full disk)
+        if isinstance(file, (str, os.PathLike)):
+            Path(file).write_bytes(b"partial")
+        else:
+            file.write(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(np, "savez_compressed", crash)
     with pytest.raises(KeyboardInterrupt):
         save_npz([{"observations": np.ones((4, 3)), "actions": np.ones((4, 1))}], path)
     assert path.read_bytes() == before  # the previous file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]  # and no temporary file is left behind
     monkeypatch.undo()
     with pytest.raises(ValueError, match="no demonstrations"):
         save_npz(None, tmp_path / "e.npz")

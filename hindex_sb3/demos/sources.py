@@ -150,9 +150,13 @@ def save_npz(trajectories: Any, path: str | Path) -> Path:
     path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, path)  # an interrupted save never leaves a file that looks complete
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)  # an interrupted save never leaves a file that looks complete
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
