@@ -127,7 +127,7 @@ def test_demo_refuses_an_out_path_that_is_a_file(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["adapt", "door", "--env-kwargs", "[1,2]"], ["demo", "--tasks", "x"]],  # each start imports torch: keep few
+    [["adapt", "door", *RANDOM, "--env-kwargs", "[1,2]"], ["demo", "--tasks", "x"]],  # each start imports torch
 )
 def test_the_installed_command_exits_2_without_a_traceback(tmp_path, argv):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HINDEX_SB3_OFFLINE": "1", "HINDEX_SB3_HOME": str(tmp_path)}
