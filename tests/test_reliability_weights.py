@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 import warnings
 import zipfile
@@ -116,6 +117,21 @@ def test_a_deflated_checkpoint_that_inflates_like_a_bomb_is_refused_from_its_zip
     assert time.perf_counter() - start < 1.0
     with pytest.raises(CheckpointError, match="does not match the module"):  # the honest file gets to the loader
         create_encoder(TINY, weights=plain)
+
+
+def test_a_legacy_checkpoint_declaring_storages_beyond_its_size_is_refused_before_allocating(tmp_path):
+    honest = tmp_path / "legacy.pth"
+    torch.save(_tiny_state(), honest, _use_new_zipfile_serialization=False)  # the pre-1.6 format (FrankMocap era)
+    assert create_encoder(TINY, weights=honest).weights_source == str(honest)
+    crafted = tmp_path / "crafted.pth"
+    torch.save({"0.weight": torch.zeros(12345)}, crafted, _use_new_zipfile_serialization=False)
+    data = crafted.read_bytes()
+    at = data.index(b"M" + struct.pack("<H", 12345))  # the storage's declared element count (BININT2)
+    crafted.write_bytes(data[:at] + b"J" + struct.pack("<i", 2_000_000_000) + data[at + 3 :])  # -> 8 GB of float32
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"declares tensor storages of 2,000,000,000 elements but holds only"):
+        create_encoder(TINY, weights=crafted)
+    assert time.perf_counter() - start < 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import argparse
 import logging
 import os
 import pickle
+import pickletools
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -243,9 +244,59 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {reason}") from err
 
 
+_PID_VALUES = {"BINUNICODE", "SHORT_BINUNICODE", "UNICODE", "BININT", "BININT1", "BININT2", "LONG1", "INT", "LONG"}
+
+
+def _legacy_storage_elements(path: Path) -> int:
+    """Total elements the storages of a pre-1.6 (non-zip) checkpoint declare, read from its pickles' opcodes.
+
+    torch allocates each storage at its declared size *before* reading its bytes, so a 50 KB file can ask for 8 GB.
+    Each element takes at least one byte of the file, which bounds what an honest file can declare.
+    """
+    sizes: dict[str, int] = {}
+    with open(path, "rb") as f:
+        for _ in range(3):  # magic number, protocol version, system info
+            for _op in pickletools.genops(f):
+                pass
+        stack: list[list[Any]] = []  # values pushed since each open MARK
+        memo: dict[int, Any] = {}
+        closed: list[Any] | None = None  # the tuple just built (a persistent id is a tuple of str/int)
+        last: Any = None
+        for op, arg, _ in pickletools.genops(f):
+            name = op.name
+            if name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):  # memo writes leave the stack as it is
+                memo[len(memo) if name == "MEMOIZE" else arg] = last
+                continue
+            value = arg if name in _PID_VALUES else memo.get(arg) if name in ("BINGET", "LONG_BINGET", "GET") else None
+            if name in ("BINPERSID", "PERSID") and closed and closed[0] == "storage":
+                ints = [v for v in closed if isinstance(v, int) and not isinstance(v, bool)]
+                keys = [v for v in closed[1:] if isinstance(v, str)]
+                if ints and keys:
+                    sizes[keys[0]] = ints[0]
+            closed = None
+            if name == "MARK":
+                stack.append([])
+            elif name == "TUPLE" and stack:
+                closed = stack.pop()
+            elif value is not None and stack:
+                stack[-1].append(value)
+            last = value
+    return sum(sizes.values())
+
+
 def _check_zip_inflation(path: Path) -> None:
-    """torch.load inflates deflated zip members: refuse a bomb from the zip headers before it does."""
+    """torch.load inflates deflated zip members: refuse a bomb from the zip headers before it does. Legacy
+    (non-zip) files get the equivalent bound: the storages they declare must fit in the file."""
     if not zipfile.is_zipfile(path):
+        try:
+            declared = _legacy_storage_elements(path)
+        except Exception:  # not a legacy checkpoint either: torch.load reports what it is
+            return
+        if declared > path.stat().st_size:
+            raise CheckpointError(
+                f"{path} declares tensor storages of {declared:,} elements but holds only {path.stat().st_size:,} "
+                "bytes: a damaged or crafted file (torch would allocate the declared size first); nothing was loaded"
+            )
         return
     try:
         with zipfile.ZipFile(path) as zf:
