@@ -172,6 +172,9 @@ def test_fresh_model_with_a_broken_cache_fails_at_its_first_forward_naming_the_f
     with pytest.warns(RandomWeightsWarning, match="unavailable or unreadable"):
         fresh = _ppo("default")
     with pytest.raises(CheckpointError, match=r"tiny_reliability\.pth"):
+        fresh.save(cached.parent / "fresh.zip")  # random features must not be saved as if trained
+    assert not (cached.parent / "fresh.zip").exists()
+    with pytest.raises(CheckpointError, match=r"tiny_reliability\.pth"):
         fresh.learn(4)
     with pytest.raises(CheckpointError, match=r"tiny_reliability\.pth"):  # raise=immediate for direct users
         create_encoder(TINY)

@@ -122,6 +122,12 @@ class Encoder(nn.Module):
         """
         return self
 
+    def state_dict(self, *args, **kwargs):
+        """Refuse while the weights are pending: saving a model now would store random features as if trained."""
+        if self._pending_weights_error is not None:
+            raise self._pending_weights_error
+        return super().state_dict(*args, **kwargs)
+
     # -- options -------------------------------------------------------------------------------------------------------
     def enable_ema_bn(self, scope: EMAScope = "all", momentum: float = 0.0) -> list[str]:
         """Turn the backbone's BatchNorm layers (all, or the stem ``bn1``) into :class:`EMABatchNorm2d`.
@@ -220,6 +226,6 @@ def _clear_pending_if_complete(module: Encoder, state_dict, prefix: str, *args, 
     restoring a saved policy), weights that could not be obtained at construction time are no longer needed."""
     if module._pending_weights_error is None:
         return
-    if all(prefix + key in state_dict for key in module.state_dict()):
+    if all(prefix + key in state_dict for key in nn.Module.state_dict(module)):
         module._pending_weights_error = None
         module.weights_source = "state_dict"
