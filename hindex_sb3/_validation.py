@@ -22,6 +22,7 @@ __all__ = [
     "check_hidden",
     "check_inflation",
     "check_int",
+    "check_output_dir",
     "check_real",
     "check_str",
     "check_weights_arg",
@@ -218,3 +219,18 @@ def check_device(name: str, value: Any) -> None:
         torch.device(value)
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"{name} {value!r} is not a torch device ({err})") from None
+
+
+def check_output_dir(name: str, value: Any) -> None:
+    """An output folder that exists, or can be created: no file on the way, writable where creation starts."""
+    import os
+    from pathlib import Path
+
+    out = Path(check_str(name, str(value) if isinstance(value, os.PathLike) else value)).expanduser()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{name} {out} exists and is not a folder")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())  # where mkdir would start
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{name} {out}: {existing} is a file, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{name} {out}: {existing} is not writable")

@@ -44,16 +44,15 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 def _demo_plan(args: argparse.Namespace) -> tuple[list[str], Path]:
     """Every argument of ``hindex demo`` checked (task names as ``hindex train`` takes them) before any env is built."""
-    from hindex_sb3._validation import check_int
+    from hindex_sb3._validation import check_int, check_output_dir
     from hindex_sb3.envs import resolve_env_id
     from hindex_sb3.envs.rendering import validate_image_size
 
     validate_image_size(args.image_size)
     check_int("--steps", args.steps, minimum=0, maximum=1_000_000)
     check_int("--seed", args.seed, minimum=0, maximum=2**32 - 1)
+    check_output_dir("--out", args.out)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} exists and is not a folder")
     return (env_ids() if not args.tasks else [resolve_env_id(t) for t in args.tasks]), out
 
 

@@ -72,6 +72,12 @@ def test_adapt_refuses_an_out_path_that_is_a_file(tmp_path, capsys):
     assert target.read_text() == "precious"  # nothing already written is damaged
 
 
+def test_adapt_refuses_an_out_path_below_a_file(tmp_path, capsys):
+    (tmp_path / "taken").write_text("precious")
+    assert main(["adapt", "door", *RANDOM, "--out", str(tmp_path / "taken" / "run")]) == 2
+    assert "is a file, so the folder cannot be created" in capsys.readouterr().err
+
+
 def test_adapt_api_raises_a_config_error_naming_the_setting(tmp_path):
     base = {"weights": "random", "vgg_weights": "random", "progress_bar": False, "out_dir": str(tmp_path / "r")}
     for kwargs, match in [

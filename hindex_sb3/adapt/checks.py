@@ -8,11 +8,10 @@ setting. Everything here looks at the configuration and the file system only: no
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hindex_sb3._validation import check_flag, check_int, check_real, check_str
+from hindex_sb3._validation import check_flag, check_int, check_output_dir, check_real, check_str
 from hindex_sb3.envs.rendering import MAX_IMAGE_SIZE
 
 if TYPE_CHECKING:
@@ -77,11 +76,7 @@ def _check_files(cfg: AdaptConfig) -> None:
             check_str(name, value)
             if value not in ("default", "random") and not Path(value).expanduser().is_file():
                 raise FileNotFoundError(f"{name}: no file at {value}")
-    out = Path(check_str("out_dir", cfg.out_dir)).expanduser()
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"out_dir {out} exists and is not a folder")
-    if out.is_dir() and not os.access(out, os.W_OK):
-        raise PermissionError(f"out_dir {out} is not writable")
+    check_output_dir("out_dir", cfg.out_dir)
 
 
 def _check_device(name: Any) -> None:
