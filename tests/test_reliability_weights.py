@@ -17,7 +17,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from synthetic_checkpoints import frankmocap_checkpoint, random_resnet50_state, save
 from torch import nn
 
-from hindex_sb3.encoders import CheckpointError, RandomWeightsWarning, create_encoder
+from hindex_sb3.encoders import CheckpointError, RandomWeightsWarning, create_encoder, registry
+from hindex_sb3.encoders import weights as weights_module
 from hindex_sb3.encoders.registry import EncoderSpec, register_encoder
 from hindex_sb3.encoders.weights import WeightSpec, register_weights
 from hindex_sb3.extractor import HIndexExtractor, baseline_extractor, hindex_extractor
@@ -31,23 +32,30 @@ def _tiny_trunk() -> nn.Module:
     )
 
 
-_TINY_WEIGHTS = register_weights(
-    WeightSpec(
-        name=TINY,
-        url="http://127.0.0.1:9/tiny.pth",  # never reached: the tests run offline
-        file_name="tiny_reliability.pth",
-        key_layout="plain state_dict",
-        converter=lambda ckpt: dict(ckpt),
-    ),
-    overwrite=True,
+_TINY_WEIGHTS = WeightSpec(
+    name=TINY,
+    url="http://127.0.0.1:9/tiny.pth",  # never reached: the tests run offline
+    file_name="tiny_reliability.pth",
+    key_layout="plain state_dict",
+    converter=lambda ckpt: dict(ckpt),
 )
-register_encoder(
-    EncoderSpec(
-        name=TINY, feature_dim=4, weights=_TINY_WEIGHTS, builder=_tiny_trunk, input_size=16, resize=16, mean=None,
-        std=None,
-    ),
-    overwrite=True,
-)  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_encoder_registered():
+    """A 4-feature encoder for plumbing tests, registered only while this module runs (other modules list the
+    registry and must see only the package's encoders)."""
+    register_weights(_TINY_WEIGHTS, overwrite=True)
+    register_encoder(
+        EncoderSpec(
+            name=TINY, feature_dim=4, weights=_TINY_WEIGHTS, builder=_tiny_trunk, input_size=16, resize=16,
+            mean=None, std=None,
+        ),
+        overwrite=True,
+    )  # fmt: skip
+    yield
+    registry._ENCODERS.pop(TINY, None)
+    weights_module._WEIGHTS.pop(TINY, None)
 
 
 @pytest.fixture(autouse=True)
