@@ -252,3 +252,21 @@ def test_valid_factory_arguments_still_pass():
         warnings.simplefilter("error")
         kwargs = hindex_extractor(np.str_("x.pth"), hidden=[np.int64(64), 64], ema_scope="stem", channels_last=True)
     assert kwargs["features_extractor_kwargs"]["ema_scope"] == "stem"
+
+
+@pytest.mark.parametrize(
+    ("images", "exc", "match"),
+    [
+        (np.zeros((1, 3, 16, 16), np.uint8), TypeError, "images must be a torch.Tensor, got ndarray"),
+        ([[1, 2]], TypeError, "images must be a torch.Tensor, got list"),
+        (torch.zeros(1, 3, 1, 100_000, dtype=torch.uint8), ValueError, "aspect ratio must be at most 16:1"),
+        (torch.zeros(1, 3, 0, 16, dtype=torch.uint8), ValueError, "images of 0x16 pixels"),
+    ],
+)
+def test_encoder_input_is_checked_before_any_resize(images, exc, match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        encoder = create_encoder(TINY, weights=None)
+    with pytest.raises(exc, match=match):
+        encoder(images)
+    assert encoder(torch.zeros(2, 3, 16, 200, dtype=torch.uint8)).shape == (2, 4)  # 12.5:1 is fine
