@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,14 @@ def _save_png(image_hwc: np.ndarray, path: Path) -> None:
     Image.fromarray(image_hwc).save(path)
 
 
+def _write_json(path: Path, obj: object) -> None:
+    """Strict JSON (no NaN), written atomically: an interrupted run never leaves half a file."""
+    text = json.dumps(obj, indent=2, allow_nan=False)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     for env_id in env_ids():
         spec = gym.spec(env_id)
@@ -33,13 +42,26 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_plan(args: argparse.Namespace) -> tuple[list[str], Path]:
+    """Every argument of ``hindex demo`` checked (task names as ``hindex train`` takes them) before any env is built."""
+    from hindex_sb3._validation import check_int, check_output_dir
+    from hindex_sb3.envs import resolve_env_id
+    from hindex_sb3.envs.rendering import validate_image_size
+
+    validate_image_size(args.image_size)
+    check_int("--steps", args.steps, minimum=0, maximum=1_000_000)
+    check_int("--seed", args.seed, minimum=0, maximum=2**32 - 1)
+    check_output_dir("--out", args.out)
+    out = Path(args.out)
+    return (env_ids() if not args.tasks else [resolve_env_id(t) for t in args.tasks]), out
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build each task, take a few random steps, and save the frame of its default camera."""
-    out = Path(args.out)
-    ids = env_ids() if not args.tasks else [f"HInDex/{t}-v0" for t in args.tasks]
-    unknown = [i for i in ids if i not in gym.registry]
-    if unknown:
-        print(f"unknown task(s) {unknown}; known: {env_ids()}", file=sys.stderr)
+    try:
+        ids, out = _demo_plan(args)
+    except (TypeError, ValueError, OSError) as err:
+        print(f"hindex demo: {err}", file=sys.stderr)
         return 2
     frames, summary = [], []
     for env_id in ids:
@@ -74,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         env.close()
     if len(frames) > 1 and len({f.shape for f in frames}) == 1:
         _save_png(np.concatenate(frames, axis=1), out / "all_tasks.png")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_json(out / "summary.json", summary)
     print(f"wrote {len(frames)} frames and summary.json to {out}")
     return 0
 
@@ -102,6 +124,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
     except json.JSONDecodeError as err:
         print(f"hindex adapt: --env-kwargs is not JSON: {err}", file=sys.stderr)
+        return 2
+    if not isinstance(env_kwargs, dict):
+        print(
+            f'hindex adapt: --env-kwargs must be a JSON object such as \'{{"camera": "top"}}\', got {args.env_kwargs}',
+            file=sys.stderr,
+        )
         return 2
     cfg = AdaptConfig(
         task=args.task,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hindex_sb3._npz import open_npz
+
 _REQUIRED = ("fc0_w", "fc0_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "log_std")
 
 
@@ -52,7 +54,7 @@ class NpzMLPPolicy:
         if not path.is_file():
             raise FileNotFoundError(f"no expert policy file at {path}")
         try:
-            with np.load(path, allow_pickle=False) as f:
+            with open_npz(path) as f:  # sizes checked from the headers first: a crafted file is not inflated
                 params = {k: f[k] for k in f.files}
         except (ValueError, OSError) as err:
             raise ValueError(f"{path} is not a readable .npz policy file: {err}") from err

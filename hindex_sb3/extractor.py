@@ -32,6 +32,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from hindex_sb3._validation import check_extractor_options
 from hindex_sb3.ema_bn import EMAScope, EMAUpdate
 from hindex_sb3.encoders import Encoder, create_encoder, get_encoder_spec
 
@@ -297,6 +298,7 @@ def _extractor_kwargs(
     overrides: dict[str, Any],
     extractor_options: dict[str, Any],
 ) -> dict[str, Any]:
+    check_extractor_options(weights=weights, ema_scope=ema_scope, hidden=hidden, **extractor_options)
     get_encoder_spec(encoder)  # fail early on a typo, not inside SB3
     kwargs = paper_policy_kwargs(algo, hidden)
     kwargs.update(

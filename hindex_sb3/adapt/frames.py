@@ -30,6 +30,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hindex_sb3._npz import open_npz
+
 __all__ = [
     "FRAMES_FORMAT",
     "FrameDataset",
@@ -110,7 +112,7 @@ class FrameDataset:
         if not path.is_file():
             raise FrameDatasetError(f"no frame dataset at {path}")
         try:
-            with np.load(path, allow_pickle=False) as f:
+            with open_npz(path) as f:  # sizes checked from the headers first: a crafted file is not inflated
                 if "format" not in f.files or str(f["format"]) != FRAMES_FORMAT:
                     raise FrameDatasetError(f"{path} is not a {FRAMES_FORMAT} file (keys: {f.files[:6]})")
                 return cls(f["frames"], f["episode_starts"], json.loads(str(f["meta"])))

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hindex_sb3.adapt.checks import check_adapt_config
 from hindex_sb3.adapt.frames import FrameDataset, FrameDatasetError, collect_frames
 from hindex_sb3.adapt.loss import TERM_NAMES, PerceptualLoss
 from hindex_sb3.adapt.model import GAUSSIAN_SIGMA, NUM_KEYPOINTS, KeypointModel
@@ -84,6 +85,10 @@ PAPER_PAIR_WINDOW = {
 
 class AdaptError(RuntimeError):
     """A problem the user can fix (no weights, wrong dataset, bad resume); the CLI prints it without a traceback."""
+
+
+class AdaptConfigError(AdaptError, ValueError):
+    """An :class:`AdaptConfig` setting that cannot work (see :mod:`hindex_sb3.adapt.checks`); names the setting."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -547,12 +552,14 @@ def resolve_env(task: str) -> tuple[str, str | None]:
     """``(env id, our task name or None)``: one of our tasks (``door``, ``HInDex/Door-v0``) or any registered id."""
     import gymnasium as gym
 
-    from hindex_sb3.train import TrainingError, resolve_task
+    from hindex_sb3.envs import UnknownTaskError, resolve_env_id
 
+    if not isinstance(task, str) or not task.strip():
+        raise AdaptConfigError(f"task must be a task name or a registered Gymnasium id, got {task!r}")
     try:
-        env_id = resolve_task(task)
+        env_id = resolve_env_id(task)
         return env_id, env_id.split("/")[1].removesuffix("-v0")
-    except TrainingError:
+    except UnknownTaskError:
         pass
     try:
         gym.spec(task)
@@ -636,6 +643,10 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
     from hindex_sb3.encoders.weights import WeightsError
 
     env_id, task_name = resolve_env(cfg.task)
+    try:  # the whole configuration before any weights are read or frames collected
+        check_adapt_config(cfg, our_task=task_name is not None)
+    except (TypeError, ValueError, OSError) as err:
+        raise AdaptConfigError(str(err)) from err
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoints" / "latest.pt"

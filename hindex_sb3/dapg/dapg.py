@@ -37,6 +37,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from hindex_sb3._validation import check_dapg_args
 from hindex_sb3.dapg.callbacks import IterationProgressBar, iteration_end, iteration_logged
 from hindex_sb3.dapg.npg import (
     conjugate_gradient,
@@ -224,6 +225,7 @@ class DAPG(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        check_dapg_args(locals())  # types, ranges, finiteness: one message naming the argument
         if demo_weight not in ("mjrl", "paper"):
             raise ValueError(f"demo_weight must be 'mjrl' or 'paper', got {demo_weight!r}")
         if isinstance(n_trajectories, bool) or not isinstance(n_trajectories, int | np.integer) or n_trajectories < 1:

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
+import os
 import pickle
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from hindex_sb3.demos.core import Trajectory, to_trajectories
+from hindex_sb3._npz import MAX_NPZ_BYTES, open_npz
+from hindex_sb3._validation import INFLATION_FLOOR, MAX_INFLATION, check_flag, check_int
+from hindex_sb3.demos.core import ElementBudget, Trajectory, to_trajectories
 
 # Everything a DAPG demo pickle needs: numpy arrays/scalars/dtypes and builtin containers.
 _SAFE_GLOBALS = {
@@ -43,34 +48,92 @@ _SAFE_GLOBALS = {
 }
 
 
+# A pickle cannot hold more than this many array elements per byte of file (plus a floor for tiny files) without
+# referencing shared objects many times, which is how a few hundred bytes describe gigabytes (see ElementBudget).
+PICKLE_ELEMENTS_PER_BYTE = 8
+PICKLE_ELEMENTS_FLOOR = 1 << 20
+
+
+def _guarded_reconstruct(limit: int, real: Callable[..., Any]) -> Callable[..., Any]:
+    """numpy's ``_reconstruct(cls, shape, dtype)`` allocates ``shape`` before any data arrives: bound it."""
+
+    def reconstruct(cls: Any, shape: Any, dtype: Any) -> Any:
+        dims = shape if isinstance(shape, tuple) else (shape,)
+        if not all(isinstance(d, int) and d >= 0 for d in dims) or math.prod(dims) > limit:
+            raise pickle.UnpicklingError(f"array of shape {shape!r} is larger than this file can hold")
+        return real(cls, shape, dtype)
+
+    return reconstruct
+
+
+def _guarded_bytearray(limit: int) -> Callable[..., bytearray]:
+    """``bytearray(n)`` allocates n bytes from one small integer: bound it by the file size."""
+
+    def make(*args: Any) -> bytearray:
+        if args and isinstance(args[0], int) and not 0 <= args[0] <= limit:
+            raise pickle.UnpicklingError(f"bytearray({args[0]}) is larger than this file can hold")
+        return bytearray(*args)
+
+    return make
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, *, limit: int, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._limit = limit
+
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refused to load {module}.{name}: demonstration pickles may only contain numpy arrays and plain "
-            "containers (a pickle that asks for other classes can execute code)"
-        )
+        if (module, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name}: demonstration pickles may only contain numpy arrays and plain "
+                "containers (a pickle that asks for other classes can execute code)"
+            )
+        found = super().find_class(module, name)
+        if name == "_reconstruct":
+            return _guarded_reconstruct(self._limit, found)
+        if (module, name) == ("builtins", "bytearray"):
+            return _guarded_bytearray(self._limit)
+        return found
+
+
+_MAGIC = {
+    b"PK\x03\x04": "a zip archive (an .npz?); read .npz demonstrations with load_npz (--demos FILE.npz)",
+    b"PK\x05\x06": "an empty zip archive, not a demonstration pickle",
+    b"\x93NUMPY": "a single .npy array, not a demonstration pickle",
+}
 
 
 def load_dapg_pickle(path: str | Path) -> list[Trajectory]:
-    """Read a DAPG demonstration pickle (a list of dicts with observations, actions, rewards, init_state_dict)."""
+    """Read a DAPG demonstration pickle (a list of dicts with observations, actions, rewards, init_state_dict).
+
+    Nothing in the file can run code (only numpy arrays and plain containers are built), and the arrays built are
+    bounded by the file's size (:data:`PICKLE_ELEMENTS_PER_BYTE`), so a crafted file is refused, not expanded.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no demonstration file at {path}")
     data = path.read_bytes()
+    for magic, what in _MAGIC.items():
+        if data.startswith(magic):
+            raise ValueError(f"{path} is {what}")
+    limit = max(PICKLE_ELEMENTS_FLOOR, PICKLE_ELEMENTS_PER_BYTE * len(data))
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError:
-        raise
+        obj = _RestrictedUnpickler(io.BytesIO(data), limit=limit, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(f"{path}: {err}") from None
     except Exception as err:
-        raise ValueError(f"{path} is not a readable demonstration pickle: {err}") from err
-    return to_trajectories(obj)
+        raise ValueError(f"{path} is not a readable demonstration pickle: {type(err).__name__}: {err}") from None
+    try:
+        return to_trajectories(obj, budget=ElementBudget(limit, ""))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def save_npz(trajectories: Any, path: str | Path) -> Path:
     """Write demonstrations in our pickle-free ``.npz`` format (readable with ``allow_pickle=False``)."""
     trajectories = to_trajectories(trajectories)
+    if not trajectories:
+        raise ValueError("no demonstrations to save (load_npz refuses an empty set)")
     arrays: dict[str, np.ndarray] = {"n_demos": np.asarray(len(trajectories))}
     for i, t in enumerate(trajectories):
         if isinstance(t.observations, dict):
@@ -84,9 +147,17 @@ def save_npz(trajectories: Any, path: str | Path) -> Path:
         for key, value in (t.init_state or {}).items():
             arrays[f"init_{key}_{i}"] = np.asarray(value)
     path = Path(path)
+    path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
-    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)  # an interrupted save never leaves a file that looks complete
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 _NPZ_KEYS = (
@@ -104,39 +175,61 @@ def _parse_npz_key(name: str) -> tuple[str, str, int] | None:
     return None
 
 
-def load_npz(path: str | Path) -> list[Trajectory]:
-    """Read demonstrations written by :func:`save_npz` (or in ``shared/data``'s demo layout)."""
+#: see :func:`hindex_sb3._validation.check_inflation`
+MAX_COMPRESSION_RATIO = MAX_INFLATION
+NPZ_RATIO_FLOOR = INFLATION_FLOOR
+
+
+def _n_demos(path: Path, f: Any, n_action_entries: int) -> int:
+    if "n_demos" not in f.files:
+        raise ValueError(f"{path} has no 'n_demos' entry: not a demonstration file (keys: {f.files[:8]})")
+    raw = f["n_demos"]
+    if raw.shape not in ((), (1,)) or raw.dtype.kind not in "iu":
+        raise ValueError(
+            f"{path}: n_demos must be one integer, got an array of shape {raw.shape} and dtype {raw.dtype}"
+        )
+    n = int(raw.reshape(()))
+    if n < 1:
+        raise ValueError(f"{path} holds no demonstrations (n_demos = {n}); an empty demonstration set is an error")
+    if n > n_action_entries:
+        raise ValueError(f"{path}: n_demos = {n:,} but the file has actions for only {n_action_entries} demonstrations")
+    return n
+
+
+def load_npz(path: str | Path, *, max_bytes: int = MAX_NPZ_BYTES) -> list[Trajectory]:
+    """Read demonstrations written by :func:`save_npz` (or in ``shared/data``'s demo layout).
+
+    Counts and sizes come from the file's own headers and are checked before anything is inflated: ``n_demos``
+    must be one integer backed by that many action entries, each member's .npy header must agree with the zip's
+    declared size, no member may inflate like a decompression bomb, and the total stays within ``max_bytes``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no demonstration file at {path}")
-    try:
-        f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+    f = open_npz(path, lambda name: name == "n_demos" or _parse_npz_key(name) is not None, max_bytes=max_bytes)
     with f:
-        if "n_demos" not in f.files:
-            raise ValueError(f"{path} has no 'n_demos' entry: not a demonstration file (keys: {f.files[:8]})")
-        n = int(f["n_demos"])
-        parts: list[dict[str, Any]] = [{"obs": {}, "init": {}} for _ in range(n)]
-        for name in f.files:
-            parsed = _parse_npz_key(name)
-            if parsed is None:
-                continue
-            kind, key, idx = parsed
-            if idx >= n:
-                raise ValueError(f"{path}: entry {name} is beyond n_demos={n}")
-            if kind == "obs":
-                parts[idx]["obs"][key] = f[name]
-            elif kind == "init":
-                parts[idx]["init"][key] = f[name]
-            else:
-                parts[idx][kind] = f[name]
+        entries = [(name, parsed) for name in f.files if (parsed := _parse_npz_key(name)) is not None]
+        try:
+            n = _n_demos(path, f, len({idx for _, (kind, _, idx) in entries if kind == "acts"}))
+            parts: list[dict[str, Any]] = [{"obs": {}, "init": {}} for _ in range(n)]
+            for name, (kind, key, idx) in entries:
+                if idx >= n:
+                    raise ValueError(f"{path}: entry {name} is beyond n_demos={n}")
+                if kind in ("obs", "init"):
+                    parts[idx][kind][key] = f[name]
+                else:
+                    parts[idx][kind] = f[name]
+        except (zipfile.BadZipFile, OSError, EOFError) as err:  # truncated or corrupt member data
+            raise ValueError(f"{path} is damaged: {err}") from None
     trajectories = []
     for i, p in enumerate(parts):
         if "acts" not in p or not p["obs"]:
             raise ValueError(f"{path}: demonstration {i} lacks observations or actions")
         obs = p["obs"][""] if set(p["obs"]) == {""} else p["obs"]
-        trajectories.append(Trajectory(obs, p["acts"], p.get("rews"), p["init"] or None))
+        try:
+            trajectories.append(Trajectory(obs, p["acts"], p.get("rews"), p["init"] or None))
+        except ValueError as err:
+            raise ValueError(f"{path}: demonstration {i}: {err}") from None
     return trajectories
 
 
@@ -207,9 +300,7 @@ def _as_action_fn(policy: PolicyLike, deterministic: bool, rng: np.random.Genera
 def episode_limit(env: gym.Env, max_steps: int | None) -> int:
     """Steps per episode: ``max_steps``, else the env's registered time limit, else its ``default_horizon``."""
     if max_steps is not None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        return max_steps
+        return check_int("max_steps", max_steps, minimum=1)
     spec_limit = env.spec.max_episode_steps if env.spec is not None else None
     return int(spec_limit or getattr(env.unwrapped, "default_horizon", 1000))
 
@@ -254,8 +345,16 @@ def rollout(
     :returns: trajectories whose ``init_state`` is ``env.unwrapped.get_env_state()`` right after the reset and whose
         ``infos`` hold ``is_success``, ``seed``, ``goal_achieved`` (per step) and ``goal_steps``.
     """
-    if n_episodes < 0:
-        raise ValueError(f"n_episodes must be >= 0, got {n_episodes}")
+    check_int("n_episodes", n_episodes, minimum=1)  # an empty demonstration set is an error, not []
+    check_int("seed", seed, minimum=0)
+    check_flag("deterministic", deterministic)
+    check_flag("only_successful", only_successful)
+    if max_attempts is not None:
+        check_int("max_attempts", max_attempts, minimum=n_episodes)
+    if max_steps is not None:
+        check_int("max_steps", max_steps, minimum=1)
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise TypeError(f"env_kwargs must be a dict, got {type(env_kwargs).__name__}")
     own_env = isinstance(env, str)
     if isinstance(env, str):
         env = gym.make(env, **(env_kwargs or {}))

@@ -34,7 +34,10 @@ from hindex_sb3.encoders.cuda_graphs import GraphCache
 if TYPE_CHECKING:
     from hindex_sb3.encoders.registry import EncoderSpec
 
-__all__ = ["Encoder", "Preprocess"]
+__all__ = ["MAX_ASPECT", "Encoder", "Preprocess"]
+
+#: Largest accepted image aspect ratio; a 1 x 100,000 strip would otherwise be resized to 256 x 25,600,000.
+MAX_ASPECT = 16
 
 _INTERPOLATION = {
     "bilinear": TF.InterpolationMode.BILINEAR,
@@ -129,6 +132,12 @@ class Encoder(nn.Module):
         """
         return self
 
+    def state_dict(self, *args, **kwargs):
+        """Refuse while the weights are pending: saving a model now would store random features as if trained."""
+        if self._pending_weights_error is not None:
+            raise self._pending_weights_error
+        return super().state_dict(*args, **kwargs)
+
     # -- options -------------------------------------------------------------------------------------------------------
     def enable_ema_bn(
         self, scope: EMAScope = "all", momentum: float = 0.0, ema_update: EMAUpdate = "frame"
@@ -176,8 +185,16 @@ class Encoder(nn.Module):
     # -- forward -------------------------------------------------------------------------------------------------------
     def to_float01(self, images: torch.Tensor) -> torch.Tensor:
         """Validate ``images`` and return them as floats in [0, 1] (uint8 is divided by 255)."""
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__} (use torch.as_tensor)")
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{self.spec.name} encoder expects images shaped (B, 3, H, W), got {tuple(images.shape)}")
+        h, w = images.shape[-2:]
+        if min(h, w) < 1 or max(h, w) > MAX_ASPECT * min(h, w):  # the shorter side is resized: bound the longer
+            raise ValueError(
+                f"images of {h}x{w} pixels: the aspect ratio must be at most {MAX_ASPECT}:1 (resizing the shorter "
+                f"side to {self.spec.resize} would make the other {self.spec.resize * max(h, w) // max(min(h, w), 1)})"
+            )
         if images.dtype == torch.uint8:
             return images.float().div_(255.0)
         if not images.is_floating_point():
@@ -239,6 +256,6 @@ def _clear_pending_if_complete(module: Encoder, state_dict, prefix: str, *args, 
     restoring a saved policy), weights that could not be obtained at construction time are no longer needed."""
     if module._pending_weights_error is None:
         return
-    if all(prefix + key in state_dict for key in module.state_dict()):
+    if all(prefix + key in state_dict for key in nn.Module.state_dict(module)):
         module._pending_weights_error = None
         module.weights_source = "state_dict"

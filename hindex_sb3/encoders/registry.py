@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, VGG16_Weights
 
+from hindex_sb3._validation import check_choice, check_device, check_encoder_options, check_flag, check_str
 from hindex_sb3.ema_bn import EMAScope, EMAUpdate
 from hindex_sb3.encoders import layouts
 from hindex_sb3.encoders.base import Encoder
@@ -190,6 +191,18 @@ def list_encoders(*, plugins: bool = True) -> list[str]:
     return sorted(_ENCODERS)
 
 
+def _defer_weights_error(name: str, err: WeightsError) -> WeightsError:
+    """Warn that ``name`` has no usable weights yet; the error is raised at the first forward unless a complete
+    state dict (e.g. SB3 ``load`` of a saved model, whose zip holds every encoder tensor) replaces it first."""
+    warnings.warn(
+        f"{name}: pretrained weights unavailable or unreadable; the encoder will refuse to run unless a saved "
+        f"model's state dict is loaded into it.\n{err}",
+        RandomWeightsWarning,
+        stacklevel=3,
+    )
+    return err
+
+
 def create_encoder(
     name: str,
     weights: str | os.PathLike | None = "default",
@@ -215,32 +228,44 @@ def create_encoder(
     :param channels_last: memory format of the trunk; ``None`` = the spec's default (on for ResNets).
     :param cuda_graphs: replay CUDA input through captured CUDA graphs (:meth:`Encoder.use_cuda_graphs`): removes the
         kernel-launch cost that dominates GPU forwards at RL batch sizes. No effect on CPU input.
-    :param on_unavailable: ``"defer"`` builds the encoder even when the weight file cannot be obtained; it then
-        refuses to run until a complete state dict is loaded into it (used by the SB3 extractor so that ``load()``
-        of a saved model works offline: the zip holds the weights). ``"raise"`` raises immediately.
+    :param on_unavailable: ``"defer"`` builds the encoder even when the weight file cannot be obtained or read
+        (missing, truncated, non-finite, another network's file); it then refuses to run, raising that error, until a
+        complete state dict is loaded into it (used by the SB3 extractor so that ``load()`` of a saved model works
+        whatever the cache holds: the zip holds the weights). ``"raise"`` raises immediately.
     :raises WeightsUnavailableError: no file and no way to download it (names the URL and where to put the file).
     :raises CheckpointError: unreadable file, foreign layout, or any key/shape mismatch (listed).
     """
+    check_str("name", name)
+    check_encoder_options(
+        weights=weights,
+        ema_scope=ema_scope,
+        ema_momentum=ema_momentum,
+        channels_last=channels_last,
+        cuda_graphs=cuda_graphs,
+    )
+    check_flag("progress", progress)
+    check_device("device", device)
+    check_choice("on_unavailable", on_unavailable, ("raise", "defer"))
     spec = get_encoder_spec(name)
     pending: Exception | None = None
     source = "random"
     try:
         state, path = load_weights(spec.weights, weights, progress=progress)
-    except WeightsError as err:
-        if on_unavailable != "defer" or not isinstance(err, FileNotFoundError):
+    except WeightsError as err:  # missing, unreadable, truncated, non-finite
+        if on_unavailable != "defer":
             raise
-        state, path, pending = None, None, err
-        warnings.warn(
-            f"{name}: pretrained weights unavailable; the encoder will refuse to run unless a saved model's state "
-            f"dict is loaded into it.\n{err}",
-            RandomWeightsWarning,
-            stacklevel=2,
-        )
+        state, path, pending = None, None, _defer_weights_error(name, err)
     backbone = spec.builder()  # after resolving the file: a missing file fails before a costly ViT-B init
     if state is not None:
-        if spec.family == "vit":
-            state = fit_pos_embed(backbone, state)
-        load_state_dict_strict(backbone, state, what=f"{name} weights from {path}")
+        try:
+            if spec.family == "vit":
+                state = fit_pos_embed(backbone, state)
+            load_state_dict_strict(backbone, state, what=f"{name} weights from {path}")
+        except WeightsError as err:  # a file of another network in the cache
+            if on_unavailable != "defer":
+                raise
+            pending = _defer_weights_error(name, err)
+    if state is not None and pending is None:
         source = str(path)
         logger.info("%s encoder: loaded %s", name, path)
     elif pending is None:

@@ -21,6 +21,8 @@ import hashlib
 import logging
 import os
 import pickle
+import pickletools
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,8 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from hindex_sb3._validation import check_inflation
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ __all__ = [
     "WeightsError",
     "WeightsUnavailableError",
     "cache_home",
+    "check_finite_state",
     "download",
     "file_sha256",
     "get_weight_spec",
@@ -316,6 +321,7 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     path = Path(path)
     if path.suffix == ".safetensors":  # Hugging Face Hub files (timm): a pure tensor format, nothing to unpickle
         return _load_safetensors(path)
+    _check_zip_inflation(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -343,6 +349,70 @@ def _load_safetensors(path: Path) -> StateDict:
         raise CheckpointError(f"{path} is not a readable safetensors file: {type(err).__name__}: {err}") from err
 
 
+_PID_VALUES = {"BINUNICODE", "SHORT_BINUNICODE", "UNICODE", "BININT", "BININT1", "BININT2", "LONG1", "INT", "LONG"}
+
+
+def _legacy_storage_elements(path: Path) -> int:
+    """Total elements the storages of a pre-1.6 (non-zip) checkpoint declare, read from its pickles' opcodes.
+
+    torch allocates each storage at its declared size *before* reading its bytes, so a 50 KB file can ask for 8 GB.
+    Each element takes at least one byte of the file, which bounds what an honest file can declare.
+    """
+    sizes: dict[str, int] = {}
+    with open(path, "rb") as f:
+        for _ in range(3):  # magic number, protocol version, system info
+            for _op in pickletools.genops(f):
+                pass
+        stack: list[list[Any]] = []  # values pushed since each open MARK
+        memo: dict[int, Any] = {}
+        closed: list[Any] | None = None  # the tuple just built (a persistent id is a tuple of str/int)
+        last: Any = None
+        for op, arg, _ in pickletools.genops(f):
+            name = op.name
+            if name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):  # memo writes leave the stack as it is
+                memo[len(memo) if name == "MEMOIZE" else arg] = last
+                continue
+            value = arg if name in _PID_VALUES else memo.get(arg) if name in ("BINGET", "LONG_BINGET", "GET") else None
+            if name in ("BINPERSID", "PERSID") and closed and closed[0] == "storage":
+                ints = [v for v in closed if isinstance(v, int) and not isinstance(v, bool)]
+                keys = [v for v in closed[1:] if isinstance(v, str)]
+                if ints and keys:
+                    sizes[keys[0]] = ints[0]
+            closed = None
+            if name == "MARK":
+                stack.append([])
+            elif name == "TUPLE" and stack:
+                closed = stack.pop()
+            elif value is not None and stack:
+                stack[-1].append(value)
+            last = value
+    return sum(sizes.values())
+
+
+def _check_zip_inflation(path: Path) -> None:
+    """torch.load inflates deflated zip members: refuse a bomb from the zip headers before it does. Legacy
+    (non-zip) files get the equivalent bound: the storages they declare must fit in the file."""
+    if not zipfile.is_zipfile(path):
+        try:
+            declared = _legacy_storage_elements(path)
+        except Exception:  # not a legacy checkpoint either: torch.load reports what it is
+            return
+        if declared > path.stat().st_size:
+            raise CheckpointError(
+                f"{path} declares tensor storages of {declared:,} elements but holds only {path.stat().st_size:,} "
+                "bytes: a damaged or crafted file (torch would allocate the declared size first); nothing was loaded"
+            )
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                check_inflation(f"{path}: member {info.filename!r}", info.file_size, info.compress_size)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    except (zipfile.BadZipFile, OSError):
+        return  # let torch.load report the damage in its own words
+
+
 def load_weights(spec: WeightSpec | str, weights: str | os.PathLike | None = "default", *, progress: bool = True):
     """Resolve, read and convert a weight file; returns ``(state_dict, path)`` or ``(None, None)`` for ``None``."""
     spec = get_weight_spec(spec) if isinstance(spec, str) else spec
@@ -354,7 +424,23 @@ def load_weights(spec: WeightSpec | str, weights: str | os.PathLike | None = "de
         state = spec.converter(ckpt)
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err} (expected layout for {spec.name}: {spec.key_layout})") from err
+    check_finite_state(state, f"{spec.name} weights {path}")
     return state, path
+
+
+def check_finite_state(state: Mapping[str, Any], what: str) -> None:
+    """Refuse a state dict with NaN/inf in any floating tensor, naming the first such key.
+
+    A frozen encoder with one non-finite weight yields non-finite features for every image; without this check the
+    failure surfaces much later, far from its cause (e.g. inside ``torch.distributions`` during ``predict``).
+    """
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            n_bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                f"{what}: tensor {key!r} contains {n_bad} NaN or infinite value(s) (the file is damaged or was "
+                "saved from a diverged run); nothing was loaded"
+            )
 
 
 def load_state_dict_strict(

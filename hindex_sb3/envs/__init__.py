@@ -23,6 +23,37 @@ def env_ids() -> list[str]:
     return [f"{NAMESPACE}/{name}-v0" for name in ALL_TASKS]
 
 
+class UnknownTaskError(ValueError):
+    """A task name that is none of ours; the message lists the known names."""
+
+
+def task_names() -> list[str]:
+    """Short task names, as every ``hindex`` command accepts them: ``Door``, ..., ``Relocate-Mug``, ``Pour``."""
+    return [env_id.split("/")[1].removesuffix("-v0") for env_id in env_ids()]
+
+
+def _task_key(name: str) -> str:
+    return name.lower().removeprefix(f"{NAMESPACE.lower()}/").removesuffix("-v0").replace("-", "").replace("_", "")
+
+
+def resolve_env_id(task: str) -> str:
+    """``door`` / ``Door`` / ``HInDex/Door-v0`` / ``relocate-mug`` / ``relocate_mug`` -> ``HInDex/...-v0``.
+
+    One resolver for every command (``hindex train``, ``adapt``, ``demo``), so that a name one accepts the others
+    accept too. Raises :class:`UnknownTaskError` listing the known names.
+    """
+    if not isinstance(task, str):
+        raise TypeError(f"task must be a string, got {task!r} ({type(task).__name__})")
+    ids = env_ids()
+    if task in ids:
+        return task
+    key = _task_key(task)
+    for env_id in ids:
+        if key and _task_key(env_id) == key:
+            return env_id
+    raise UnknownTaskError(f"unknown task {task!r}; known tasks: {task_names()}")
+
+
 def register_envs() -> None:
     """Register every task (idempotent, so re-imports and ``gym.make("hindex_sb3:...")`` are harmless)."""
     for name, cls in ALL_TASKS.items():
@@ -46,6 +77,9 @@ __all__ = [
     "ManipulationEnv",
     "PenEnv",
     "RelocateEnv",
+    "UnknownTaskError",
     "env_ids",
     "register_envs",
+    "resolve_env_id",
+    "task_names",
 ]

@@ -53,6 +53,8 @@ class ManipulationEnv(gym.Env):
     default_horizon: ClassVar[int]
     proprio_dim: ClassVar[int]
     state_dim: ClassVar[int]
+    #: keys ``reset(options=...)`` understands
+    reset_options: ClassVar[tuple[str, ...]] = ("initial_state_dict",)
 
     def __init__(
         self,
@@ -71,6 +73,8 @@ class ManipulationEnv(gym.Env):
             raise ValueError(f"render_quality must be one of {RENDER_QUALITIES}, got {render_quality!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if camera is not None and (isinstance(camera, bool) or not isinstance(camera, (str, int, np.integer))):
+            raise TypeError(f"camera must be a camera name, an integer id or None, got {camera!r}")
         self._init_kwargs = dict(
             obs_mode=obs_mode,
             image_size=image_size,
@@ -144,9 +148,18 @@ class ManipulationEnv(gym.Env):
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+        if isinstance(seed, bool):  # Gymnasium would take True as seed 1
+            raise TypeError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if isinstance(seed, np.integer):  # Gymnasium takes only Python ints
+            seed = int(seed)
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+        unknown = sorted(map(str, set(options or {}) - set(self.reset_options)))
+        if unknown:  # a misspelt option would otherwise be ignored silently
+            raise ValueError(
+                f"unknown reset option(s) {unknown}; {type(self).__name__} takes {list(self.reset_options)}"
+            )
+        super().reset(seed=seed)
         self._reset_simulation(options)
         self._goal_steps = 0
         self._elapsed = 0

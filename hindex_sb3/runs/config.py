@@ -42,17 +42,16 @@ class ConfigError(TrainingError, ValueError):
 
 
 def resolve_task(task: str) -> str:
-    """``door`` / ``Door`` / ``HInDex/Door-v0`` / ``relocate-mug`` / ``place_inside`` -> ``HInDex/...-v0`` ids."""
-    from hindex_sb3.envs import env_ids
+    """``door`` / ``Door`` / ``HInDex/Door-v0`` / ``relocate-mug`` / ``place_inside`` -> ``HInDex/...-v0`` ids.
 
-    ids = env_ids()
-    if task in ids:
-        return task
-    key = task.lower().replace("hindex/", "").replace("-v0", "").replace("-", "").replace("_", "")
-    for env_id in ids:
-        if env_id.split("/")[1].removesuffix("-v0").lower() == key:
-            return env_id
-    raise TrainingError(f"unknown task {task!r}; known tasks: {[i.split('/')[1].removesuffix('-v0') for i in ids]}")
+    :func:`hindex_sb3.envs.resolve_env_id` (every command's resolver), with its error as a :class:`TrainingError`.
+    """
+    from hindex_sb3.envs import UnknownTaskError, resolve_env_id
+
+    try:
+        return resolve_env_id(task)
+    except (UnknownTaskError, TypeError) as err:
+        raise TrainingError(str(err)) from err
 
 
 #: argument groups of ``hindex train --help``, in order

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
+from hindex_sb3._validation import check_real, check_str
 from hindex_sb3.envs.base import ManipulationEnv
 from hindex_sb3.envs.dexmv.backgrounds import get_background
 from hindex_sb3.envs.dexmv.objects import (
@@ -81,7 +82,7 @@ class DexMVEnv(ManipulationEnv):
         render_mode: str | None = None,
         background: str = "plain",
     ):
-        get_background(background)  # fail before building anything
+        get_background(check_str("background", background))  # fail before building anything
         self.background = background
         super().__init__(
             obs_mode=obs_mode,
@@ -341,9 +342,7 @@ class PourEnv(DexMVEnv):
     state_dim = 43
 
     def __init__(self, *args, tank_height: float = 0.12, **kwargs):
-        if not 0.02 <= float(tank_height) <= 0.3:
-            raise ValueError(f"tank_height must be in [0.02, 0.3] m, got {tank_height!r}")
-        self.tank_height = float(tank_height)
+        self.tank_height = check_real("tank_height", tank_height, minimum=0.02, maximum=0.3)  # metres
         super().__init__(*args, **kwargs)
 
     def _task_kwargs(self) -> dict[str, Any]:
@@ -497,9 +496,7 @@ class PlaceInsideEnv(DexMVEnv):
     goal_distance: ClassVar[float] = 0.1  # H-InDex's logged criterion (the env's own goal_achieved used 0.4)
 
     def __init__(self, *args, mug_scale: float = 1.7, **kwargs):
-        if not 1.0 <= float(mug_scale) <= 2.5:
-            raise ValueError(f"mug_scale must be in [1.0, 2.5], got {mug_scale!r}")
-        self.mug_scale = float(mug_scale)
+        self.mug_scale = check_real("mug_scale", mug_scale, minimum=1.0, maximum=2.5)
         super().__init__(*args, **kwargs)
 
     def _task_kwargs(self) -> dict[str, Any]:

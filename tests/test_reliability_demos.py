@@ -1,0 +1,310 @@
+"""Hostile and malformed demonstration files (issue 11; docs/reliability.md).
+
+Every crafted file here is tiny on disk and claims (or would expand to) gigabytes: the loaders must refuse it from
+its own headers, fast, before materialising anything.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hindex_sb3.demos import Trajectory, load_dapg_pickle, load_npz, rollout, save_npz, to_trajectories
+from hindex_sb3.demos.sources import MAX_COMPRESSION_RATIO, NPZ_RATIO_FLOOR
+
+FAST_S = 1.0  # "well under a second" on a loaded 2-core machine; measured values are in docs/reliability.md
+
+
+def _demo(n: int = 5) -> dict[str, np.ndarray]:
+    return {"obs_0": np.zeros((n, 39)), "acts_0": np.zeros((n, 28), np.float32)}
+
+
+def _refused_fast(fn, exc, match):
+    start = time.perf_counter()
+    with pytest.raises(exc, match=match) as info:
+        fn()
+    assert time.perf_counter() - start < FAST_S
+    return info.value
+
+
+def _npy_bytes(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# .npz
+
+
+def test_round_trip_still_works(tmp_path):
+    t = Trajectory({"pixels": np.ones((3, 3, 8, 8), np.uint8), "proprio": np.ones((3, 24))}, np.ones((3, 28)))
+    (back,) = load_npz(save_npz([t], tmp_path / "d.npz"))
+    np.testing.assert_array_equal(back.observations["pixels"], t.observations["pixels"])
+
+
+@pytest.mark.parametrize("n_demos", [np.array([1, 2]), np.array([[1]]), np.array(1.0), np.array(True), np.array("1")])
+def test_n_demos_of_another_shape_or_type_is_refused_naming_it(tmp_path, n_demos):
+    path = tmp_path / "d.npz"
+    np.savez(path, n_demos=n_demos, **_demo())
+    err = _refused_fast(lambda: load_npz(path), ValueError, "n_demos must be one integer")
+    assert str(path) in str(err)
+
+
+def test_empty_demonstration_set_is_an_error(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, n_demos=np.asarray(0))
+    _refused_fast(lambda: load_npz(path), ValueError, r"holds no demonstrations \(n_demos = 0\)")
+
+
+def test_zero_length_trajectory_is_refused(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, n_demos=np.asarray(1), **_demo(0))
+    err = _refused_fast(lambda: load_npz(path), ValueError, r"demonstration 0: .*at least one action")
+    assert str(path) in str(err)
+
+
+def test_a_tiny_npz_claiming_ten_billion_demos_is_refused_at_once(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez_compressed(path, n_demos=np.asarray(10**10), obs_0=np.zeros((1, 1)), acts_0=np.zeros((1, 1)))
+    assert path.stat().st_size < 1000
+    _refused_fast(lambda: load_npz(path), ValueError, r"n_demos = 10,000,000,000 but the file has actions for only 1")
+
+
+def test_an_npy_header_claiming_more_than_the_member_holds_is_refused(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, n_demos=np.asarray(1), acts_0=np.zeros((5, 28), np.float32))
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("obs_0.npy", _npy_bytes((10**10, 39), "<f8") + b"\0" * 64)
+    _refused_fast(lambda: load_npz(path), ValueError, r"entry 'obs_0'.*declares shape \(10000000000, 39\)")
+
+
+def _bomb_npz(path, small: dict[str, np.ndarray], big: str):
+    """An .npz whose member ``big`` is just past the inflation floor of zeros (docs measure a 2 GB version)."""
+    size = NPZ_RATIO_FLOOR + (1 << 20)
+    zeros = bytes(1 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for name, value in small.items():
+            buf = io.BytesIO()
+            np.save(buf, value)
+            zf.writestr(f"{name}.npy", buf.getvalue())
+        with zf.open(f"{big}.npy", "w", force_zip64=True) as w:
+            w.write(_npy_bytes((size,)))
+            for _ in range(size >> 20):
+                w.write(zeros)
+    info = zipfile.ZipFile(path).getinfo(f"{big}.npy")
+    assert info.file_size / info.compress_size > MAX_COMPRESSION_RATIO
+    return path
+
+
+def test_a_compressed_member_that_inflates_like_a_bomb_is_refused_before_inflating(tmp_path):
+    path = _bomb_npz(tmp_path / "bomb.npz", {"n_demos": np.asarray(1), "acts_0": np.zeros((1, 1))}, "obs_0")
+    _refused_fast(lambda: load_npz(path), ValueError, r"entry 'obs_0' would inflate .*decompression bomb")
+
+
+def test_expert_and_frame_files_are_bounded_the_same_way(tmp_path):
+    from hindex_sb3.adapt import FrameDataset, FrameDatasetError
+    from hindex_sb3.experts import NpzMLPPolicy
+
+    expert = _bomb_npz(tmp_path / "expert.npz", {"fc1_b": np.zeros(4)}, "fc0_w")
+    _refused_fast(lambda: NpzMLPPolicy.load(expert), ValueError, r"entry 'fc0_w' would inflate")
+    frames = _bomb_npz(tmp_path / "frames.npz", {"format": np.asarray("hindex_sb3.frames/1")}, "frames")
+    _refused_fast(lambda: FrameDataset.load(frames), FrameDatasetError, r"entry 'frames' would inflate")
+
+
+def test_max_bytes_bounds_the_total(tmp_path):
+    path = save_npz([{"observations": np.zeros((100, 39)), "actions": np.zeros((100, 28))}], tmp_path / "d.npz")
+    assert len(load_npz(path)) == 1
+    _refused_fast(lambda: load_npz(path, max_bytes=10_000), ValueError, "max_bytes=10,000")
+    with pytest.raises(TypeError, match="max_bytes must be an integer"):
+        load_npz(path, max_bytes=True)
+
+
+def test_a_pickle_given_to_the_npz_loader_says_which_loader_to_use(tmp_path):
+    path = tmp_path / "door_demos.pickle"
+    path.write_bytes(pickle.dumps([{"observations": np.zeros((2, 3)), "actions": np.zeros((2, 1))}]))
+    _refused_fast(lambda: load_npz(path), ValueError, "is a pickle.*load_dapg_pickle")
+
+
+def test_garbage_and_truncated_npz_are_refused_cleanly(tmp_path):
+    good = save_npz([{"observations": np.random.rand(50, 39), "actions": np.random.rand(50, 28)}], tmp_path / "g.npz")
+    bad = tmp_path / "t.npz"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    _refused_fast(lambda: load_npz(bad), ValueError, str(bad))
+    junk = tmp_path / "j.npz"
+    junk.write_bytes(b"hello world" * 10)
+    _refused_fast(lambda: load_npz(junk), ValueError, "not an .npz")
+
+
+def test_object_arrays_in_an_npz_are_refused(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, n_demos=np.asarray(1), acts_0=np.zeros((2, 1)), obs_0=np.array([None, 1], dtype=object))
+    _refused_fast(lambda: load_npz(path), ValueError, r"entry 'obs_0'.*Python objects")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DAPG pickles
+
+
+def test_a_tiny_pickle_of_nested_shared_lists_is_refused_before_expanding(tmp_path):
+    x: list = [0.0] * 10
+    for _ in range(9):  # 10**10 logical elements, a few hundred bytes on disk
+        x = [x] * 10
+    path = tmp_path / "bomb.pickle"
+    path.write_bytes(pickle.dumps([{"observations": x, "actions": x}], protocol=2))
+    assert path.stat().st_size < 1000
+    err = _refused_fast(lambda: load_dapg_pickle(path), ValueError, "would expand to 10,000,000,000 array elements")
+    assert str(path) in str(err)
+
+
+def test_shared_references_across_demonstrations_count_against_one_budget(tmp_path):
+    big = np.zeros((1000, 1000))  # 1e6 elements, ~8 MB on disk once
+    demo = {"observations": big, "actions": big}
+    path = tmp_path / "many.pickle"
+    path.write_bytes(pickle.dumps([demo] * 1000, protocol=4))  # 2e9 elements once expanded
+    _refused_fast(lambda: load_dapg_pickle(path), ValueError, "would expand")
+
+
+class _Reduce:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _Reduce(np.zeros(1).__reduce__()[0], (np.ndarray, (10**10,), b"b")),
+        _Reduce(bytearray, (10**10,)),
+    ],
+    ids=["numpy_reconstruct", "bytearray"],
+)
+def test_allowed_constructors_cannot_allocate_beyond_the_file(tmp_path, payload):
+    path = tmp_path / "alloc.pickle"
+    path.write_bytes(pickle.dumps(payload, protocol=4))
+    _refused_fast(lambda: load_dapg_pickle(path), pickle.UnpicklingError, "larger than this file can hold")
+
+
+def test_code_is_still_refused(tmp_path):
+    path = tmp_path / "evil.pickle"
+    path.write_bytes(pickle.dumps(_Reduce(print, ("pwned",))))
+    _refused_fast(lambda: load_dapg_pickle(path), pickle.UnpicklingError, r"refused to load builtins\.print")
+
+
+def test_an_npz_given_to_the_pickle_loader_says_what_it_is(tmp_path):
+    path = save_npz([{"observations": np.zeros((2, 3)), "actions": np.zeros((2, 1))}], tmp_path / "d.npz")
+    err = _refused_fast(lambda: load_dapg_pickle(path), ValueError, r"zip archive \(an \.npz\?\).*load_npz")
+    assert str(path) in str(err)
+
+
+def test_a_legitimate_dapg_pickle_with_shared_lists_still_loads(tmp_path):
+    row = [0.5] * 39
+    path = tmp_path / "ok.pickle"
+    path.write_bytes(pickle.dumps([{"observations": [row] * 20, "actions": [[0.0] * 28] * 20}], protocol=2))
+    (t,) = load_dapg_pickle(path)
+    assert t.observations.shape == (20, 39)
+
+
+def test_a_self_referencing_list_is_refused(tmp_path):
+    x: list = [1.0]
+    x.append(x)
+    path = tmp_path / "cycle.pickle"
+    path.write_bytes(pickle.dumps([{"observations": x, "actions": [[0.0]]}]))
+    _refused_fast(lambda: load_dapg_pickle(path), ValueError, "contains itself")
+    d: dict = {"a": 1.0}
+    d["b"] = d
+    path.write_bytes(pickle.dumps([{"observations": [[0.0]], "actions": [[0.0]], "init_state_dict": d}]))
+    _refused_fast(lambda: load_dapg_pickle(path), ValueError, "init_state contains itself|a container contains itself")
+
+
+def test_deeply_nested_lists_are_refused(tmp_path):
+    x: list = [0.0]
+    for _ in range(40):
+        x = [x]
+    path = tmp_path / "deep.pickle"
+    path.write_bytes(pickle.dumps([{"observations": x, "actions": [[0.0]]}]))
+    _refused_fast(lambda: load_dapg_pickle(path), ValueError, "nested deeper than 32 levels")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# In-memory containers
+
+
+@pytest.mark.parametrize(
+    ("demo", "match"),
+    [
+        ({"observations": np.zeros((0, 3)), "actions": np.zeros((0, 1))}, "at least one action"),
+        ({"observations": np.zeros((1, 3)), "actions": np.zeros((0, 1))}, "at least one action"),
+        ({"observations": [[1, 2], [3]], "actions": np.zeros((2, 1))}, "observations: not a numeric array"),
+        ({"observations": np.array(["a", "b"]), "actions": np.zeros((2, 1))}, "observations: expected numbers"),
+        ({"observations": 3.0, "actions": np.zeros((1, 1))}, "observations: expected one entry per step"),
+        ({"observations": np.zeros((2, 3)), "actions": np.zeros((2, 1, 1))}, r"actions must be shaped \(T"),
+        ({"observations": np.zeros((2, 3)), "actions": "ab"}, "actions: not a numeric array"),
+        ({"observations": {}, "actions": np.zeros((2, 1))}, "observations is an empty dict"),
+    ],
+)
+def test_malformed_in_memory_demonstrations_name_the_field(demo, match):
+    with pytest.raises(ValueError, match=r"demonstration 0: .*" + match):
+        to_trajectories([demo])
+
+
+def test_init_state_must_be_a_dict():
+    with pytest.raises(TypeError, match="init_state_dict must be a dict"):
+        to_trajectories({"observations": np.zeros((2, 3)), "actions": np.zeros((2, 1)), "init_state_dict": [1]})
+
+
+def test_a_string_is_not_a_demonstration_collection():
+    with pytest.raises(TypeError, match="cannot read demonstrations from str"):
+        to_trajectories("door_demos.pickle")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Expert rollouts
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n_episodes": 0}, ValueError, "n_episodes must be >= 1"),
+        ({"n_episodes": True}, TypeError, "n_episodes must be an integer"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
+        ({"max_steps": 2.5}, TypeError, "max_steps must be an integer"),
+        ({"max_attempts": 1, "n_episodes": 3}, ValueError, "max_attempts must be >= 3"),
+        ({"only_successful": "yes"}, TypeError, "only_successful must be True or False"),
+        ({"env_kwargs": [("obs_mode", "state")]}, TypeError, "env_kwargs must be a dict"),
+    ],
+)
+def test_rollout_checks_its_arguments_before_building_the_env(kwargs, exc, match):
+    kwargs = {"n_episodes": 1, **kwargs}
+    with pytest.raises(exc, match=match):
+        rollout("HInDex/Door-v0", lambda obs: np.zeros(28), **kwargs)
+
+
+def test_save_npz_is_atomic_and_refuses_an_empty_set(tmp_path, monkeypatch):
+    path = save_npz([{"observations": np.zeros((2, 3)), "actions": np.zeros((2, 1))}], tmp_path / "d.npz")
+    before = path.read_bytes()
+
+    def crash(file, **arrays):  # a write interrupted half way (Ctrl-C, full disk)
+        if isinstance(file, (str, os.PathLike)):
+            Path(file).write_bytes(b"partial")
+        else:
+            file.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_npz([{"observations": np.ones((4, 3)), "actions": np.ones((4, 1))}], path)
+    assert path.read_bytes() == before  # the previous file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]  # and no temporary file is left behind
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="no demonstrations"):
+        save_npz(None, tmp_path / "e.npz")
