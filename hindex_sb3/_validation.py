@@ -136,6 +136,7 @@ def check_extractor_options(
     proprio_key: Any,
     channels_last: Any,
     cuda_graphs: Any,
+    ema_update: Any = "frame",
 ) -> None:
     """What ``hindex_extractor`` / ``baseline_extractor`` pass to SB3, checked before SB3 builds a policy with it."""
     check_encoder_options(
@@ -145,6 +146,7 @@ def check_extractor_options(
         cuda_graphs=cuda_graphs,
         scopes=("all", "stem", "auto", None),
     )
+    check_choice("ema_update", ema_update, ("frame", "batch"))
     check_hidden("hidden", hidden)
     check_str("pixels_key", pixels_key)
     check_str("proprio_key", proprio_key)
