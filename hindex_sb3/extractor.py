@@ -187,12 +187,22 @@ class HIndexExtractor(BaseFeaturesExtractor):
 
     # -- forward -------------------------------------------------------------------------------------------------------
     def _encode(self, pixels: torch.Tensor, update_bn_stats: bool) -> torch.Tensor:
-        """Encode each 3-channel frame of a stack (``VecFrameStack``) and concatenate, oldest frame first."""
+        """Encode each 3-channel frame of a stack (``VecFrameStack``) and concatenate, oldest frame first.
+
+        With an EMA-BN update, only the newest frame of each stack (the step's new image) enters the statistics: the
+        older ones already did at their own steps, and counting them again would weigh every frame k times.
+        """
         if self.n_frames == 1:
             return self._encoder(pixels, update_bn_stats=update_bn_stats)
-        batch = pixels.shape[0]
-        frames = pixels.reshape(batch * self.n_frames, 3, *pixels.shape[2:])
-        return self._encoder(frames, update_bn_stats=update_bn_stats).reshape(batch, -1)
+        batch, size = pixels.shape[0], pixels.shape[2:]
+        frames = pixels.reshape(batch, self.n_frames, 3, *size)
+        if not update_bn_stats:
+            return self._encoder(frames.reshape(batch * self.n_frames, 3, *size), update_bn_stats=False).reshape(
+                batch, -1
+            )
+        newest = self._encoder(frames[:, -1], update_bn_stats=True)
+        older = self._encoder(frames[:, :-1].reshape(batch * (self.n_frames - 1), 3, *size), update_bn_stats=False)
+        return torch.cat([older.reshape(batch, -1), newest], dim=1)
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         pixels = observations[self.pixels_key] if self.is_dict else observations

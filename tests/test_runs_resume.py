@@ -53,7 +53,7 @@ def _progress(run: Path) -> list[dict[str, str]]:
 
 def _without_times(row: dict) -> dict:
     keep = ("time/iterations", "time/total_timesteps")
-    return {k: v for k, v in row.items() if k in keep or not (k.startswith("time/") or k == "time_s")}
+    return {k: v for k, v in row.items() if k in keep or not (k.startswith("time/") or k in ("time_s", "wall_s"))}
 
 
 def _tensorboard_steps(run: Path, tag: str) -> list[tuple[int, float]]:

@@ -7,6 +7,7 @@ registered here (the plumbing is what is under test, not ResNet-50 on a CPU).
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import gymnasium as gym
@@ -276,3 +277,21 @@ def test_statistics_code_finds_the_hidden_encoders_batchnorm():
     layers = ema_bn_modules(model.policy)
     assert layers and set_ema_momentum(model.policy, 0.25) == len(layers)
     assert all(bn.momentum_ema == 0.25 for bn in model.policy.features_extractor.encoder.ema_layers)
+
+
+def test_frame_stack_updates_the_statistics_once_per_new_frame():
+    """Under VecFrameStack only the newest frame of a stack updates EMA-BN: one update per env frame, as unstacked."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        extractor = HIndexExtractor(gym.spaces.Box(0, 255, (9, 20, 20), np.uint8), encoder=TINY, weights=None)
+    ema = extractor.encoder.ema_layers[0]
+    for bn in extractor.encoder.ema_layers:
+        bn.momentum_ema = 0.1
+    stack = torch.randint(0, 256, (2, 9, 20, 20), dtype=torch.uint8)
+    reference = copy.deepcopy(extractor.encoder)
+    with torch.no_grad():
+        extractor.update_bn_stats(stack)
+    assert int(ema.num_batches_tracked) == 2  # two envs, one new frame each
+    with torch.no_grad():
+        reference(stack[:, 6:], update_bn_stats=True)  # the same update from the newest frames alone
+    torch.testing.assert_close(ema.running_mean, reference.ema_layers[0].running_mean, rtol=0, atol=0)
