@@ -7,6 +7,7 @@ resumed must produce the same numbers as one that was not.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -96,3 +97,22 @@ def test_killed_driver_resumes_without_loss(ray_address, reference, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "Traceback" not in resumed.stderr
     assert _table(tmp_path) == reference
+
+
+def test_smoke_profile_end_to_end_with_stage2(ray_address, tmp_path):
+    """The smoke profile's whole path, smaller: Stage 2 for hindex, a pixel run that waits for it, the report."""
+    from hindex_sb3.bench import write_report
+
+    plan = make_plan(
+        "main", profile="smoke", tasks=["door"], methods=["hindex"], seeds=[0], set_train={"iterations": 1}
+    )
+    assert [j.key for j in plan.adapt_jobs] == ["door__hindex__bn"]
+    status = run_plan(plan, tmp_path, address=ray_address, poll_s=0.2)
+    assert status["finished"] == ["door__hindex__s0"] and not status["failed"]
+    adapted = tmp_path / "adapt" / "door__hindex__bn" / "adapted_encoder.pth"
+    assert adapted.is_file()
+    config = json.loads(next((tmp_path / "runs" / "door__hindex__s0").glob("*/config.json")).read_text())
+    assert config["weights"] == str(adapted) and config["image_size"] == 64  # the run used Stage 2's encoder
+    assert [r["iteration"] for r in read_results(tmp_path)] == [0, 1]
+    report = write_report(tmp_path, reps=100).read_text()
+    assert "RANDOM ENCODER WEIGHTS" in report and "Status: **complete**" in report

@@ -15,6 +15,7 @@ A report drawn while runs are missing says so at the top and in every figure tit
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,7 @@ def _curves_figure(rows, tasks: list[str], methods: list[str], path: Path, title
         axes[1, j].set_ylabel("eval success")
         axes[1, j].set_xlabel("env frames")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, int(10 * fig.get_figwidth())), fontsize=9)  # ~10 characters per inch
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -234,7 +235,9 @@ def write_report(out: str | Path, reps: int = 2000) -> Path:
     if agg:
         title = f"{prefix + ' - ' if prefix else ''}{suite.figure}: normalised score ({plan.suite})"
         _aggregate_figure(agg, figs / "normalised_score.png", title)
-        shifted = sorted(t for t, (zero, _) in task_scales(rows).items() if zero != 0.0)
+        scales = task_scales(rows)
+        shifted = sorted(t for t, (zero, _) in scales.items() if zero != 0.0)
+        flat = sorted({r["task"] for r in rows if not r["background"]} - set(scales))
         lines += [
             "## Normalised score (Fig. 1 style)",
             "",
@@ -244,6 +247,11 @@ def write_report(out: str | Path, reps: int = 2000) -> Path:
                 f" Returns go negative on {', '.join(shifted)}: there the worst return reached is the zero of the "
                 "scale, (return - worst) / (best - worst)."
                 if shifted
+                else ""
+            )
+            + (
+                f" Left out (every evaluation returned the same, so there is no scale): {', '.join(flat)}."
+                if flat
                 else ""
             ),
             "",
