@@ -116,3 +116,18 @@ def test_smoke_profile_end_to_end_with_stage2(ray_address, tmp_path):
     assert [r["iteration"] for r in read_results(tmp_path)] == [0, 1]
     report = write_report(tmp_path, reps=100).read_text()
     assert "RANDOM ENCODER WEIGHTS" in report and "Status: **complete**" in report
+
+
+def test_background_suite_evaluates_final_policies_on_novel_backgrounds(ray_address, tmp_path):
+    """Table 3's path: each final policy, read back from its safetensors checkpoint, on every novel background."""
+    from hindex_sb3.bench import write_report
+
+    settings = {"iterations": 1, "trajectories": 2, "horizon": 20, "eval_episodes": 1}
+    plan = make_plan("background", profile="smoke", methods=["state"], seeds=[0], set_train=settings)
+    status = run_plan(plan, tmp_path, address=ray_address, poll_s=0.2)
+    assert not status["failed"], status
+    rows = read_results(tmp_path)
+    backgrounds = [r["background"] for r in rows if r["background"]]
+    assert backgrounds == list(plan.runs[0].eval_backgrounds) and len(backgrounds) == 6
+    report = write_report(tmp_path, reps=100).read_text()
+    assert "Novel backgrounds" in report and "| state |" in report

@@ -259,11 +259,7 @@ def test_broken_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
 
 
 def test_user_encoder_trains_with_dapg_through_the_cli(user_plugin, tmp_path, capsys):
-    """``hindex train --encoder user_tiny``: the acceptance check of issue 14 (BYO encoder, DAPG, EMA-BN).
-
-    Expected to fail only while ``hindex train`` accepts a fixed list of encoders (argparse ``choices`` /
-    ``train.ENCODERS``); that exact refusal is reported as xfail, anything else fails.
-    """
+    """``hindex train --encoder user_tiny``: the acceptance check of issue 14 (BYO encoder, DAPG, EMA-BN)."""
     from hindex_sb3.cli import main
 
     args = ["train", "door", "--encoder", "user_tiny", "--weights", "random", "--demos", "none", "--iterations", "1"]
@@ -274,8 +270,6 @@ def test_user_encoder_trains_with_dapg_through_the_cli(user_plugin, tmp_path, ca
     except SystemExit as exit_:
         code = exit_.code
     err = capsys.readouterr().err
-    if code != 0 and ("invalid choice: 'user_tiny'" in err or "unknown encoder 'user_tiny'" in err):
-        pytest.xfail("hindex train still accepts only a fixed list of encoders (issue 14; the `runs` branch)")
     assert code == 0, err
     summary = json.loads(next(tmp_path.glob("door_user_tiny*/summary.json")).read_text())
     assert summary["encoder"] == "user_tiny" and summary["ema_momentum"] == 0.1 and summary["iterations"] == 1
