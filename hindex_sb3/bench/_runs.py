@@ -97,7 +97,7 @@ def evaluate_backgrounds(
 
     The final model is read from its safetensors checkpoint (no code runs); the evaluation seeds are the run's own.
     """
-    from hindex_sb3.bench.store import write_json_atomic
+    from hindex_sb3._io import write_json
     from hindex_sb3.evaluation import evaluate
     from hindex_sb3.runs.build import make_env_kwargs
     from hindex_sb3.runs.checkpoint import find_latest, load_checkpoint
@@ -114,5 +114,5 @@ def evaluate_backgrounds(
             results[name] = evaluate(model, env, cfg.eval_episodes, seed=cfg.seed).as_dict()
         finally:
             env.close()
-    write_json_atomic(outputs / "backgrounds.json", results)
+    write_json(outputs / "backgrounds.json", results)
     return results

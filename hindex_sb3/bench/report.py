@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from hindex_sb3._io import atomic_write_text
 from hindex_sb3.bench.results import read_results, run_finished
-from hindex_sb3.bench.store import load_plan, write_text_atomic
+from hindex_sb3.bench.store import load_plan
 from hindex_sb3.bench.suites import get_suite
 
 
@@ -275,5 +276,5 @@ def write_report(out: str | Path, reps: int = 2000) -> Path:
         lines += [*_background_table(rows, plan.methods, suite.eval_backgrounds), ""]
     lines += ["## Cost per run", "", *_cost_table(rows, plan), ""]
     path = out / "report.md"
-    write_text_atomic(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path

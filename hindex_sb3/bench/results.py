@@ -75,7 +75,8 @@ def _rows_of_run(out: Path, spec, random_weights: bool) -> list[dict[str, Any]]:
 
 def collect_results(out: str | Path, plan: Plan | None = None) -> list[dict[str, Any]]:
     """All rows of the bench in ``out`` (in plan order), and ``results.csv`` rewritten atomically."""
-    from hindex_sb3.bench.store import load_plan, write_text_atomic
+    from hindex_sb3._io import atomic_write_text
+    from hindex_sb3.bench.store import load_plan
 
     out = Path(out)
     plan = plan or load_plan(out)
@@ -84,7 +85,7 @@ def collect_results(out: str | Path, plan: Plan | None = None) -> list[dict[str,
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(out / "results.csv", buffer.getvalue())
+    atomic_write_text(out / "results.csv", buffer.getvalue())
     return rows
 
 

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hindex_sb3._io import write_json
 from hindex_sb3.bench import _runs
 from hindex_sb3.bench.plan import BenchError, Plan, RunSpec
 from hindex_sb3.bench.results import collect_results, run_dir, run_finished
-from hindex_sb3.bench.store import DriverLock, save_plan, write_json_atomic
+from hindex_sb3.bench.store import DriverLock, save_plan
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def _drive(plan: Plan, out: Path, cpus: float, gpus: float, retries: int, emit: 
                 emit("failed", {"run": spec.run_id, "error": failed[spec.run_id]})
         collect_results(out, plan)
     status = {"finished": finished, "failed": failed, "skipped": skipped}
-    write_json_atomic(out / "status.json", status | {"time": time.time()})
+    write_json(out / "status.json", status | {"time": time.time()})
     return status
 
 

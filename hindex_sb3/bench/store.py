@@ -1,41 +1,20 @@
-"""The bench folder: plan, lock and atomic writes (a killed driver never leaves a half-written file)."""
+"""The bench folder: its plan and the one-driver lock (written atomically: a killed driver leaves no half file)."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import tempfile
 from pathlib import Path
-from typing import Any
 
+from hindex_sb3._io import read_json, write_json
 from hindex_sb3.bench.plan import BenchError, Plan
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def load_plan(out: Path) -> Plan:
     path = Path(out) / "plan.json"
     if not path.is_file():
         raise BenchError(f"{out} holds no bench (no plan.json)")
-    return Plan.from_json(json.loads(path.read_text()))
+    return Plan.from_json(read_json(path))
 
 
 def save_plan(out: Path, plan: Plan, *, resume: bool) -> Plan:
@@ -51,7 +30,7 @@ def save_plan(out: Path, plan: Plan, *, resume: bool) -> Plan:
         return saved
     if resume:
         raise BenchError(f"--resume: {out} holds no bench to continue")
-    write_json_atomic(path, plan.to_json())
+    write_json(path, plan.to_json())
     return plan
 
 
@@ -63,10 +42,10 @@ class DriverLock:
 
     def __enter__(self) -> DriverLock:
         if self.path.is_file():
-            info = json.loads(self.path.read_text() or "{}")
+            info = read_json(self.path)
             if info.get("host") == socket.gethostname() and _alive(int(info.get("pid", -1))):
                 raise BenchError(f"another hindex bench (pid {info['pid']}) is running on {self.path.parent}")
-        write_json_atomic(self.path, {"pid": os.getpid(), "host": socket.gethostname()})
+        write_json(self.path, {"pid": os.getpid(), "host": socket.gethostname()})
         return self
 
     def __exit__(self, *exc: object) -> None:
