@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from hindex_sb3.episodes import run_episode
+
 #: evaluation seeds start here, far above any training episode's seed (see the module docstring)
 EVAL_SEED_OFFSET = 1_000_000_000
 
@@ -68,18 +70,10 @@ def evaluate(
             return policy.predict(obs, deterministic=deterministic)[0]  # type: ignore[union-attr]
     else:
         act = policy  # type: ignore[assignment]
-    returns, successes, lengths = [], [], []
-    for episode_seed in episode_seeds:
-        obs, _ = env.reset(seed=int(episode_seed))
-        done, total, steps, info = False, 0.0, 0, {}
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(act(obs))
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated
-        returns.append(total)
-        successes.append(bool(info.get("is_success", False)))
-        lengths.append(steps)
+    episodes = [run_episode(env, act, seed=int(episode_seed)) for episode_seed in episode_seeds]
+    returns = [ep.total_return for ep in episodes]
+    successes = [ep.success for ep in episodes]
+    lengths = [ep.length for ep in episodes]
     return EvalResult(
         success_rate=float(np.mean(successes)),
         mean_return=float(np.mean(returns)),
