@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium as gym
 
 from hindex_sb3._io import atomic_write_bytes
+from hindex_sb3.episodes import run_episode
 from hindex_sb3.runs.build import make_env_kwargs
 from hindex_sb3.runs.config import TrainConfig
 
@@ -44,13 +45,13 @@ def record_video(model: Any, env_id: str, cfg: TrainConfig, path: Path) -> Path:
     kwargs.setdefault("image_size", cfg.image_size)
     env = gym.make(env_id, render_mode="rgb_array", **kwargs)
     frames = []
-    obs, _ = env.reset(seed=20_000 + cfg.seed)
-    frames.append(env.render())
-    done = False
-    while not done:
-        obs, _, terminated, truncated, _ = env.step(model.predict(obs, deterministic=True)[0])
-        frames.append(env.render())
-        done = terminated or truncated
+    run_episode(
+        env,
+        lambda obs: model.predict(obs, deterministic=True)[0],
+        seed=20_000 + cfg.seed,
+        on_reset=lambda obs: frames.append(env.render()),
+        on_step=lambda step: frames.append(env.render()),
+    )
     env.close()
     from PIL import Image
 
