@@ -28,6 +28,7 @@ import numpy as np
 from hindex_sb3._npz import MAX_NPZ_BYTES, open_npz
 from hindex_sb3._validation import INFLATION_FLOOR, MAX_INFLATION, check_flag, check_int
 from hindex_sb3.demos.core import ElementBudget, Trajectory, to_trajectories
+from hindex_sb3.episodes import Step, run_episode
 
 # Everything a DAPG demo pickle needs: numpy arrays/scalars/dtypes and builtin containers.
 _SAFE_GLOBALS = {
@@ -316,6 +317,43 @@ def _reset_policy(policy: PolicyLike, seed: int) -> None:
         reset()
 
 
+def _record_episode(
+    env: gym.Env,
+    act: Callable[[Any], Any],
+    policy: PolicyLike,
+    episode_seed: int,
+    policy_seed: int,
+    limit: int,
+    policy_obs_key: str | None,
+    record_keys: Sequence[str] | None,
+) -> tuple[Any, list[Any], list[np.ndarray], list[Any], list[bool], bool]:
+    """One episode of :func:`rollout`: its start state, per-step observations/actions/rewards/goals, and success."""
+    starts: list[Any] = []
+    observations: list[Any] = []
+    actions: list[np.ndarray] = []
+    rewards: list[Any] = []
+    goals: list[bool] = []
+
+    def on_reset(obs: Any) -> None:
+        _reset_policy(policy, policy_seed)
+        base = env.unwrapped
+        starts.append(base.get_env_state() if hasattr(base, "get_env_state") else None)
+
+    def on_step(step: Step) -> None:
+        obs = step.obs
+        keep = isinstance(obs, dict) and record_keys is not None
+        observations.append({k: obs[k] for k in record_keys} if keep else obs)  # type: ignore[union-attr]
+        actions.append(step.action)
+        rewards.append(step.reward)
+        goals.append(bool(step.info.get("goal_achieved", False)))
+
+    def act_on(obs: Any) -> np.ndarray:
+        return np.asarray(act(obs[policy_obs_key] if policy_obs_key is not None else obs), dtype=np.float32)
+
+    episode = run_episode(env, act_on, seed=episode_seed, max_steps=limit, on_reset=on_reset, on_step=on_step)
+    return starts[0], observations, actions, rewards, goals, episode.success
+
+
 def rollout(
     env: gym.Env | str,
     policy: PolicyLike,
@@ -368,27 +406,11 @@ def rollout(
         limit = episode_limit(env, max_steps)
         while len(trajectories) < n_episodes and attempts < max_attempts:
             episode_seed = seed + attempts
-            obs, _ = env.reset(seed=episode_seed)
-            _reset_policy(policy, int(np.random.SeedSequence([seed, attempts]).generate_state(1)[0]))
+            policy_seed = int(np.random.SeedSequence([seed, attempts]).generate_state(1)[0])
             attempts += 1
-            base = env.unwrapped
-            init = base.get_env_state() if hasattr(base, "get_env_state") else None
-            observations, actions, rewards, goals = [], [], [], []
-            info: dict[str, Any] = {}
-            for _ in range(limit):
-                policy_in = obs[policy_obs_key] if policy_obs_key is not None else obs
-                action = np.asarray(act(policy_in), dtype=np.float32)
-                if isinstance(obs, dict) and record_keys is not None:
-                    observations.append({k: obs[k] for k in record_keys})
-                else:
-                    observations.append(obs)
-                obs, reward, terminated, truncated, info = env.step(action)
-                actions.append(action)
-                rewards.append(reward)
-                goals.append(bool(info.get("goal_achieved", False)))
-                if terminated or truncated:
-                    break
-            success = bool(info.get("is_success", False))
+            init, observations, actions, rewards, goals, success = _record_episode(
+                env, act, policy, episode_seed, policy_seed, limit, policy_obs_key, record_keys
+            )
             if only_successful and not success:
                 continue
             if isinstance(observations[0], dict):
