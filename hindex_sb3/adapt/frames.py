@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from hindex_sb3._npz import open_npz
+from hindex_sb3.episodes import run_episode
 
 __all__ = [
     "FRAMES_FORMAT",
@@ -357,6 +358,43 @@ def _frame(obs: Any, env: gym.Env, pixels_key: str) -> np.ndarray:
     return np.ascontiguousarray(image.transpose(2, 0, 1))
 
 
+def _episode_frames(
+    env: gym.Env,
+    spec: PolicySpec,
+    seed: int,
+    options: dict[str, Any] | None,
+    replay: Any,
+    max_steps: int | None,
+    pixels_key: str,
+) -> np.ndarray:
+    """The ``T + 1`` frames of one :func:`collect_frames` episode, acting by ``spec.act`` or replaying ``replay``."""
+    if replay is not None:
+        max_steps = len(replay) if max_steps is None else min(max_steps, len(replay))
+        actions = iter(replay)
+
+        def choose(obs: Any) -> Any:
+            return next(actions)
+    else:
+        choose = spec.act
+
+    def on_reset(obs: Any) -> None:
+        if spec.on_reset is not None:
+            spec.on_reset()
+        frames.append(_frame(obs, env, pixels_key))
+
+    frames: list[np.ndarray] = []
+    run_episode(
+        env,
+        lambda obs: np.asarray(choose(obs), dtype=env.action_space.dtype),
+        seed=seed,
+        options=options,
+        max_steps=max_steps,
+        on_reset=on_reset,
+        on_step=lambda step: frames.append(_frame(step.next_obs, env, pixels_key)),
+    )
+    return np.stack(frames)
+
+
 def collect_frames(
     env: gym.Env | str,
     policy: Any = "random",
@@ -394,23 +432,7 @@ def collect_frames(
 
         for i in tqdm(range(n_episodes), desc=f"frames {env_id}", unit="ep", disable=not progress):
             options, replay = spec.episodes[i] if spec.episodes is not None else (None, None)
-            obs, _ = env.reset(seed=seed + i, options=options)
-            if spec.on_reset is not None:
-                spec.on_reset()
-            frames = [_frame(obs, env, pixels_key)]
-            t, done = 0, False
-            while not done and (max_steps is None or t < max_steps):
-                if replay is not None:
-                    if t >= len(replay):
-                        break
-                    action = replay[t]
-                else:
-                    action = spec.act(obs)
-                obs, _, terminated, truncated, _ = env.step(np.asarray(action, dtype=env.action_space.dtype))
-                frames.append(_frame(obs, env, pixels_key))
-                done = terminated or truncated
-                t += 1
-            episodes.append(np.stack(frames))
+            episodes.append(_episode_frames(env, spec, seed + i, options, replay, max_steps, pixels_key))
     finally:
         if own:
             env.close()
