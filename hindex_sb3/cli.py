@@ -12,11 +12,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from hindex_sb3.envs import env_ids
+from hindex_sb3.episodes import run_episode
 
 
 def _save_png(image_hwc: np.ndarray, path: Path) -> None:
@@ -56,6 +58,34 @@ def _demo_plan(args: argparse.Namespace) -> tuple[list[str], Path]:
     return (env_ids() if not args.tasks else [resolve_env_id(t) for t in args.tasks]), out
 
 
+def _random_steps(env: gym.Env, seed: int, steps: int) -> tuple[Any, float | None]:
+    """Take ``steps`` small random actions from ``reset(seed=seed)``, restarting episodes that end.
+
+    Returns the last observation and the steps per second counted from the first reset's end (None for no steps).
+    """
+    rng = np.random.default_rng(seed)
+    start: list[float] = []
+
+    def clock(obs: Any) -> None:
+        if not start:
+            start.append(time.perf_counter())
+
+    left, episode_seed = steps, seed
+    while True:
+        episode = run_episode(
+            env,
+            lambda obs: rng.uniform(-1, 1, env.action_space.shape) * 0.2,
+            seed=episode_seed,
+            max_steps=left,
+            on_reset=clock,
+        )
+        left, episode_seed = left - episode.length, None
+        if not episode.done:  # the step budget, not the env, stopped it
+            break
+    rate = steps / max(time.perf_counter() - start[0], 1e-9) if steps else None
+    return episode.final_obs, rate
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build each task, take a few random steps, and save the frame of its default camera."""
     try:
@@ -66,14 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     frames, summary = [], []
     for env_id in ids:
         env = gym.make(env_id, image_size=args.image_size, render_quality=args.quality)
-        obs, _ = env.reset(seed=args.seed)
-        rng = np.random.default_rng(args.seed)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            obs, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape) * 0.2)
-            if terminated or truncated:
-                obs, _ = env.reset()
-        rate = args.steps / max(time.perf_counter() - start, 1e-9) if args.steps else None
+        obs, rate = _random_steps(env, args.seed, args.steps)
         frame = obs["pixels"].transpose(1, 2, 0)
         name = env_id.split("/")[-1].removesuffix("-v0").lower()
         path = out / f"{name}.png"
