@@ -91,3 +91,17 @@ def test_act_sees_each_observation_and_its_action_is_stepped():
 def test_bad_max_steps(bad):
     with pytest.raises((TypeError, ValueError), match="max_steps"):
         run_episode(Counter(), lambda obs: 1.0, max_steps=bad)
+
+
+# seed 7 starts the count at 1 and the goal is 3: steps 1, 2 reach t = 2, 3 (terminated, so reset to 0 unseeded),
+# step 3 reaches t = 1
+@pytest.mark.parametrize(("steps", "last_obs", "resets"), [(0, 1, 1), (1, 2, 1), (2, 0, 2), (3, 1, 2)])
+def test_demo_step_budget_restarts_ended_episodes(steps, last_obs, resets):
+    """``hindex demo``: a budget of random steps across episodes; an episode ending on the last step is reset."""
+    from hindex_sb3.cli import _random_steps
+
+    env = Counter(goal=3)
+    obs, rate = _random_steps(env, 7, steps)
+    assert env.resets == [(7, None)] + [(None, None)] * (resets - 1)
+    assert obs == last_obs
+    assert (rate is None) == (steps == 0)
