@@ -7,10 +7,12 @@ so a fresh install can be checked end to end in seconds. ``hindex envs`` lists t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _show_adapt_progress() -> Iterator[None]:
+    """Print the Stage-2 pipeline's progress lines (its logger's INFO records) on stdout, bare, as ``hindex adapt``
+    always has; the library itself only logs. Not propagated, so a root handler does not print them twice."""
+    import logging
+
+    log = logging.getLogger("hindex_sb3.adapt")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     from hindex_sb3.adapt import AdaptConfig, AdaptError, adapt
 
@@ -182,7 +205,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         progress_bar=not args.no_progress,
     )
     try:
-        summary = adapt(cfg)
+        with _show_adapt_progress():
+            summary = adapt(cfg)
     except AdaptError as err:
         print(f"hindex adapt: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Checks of a whole :class:`~hindex_sb3.adapt.trainer.AdaptConfig` before Stage 2 spends any time.
+"""Checks of a whole :class:`~hindex_sb3.adapt.config.AdaptConfig` before Stage 2 spends any time.
 
 Collecting frames takes minutes; a configuration that can only fail afterwards (an image size the model cannot
 take, a zero batch, a NaN learning rate, a missing policy file) must fail first, with one message naming the
@@ -15,7 +15,7 @@ from hindex_sb3._validation import check_flag, check_int, check_output_dir, chec
 from hindex_sb3.envs.rendering import MAX_IMAGE_SIZE
 
 if TYPE_CHECKING:
-    from hindex_sb3.adapt.trainer import AdaptConfig
+    from hindex_sb3.adapt.config import AdaptConfig
 
 __all__ = ["check_adapt_config"]
 

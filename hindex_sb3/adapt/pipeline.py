@@ -1,0 +1,352 @@
+"""The pipeline behind ``hindex adapt``: check the settings, load the weights, get the frames, train, export, report.
+
+Each step is a function of its own so that :func:`adapt` reads as the list of them. Progress lines go to this
+module's logger (``hindex_sb3.adapt.pipeline``); the CLI shows them, library callers see them only if they configure
+logging.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hindex_sb3.adapt.base import load_base_backbone
+from hindex_sb3.adapt.checks import check_adapt_config
+from hindex_sb3.adapt.config import PAPER_PAIR_WINDOW, AdaptConfig
+from hindex_sb3.adapt.errors import AdaptConfigError, AdaptError
+from hindex_sb3.adapt.frames import FrameDataset, FrameDatasetError, collect_frames
+from hindex_sb3.adapt.loss import PerceptualLoss
+from hindex_sb3.adapt.model import KeypointModel
+from hindex_sb3.adapt.params import check_trainable, trainable_summary
+from hindex_sb3.adapt.trainer import Adapter, _plain
+
+__all__ = ["adapt", "resolve_env"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_env(task: str) -> tuple[str, str | None]:
+    """``(env id, our task name or None)``: one of our tasks (``door``, ``HInDex/Door-v0``) or any registered id."""
+    import gymnasium as gym
+
+    from hindex_sb3.envs import UnknownTaskError, resolve_env_id
+
+    if not isinstance(task, str) or not task.strip():
+        raise AdaptConfigError(f"task must be a task name or a registered Gymnasium id, got {task!r}")
+    try:
+        env_id = resolve_env_id(task)
+        return env_id, env_id.split("/")[1].removesuffix("-v0")
+    except UnknownTaskError:
+        pass
+    try:
+        gym.spec(task)
+    except Exception as err:
+        raise AdaptError(f"unknown task or environment id {task!r} ({err}); see `hindex envs`") from err
+    return task, None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _check_run(cfg: AdaptConfig) -> tuple[str, str | None, Path, Path]:
+    """The whole configuration and the run folder, before any weights are read or frames collected.
+
+    Returns ``(env id, our task name or None, run folder, checkpoint path)``.
+    """
+    env_id, task_name = resolve_env(cfg.task)
+    try:
+        check_adapt_config(cfg, our_task=task_name is not None)
+    except (TypeError, ValueError, OSError) as err:
+        raise AdaptConfigError(str(err)) from err
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoints" / "latest.pt"
+    if ckpt_path.is_file() and not cfg.resume:
+        raise AdaptError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    if cfg.resume and not ckpt_path.is_file():
+        raise AdaptError(f"--resume: no checkpoint at {ckpt_path}")
+    try:
+        check_trainable(cfg.trainable)
+    except ValueError as err:
+        raise AdaptError(str(err)) from err
+    return env_id, task_name, out, ckpt_path
+
+
+def _load_weights(cfg: AdaptConfig) -> tuple[dict, dict, PerceptualLoss]:
+    """Base backbone, its provenance record and the perceptual loss.
+
+    Weights come first: a missing file should fail in a second, not after collecting 10,000 frames.
+    """
+    from hindex_sb3.encoders.weights import WeightsError
+
+    base_state, base_record = load_base_backbone(cfg.weights, seed=cfg.seed, progress=cfg.progress_bar)
+    try:
+        torch.manual_seed(cfg.seed)
+        loss = PerceptualLoss.from_weights(None if _random_vgg(cfg) else cfg.vgg_weights, progress=cfg.progress_bar)
+    except (WeightsError, FileNotFoundError) as err:
+        raise AdaptError(
+            f"{err}\n\nThe perceptual loss needs torchvision's ImageNet VGG16. Pass --vgg-weights PATH, or "
+            "--vgg-weights random for a smoke test (the loss is then not perceptual; labelled)."
+        ) from err
+    return base_state, base_record, loss
+
+
+def _random_vgg(cfg: AdaptConfig) -> bool:
+    return cfg.vgg_weights in (None, "random")
+
+
+def _log_frames(ds: FrameDataset, path: Path) -> None:
+    logger.info(f"frames: {path} ({ds.n_episodes} episodes, {ds.n_frames} frames of {ds.frame_size})")
+
+
+def _load_dataset(cfg: AdaptConfig, env_id: str, task_name: str | None, path: Path) -> FrameDataset:
+    """``cfg.dataset`` or an earlier run's frames, refused when they belong to another task or another request."""
+    try:
+        ds = FrameDataset.load(path)
+    except FrameDatasetError as err:
+        raise AdaptError(str(err)) from err
+    if ds.meta.get("env_id") not in (None, env_id):
+        raise AdaptError(
+            f"frame dataset {path} was recorded in {ds.meta.get('env_id')}, not {env_id}: adapting on another "
+            "task's frames would adapt to the wrong domain (pass the right --dataset, or another --out)"
+        )
+    if not cfg.dataset:
+        want = {"n_episodes": cfg.episodes, "frame_size": cfg.frame_side() if task_name else None}
+        have = {"n_episodes": ds.n_episodes, "frame_size": ds.frame_size[0] if task_name else None}
+        if want != have:
+            raise AdaptError(
+                f"{path} holds {have} but this run asks for {want}; delete it, or pass --dataset {path} to use it "
+                "as it is"
+            )
+    return ds
+
+
+def _collection_policy(cfg: AdaptConfig, env_id: str, task_name: str | None) -> str:
+    """``cfg.policy``, with ``auto`` read as a scripted demonstrator where this package has one, random otherwise."""
+    if cfg.policy != "auto":
+        return cfg.policy
+    if task_name is not None:
+        try:
+            from hindex_sb3.demonstrators import available_demonstrators
+
+            if env_id in available_demonstrators():
+                return "scripted"
+        except ImportError:
+            pass
+    return "random"
+
+
+def _collect_dataset(cfg: AdaptConfig, env_id: str, task_name: str | None, path: Path) -> FrameDataset:
+    """Collect ``cfg.episodes`` episodes of frames and save them to ``path``."""
+    env_kwargs, obs_key = dict(cfg.env_kwargs), None
+    if task_name is not None:
+        env_kwargs = {"obs_mode": "all", "image_size": cfg.frame_side(), **env_kwargs}
+        if cfg.camera:
+            env_kwargs["camera"] = cfg.camera
+        obs_key = None if cfg.policy in ("auto", "random", "scripted") or ".zip" in cfg.policy else "state"
+    policy = _collection_policy(cfg, env_id, task_name)
+    logger.info(f"collecting {cfg.episodes} episodes of {env_id} frames with policy {policy} ...")
+    try:
+        ds = collect_frames(
+            env_id,
+            policy,
+            cfg.episodes,
+            seed=cfg.seed,
+            max_steps=cfg.max_steps,
+            deterministic=cfg.deterministic,
+            policy_obs_key=obs_key,
+            env_kwargs=env_kwargs,
+            progress=cfg.progress_bar,
+        )
+    except (FrameDatasetError, FileNotFoundError, ValueError, TypeError) as err:
+        raise AdaptError(f"could not collect frames: {err}") from err
+    ds.save(path)
+    return ds
+
+
+def _prepare_dataset(cfg: AdaptConfig, env_id: str, task_name: str | None, out: Path) -> tuple[FrameDataset, Path]:
+    """Load ``cfg.dataset`` / ``out/frames.npz`` (checked against the request) or collect and save new frames."""
+    path = Path(cfg.dataset) if cfg.dataset else out / "frames.npz"
+    if cfg.dataset or path.is_file():
+        ds = _load_dataset(cfg, env_id, task_name, path)
+    else:
+        ds = _collect_dataset(cfg, env_id, task_name, path)
+    _log_frames(ds, path)
+    return ds, path
+
+
+def _build_adapter(
+    cfg: AdaptConfig, task_name: str | None, base_state: dict, loss: PerceptualLoss, dataset: FrameDataset
+) -> Adapter:
+    """The keypoint model on the base backbone, inside an :class:`Adapter` with the run's settings."""
+    torch.manual_seed(cfg.seed)
+    model = KeypointModel(cfg.num_keypoints, cfg.sigma, cfg.image_size)
+    model.backbone.load_state_dict(base_state)
+    return Adapter(
+        model,
+        loss,
+        dataset,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        window=cfg.pair_window if cfg.pair_window is not None else PAPER_PAIR_WINDOW.get(task_name or ""),
+        device=_device(cfg.device),
+        base_backbone=base_state,
+        trainable=cfg.trainable,
+    )
+
+
+def _log_trainable(counts: dict[str, Any], trainable: str) -> None:
+    which = f"BatchNorm gamma/beta of {counts['backbone_bn_layers']} layers" if trainable == "bn" else "all"
+    logger.info(
+        f"backbone: {counts['backbone_trainable']:,} of {counts['backbone_total']:,} parameters trainable "
+        f"({100 * counts['backbone_trainable_fraction']:.2f} %, {which}); heads/encoders/renderer trainable: "
+        f"{counts['trainable_total'] - counts['backbone_trainable']:,}; total trainable {counts['trainable_total']:,}"
+    )
+
+
+def _labels(cfg: AdaptConfig) -> list[str]:
+    """Warnings that travel with every output of a run that is not the real method."""
+    labels = []
+    if cfg.weights in (None, "random"):
+        labels.append("RANDOM BASE ENCODER (not pretrained)")
+    if _random_vgg(cfg):
+        labels.append("RANDOM VGG16 (loss not perceptual)")
+    return labels
+
+
+def _train(cfg: AdaptConfig, adapter: Adapter, ckpt_path: Path) -> None:
+    """Resume (or calibrate the heads' BN statistics), then train to ``cfg.iterations`` with checkpoints."""
+    config = asdict(cfg)
+    if cfg.resume:
+        adapter.load_checkpoint(ckpt_path)
+        logger.info(f"resumed {ckpt_path} at iteration {adapter.iteration}")
+    elif cfg.calibrate_batches > 0:
+        adapter.calibrate(cfg.calibrate_batches)
+    adapter.run(
+        cfg.iterations,
+        checkpoint_path=ckpt_path,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=cfg.progress_bar,
+        extra={"config": _plain(config)},
+    )
+
+
+def _provenance(
+    cfg: AdaptConfig, env_id: str, task_name: str | None, base_record: dict, frames_path: Path, labels: list[str]
+) -> dict[str, Any]:
+    if _random_vgg(cfg):
+        vgg = "random (NOT pretrained)"
+    else:
+        vgg = "vgg16_imagenet (torchvision IMAGENET1K_V1)" if cfg.vgg_weights == "default" else str(cfg.vgg_weights)
+    return {
+        "task": task_name or env_id,
+        "env_id": env_id,
+        "base": base_record,
+        "heads_init": "random (TTP-Penn penn_joint.pth unavailable)",
+        "head_bn_calibration_batches": cfg.calibrate_batches,
+        "vgg16": vgg,
+        "frames": str(frames_path),
+        "labels": labels,
+        "package": "hindex_sb3",
+    }
+
+
+def _draw_figures(adapter: Adapter, out: Path, title: str) -> dict[str, str]:
+    from hindex_sb3.adapt import figures as figs
+
+    return {
+        "keypoints": str(figs.keypoint_figure(adapter, out / "keypoints.png", title=title)),
+        "bn_distribution": str(
+            figs.bn_distribution_figure(
+                adapter.base_backbone, adapter.adapted_backbone(), out / "bn_distribution.png", title=title
+            )
+        ),
+        "loss": str(figs.loss_figure(adapter.history, out / "loss.png", title=title)),
+    }
+
+
+def _log_keypoints(kp: dict[str, float]) -> None:
+    logger.info(
+        f"keypoints: move {kp['keypoint_std_px']:.2f} heatmap px (std over 16 frames), marginal softmax peak "
+        f"{kp['mean_peak_probability']:.2f}"
+        + (
+            "  <- nearly static keypoints: the bottleneck has not learned to track anything yet"
+            if kp["keypoint_std_px"] < 0.5
+            else ""
+        )
+    )
+
+
+def _loss_means(history: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Mean fixed-normalised loss and pixel MSE over the first and last ``k`` iterations (k <= 100, half the run)."""
+    n = len(history["fixed"])
+    k = min(100, n // 2) if n >= 2 else 0
+    if not k:
+        return {}
+    return {
+        f"first_{k}": {m: float(np.mean(history[m][:k])) for m in ("fixed", "pixels")},
+        f"last_{k}": {m: float(np.mean(history[m][-k:])) for m in ("fixed", "pixels")},
+    }
+
+
+def adapt(cfg: AdaptConfig) -> dict[str, Any]:
+    """Collect (or load) task frames, train the keypoint model, export the adapted encoder, draw the figures.
+
+    Outputs in ``cfg.out_dir``: ``frames.npz``, ``checkpoints/latest.pt``, ``adapted_encoder.pth`` (the
+    ``hindex_sb3.adapted/1`` checkpoint for ``create_encoder("hindex", weights=...)``), ``keypoints.png``,
+    ``bn_distribution.png``, ``loss.png``, ``history.json`` and ``summary.json``.
+    """
+    env_id, task_name, out, ckpt_path = _check_run(cfg)
+    base_state, base_record, loss = _load_weights(cfg)
+    dataset, frames_path = _prepare_dataset(cfg, env_id, task_name, out)
+    try:
+        dataset.check_image_size(cfg.image_size)
+    except FrameDatasetError as err:
+        raise AdaptError(str(err)) from err
+    adapter = _build_adapter(cfg, task_name, base_state, loss, dataset)
+    counts = trainable_summary(adapter.model)
+    _log_trainable(counts, cfg.trainable)
+    labels = _labels(cfg)
+    _train(cfg, adapter, ckpt_path)
+
+    provenance = _provenance(cfg, env_id, task_name, base_record, frames_path, labels)
+    encoder_path = adapter.export(out / "adapted_encoder.pth", provenance)
+    (out / "history.json").write_text(json.dumps(dict(adapter.history.items())))
+    title = f"{task_name or env_id}: {adapter.iteration} iterations, image {cfg.image_size}"
+    if labels:
+        title = " / ".join(labels) + " - " + title
+    figures = _draw_figures(adapter, out, title) if cfg.figures else {}
+    kp = adapter.keypoint_stats()
+    _log_keypoints(kp)
+    summary = {
+        "task": task_name or env_id,
+        "env_id": env_id,
+        "encoder": str(encoder_path),
+        "base": base_record,
+        "labels": labels,
+        "iterations": adapter.iteration,
+        "seconds_training": round(adapter.seconds, 1),
+        "iterations_per_s": round(adapter.iteration / adapter.seconds, 4) if adapter.seconds else None,
+        "trainable_scope": cfg.trainable,
+        "trainable": counts,
+        "bn_change": adapter.bn_change(),
+        "backbone_change": adapter.backbone_change(),
+        "keypoints": kp,
+        "dataset": {"path": str(frames_path), **dataset.fingerprint(), "meta": dataset.meta},
+        "pair_window": adapter.window,
+        "device": str(adapter.device),
+        "figures": figures,
+        **_loss_means(adapter.history),
+    }
+    (out / "summary.json").write_text(json.dumps(_plain(summary), indent=2))
+    return summary
