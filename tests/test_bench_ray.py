@@ -32,6 +32,7 @@ ARGS += [f"--set={k}={v}" for k, v in SETTINGS.items()]
 def ray_address():
     """A Ray instance for this module: the one in RAY_ADDRESS, else a local one started and stopped here."""
     started = not ray.is_initialized()
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")  # as run_plan does: Ray must not replace builtins.print
     if started:
         address = os.environ.get("RAY_ADDRESS")
         ctx = ray.init(address=address, num_cpus=None if address else 2, include_dashboard=False, log_to_driver=False)
@@ -41,6 +42,14 @@ def ray_address():
     yield address
     if started:
         ray.shutdown()
+
+
+def test_ray_leaves_print_alone(ray_address, tmp_path):
+    """Other code in the driver process (and our tests' pickles) must still see the real ``builtins.print``."""
+    import builtins
+
+    run_plan(_plan(), tmp_path, address=ray_address, poll_s=0.2)
+    assert builtins.print.__module__ == "builtins"
 
 
 def _plan():

@@ -61,6 +61,8 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         raise BenchError("hindex bench needs Ray: pip install 'hindex-sb3[bench]'") from err
     if ray.is_initialized():
         return
+    # Ray's progress-bar helper otherwise replaces builtins.print in this process for good
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False, "log_to_driver": False}
     if address:
         ray.init(address=address, **kwargs)
