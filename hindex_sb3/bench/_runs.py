@@ -52,10 +52,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     """The most advanced checkpoint of the run in ``run_dir`` (None before its first one)."""
     from hindex_sb3.runs.checkpoint import find_latest
 
-    outputs = run_outputs(run_dir) or next((p for p in Path(run_dir).glob("*/checkpoints") if p.is_dir()), None)
-    if outputs is None:
-        return None
-    return find_latest(outputs if outputs.name != "checkpoints" else outputs.parent)
+    folders = sorted(p.parent for p in Path(run_dir).glob("*/checkpoints"))  # made when the run starts
+    return find_latest(folders[0]) if folders else None
 
 
 def run_outputs(run_dir: Path) -> Path | None:
