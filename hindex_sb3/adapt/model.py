@@ -3,7 +3,7 @@
 Why this model: H-InDex adapts the FrankMocap hand encoder to the robot's images *without labels*. A keypoint
 bottleneck forces the backbone to find a few points that explain how the target frame differs from another frame of
 the same episode; the only thing that reaches the RL encoder afterwards is the backbone's BatchNorm affine parameters
-(see :mod:`hindex_sb3.adapt.params`). Architecture and sizes follow ``shared/reference/hindex.md`` §2::
+(see :mod:`hindex_sb3.adapt.params`). Architecture and sizes follow the authors' ``stage2_adapt`` code (github.com/YanjieZe/H-InDex)::
 
     target ─ ResNet-50 (conv1..layer4, 2048 x s/32) ─ 3 x [ConvT 4/2 -> BN -> ReLU] (256 x s/4)
            ─ 1x1 conv -> K heatmaps (K = 30, 56 x 56 at s = 224) ─ marginal soft-argmax -> (y, x) per map

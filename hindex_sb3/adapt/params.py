@@ -1,6 +1,6 @@
 """What Stage 2 may train: the trainable scopes, freezing, parameter counts and the heads' BatchNorm calibration.
 
-What changes, and why (``shared/reference/hindex.md`` §2): the authors freeze every ``nn.Conv2d`` of the pose network
+What changes, and why (the authors' ``stage2_adapt`` code, github.com/YanjieZe/H-InDex): the authors freeze every ``nn.Conv2d`` of the pose network
 (backbone convolutions, downsample convolutions and the 1x1 keypoint layer) and train everything else: the backbone's
 BatchNorm gamma/beta (53,120 numbers, 0.23 % of the 23.5 M backbone parameters), the deconvolution block (a
 ``ConvTranspose2d`` is not an ``nn.Conv2d``), the appearance and pose encoders and the renderer. The model stays in

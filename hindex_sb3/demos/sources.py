@@ -4,7 +4,7 @@
   numpy arrays and plain containers. A pickle asking for any other class (the way malicious pickles run code) is
   refused before anything executes.
 * :func:`save_npz` / :func:`load_npz`: our own pickle-free format (``n_demos``, ``obs_{i}`` or ``obs.{key}_{i}``,
-  ``acts_{i}``, ``rews_{i}``, ``init_{key}_{i}``), which also reads ``shared/data``'s ``door-human-v0.npz``.
+  ``acts_{i}``, ``rews_{i}``, ``init_{key}_{i}``), which also reads the DAPG human door demonstrations converted to this layout.
 * :func:`load_minari`: Minari datasets (e.g. ``D4RL/door/human-v2``) without making minari a hard dependency.
 * :func:`rollout`: episodes of any policy: an SB3 model, an ``.npz`` expert, a scripted demonstrator, a callable.
 """
@@ -198,7 +198,7 @@ def _n_demos(path: Path, f: Any, n_action_entries: int) -> int:
 
 
 def load_npz(path: str | Path, *, max_bytes: int = MAX_NPZ_BYTES) -> list[Trajectory]:
-    """Read demonstrations written by :func:`save_npz` (or in ``shared/data``'s demo layout).
+    """Read demonstrations written by :func:`save_npz` (or any file in the same layout).
 
     Counts and sizes come from the file's own headers and are checked before anything is inflated: ``n_demos``
     must be one integer backed by that many action entries, each member's .npy header must agree with the zip's

@@ -3,8 +3,9 @@
 DexMV simulates YCB meshes (convex-decomposed collision hulls plus a textured visual mesh) that cannot be shipped.
 Each object here is a set of boxes, cylinders and capsules fitted to the *collision hulls* at the scale DexMV uses
 (0.8 for relocate and the banana, 1.0 for the pouring mug), expressed in the mesh's own body frame, so that the body
-origin -- whose ``body_xpos`` enters observations and rewards -- sits where DexMV's does. Reference:
-``shared/reference/dexmv.md`` A2 (hull extents) and A6 (which primitives).
+origin -- whose ``body_xpos`` enters observations and rewards -- sits where DexMV's does. Reference: the
+collision hulls of DexMV's YCB assets (github.com/yzqin/dexmv-sim, as vendored by H-InDex); docs/dexmv.md lists
+the extents and which primitives stand for each hull.
 
 Mass and inertia are *not* taken from the primitives: DexMV's bodies get their mass from the collision hulls plus
 the visual mesh, both at density 1000, which is about twice what the hull volume alone gives (and differs from the

@@ -1,7 +1,8 @@
 """The nine DexMV tasks of H-InDex as pixel environments: relocate (7 YCB objects), pour and place-inside.
 
-Facts (``shared/reference/dexmv.md``): scene A1, objects A2/A6, resets, state vectors, rewards and goals A3, cameras
-A4, MuJoCo-4 port A5. What the DexMV envs did and we keep:
+Facts from DexMV's sources (github.com/yzqin/dexmv-sim, as vendored by github.com/YanjieZe/H-InDex; summarised in
+docs/dexmv.md): scene, objects, resets, state vectors, rewards and goals, cameras, and the port to MuJoCo 4.
+What the DexMV envs did and we keep:
 
 * an action in [-1, 1]^30 is clipped and mapped to ``ctrl = mid + a * half_range``, held for 5 steps of 2 ms;
 * observations and rewards read ``body_xpos``/``site_xpos`` straight after ``mj_step``, as mujoco-py did (no extra
