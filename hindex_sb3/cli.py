@@ -179,6 +179,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         return 2
     cfg = AdaptConfig(
         task=args.task,
+        encoder=args.encoder,
         weights=args.weights,
         episodes=args.episodes,
         iterations=args.iterations,
@@ -244,10 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
-        "adapt", help="Stage 2: adapt the hand encoder's BatchNorm to a task by self-supervised keypoints"
+        "adapt", help="Stage 2: adapt an encoder's BatchNorm (default: the hand encoder's) by self-supervised keypoints"
     )
     p.add_argument("task", help="one of our tasks (door, hammer, ...) or any registered Gymnasium id")
-    p.add_argument("--weights", default="default", help="base encoder: 'default' (FrankMocap), a path, or 'random'")
+    p.add_argument(
+        "--encoder",
+        default="hindex",
+        help="the registered encoder to adapt (any with BatchNorm: hindex, rrl, timm:resnet18, a plugin's, ...)",
+    )
+    p.add_argument(
+        "--weights", default="default", help="base weights: 'default' (the encoder's; FrankMocap), a path, or 'random'"
+    )
     p.add_argument("--episodes", type=int, default=50, help="episodes of frames to collect")
     p.add_argument("--iterations", type=int, default=100_000)
     p.add_argument("--out", default="runs/adapt", help="run folder (frames, checkpoints, encoder, figures)")

@@ -55,6 +55,44 @@ def test_supplied_adapted_checkpoints_replace_stage2(tmp_path):
     assert jobs["pen"].supplied is None
 
 
+def test_any_batchnorm_encoder_takes_the_hindex_recipe(tmp_path):
+    """``<encoder>+bn``: Stage 2 on that encoder (its own job), EMA-BN at the paper's momentum; never the authors'
+    hand-encoder files."""
+    (tmp_path / "door-v0.pth").write_bytes(b"x")
+    method = get_method("rrl+all")
+    assert (method.encoder, method.adapt, method.momentum) == ("rrl", "all", None)
+    plan = make_plan("main", profile="smoke", tasks=["door"], methods=["hindex", "rrl+bn"], adapted_dir=str(tmp_path))
+    jobs = {j.encoder: j for j in plan.adapt_jobs}
+    assert jobs["rrl"].settings["encoder"] == "rrl" and jobs["rrl"].supplied is None
+    assert "encoder" not in jobs["hindex"].settings and jobs["hindex"].supplied == str(tmp_path / "door-v0.pth")
+    runs = {r.method: r for r in plan.runs}
+    assert runs["rrl+bn"].adapt == jobs["rrl"].key and runs["rrl+bn"].settings["encoder"] == "rrl"
+    assert "ema_momentum" not in runs["hindex"].settings  # hindex train fills in the paper's value itself
+    assert runs["rrl+bn"].settings["ema_momentum"] == 0.0  # the paper's door momentum (runs/paper/door.json)
+    hammer = make_plan("main", profile="smoke", tasks=["hammer"], methods=["rrl+bn"]).runs[0]
+    assert hammer.settings["ema_momentum"] == 0.1  # the paper's hammer momentum: the recipe follows the task
+    with pytest.raises(ValueError, match="'mvp' \\(vit\\) has no BatchNorm"):
+        get_method("mvp+bn")
+    with pytest.raises(ValueError, match="unknown encoder 'nope'"):
+        get_method("nope+bn")
+
+
+def test_stage2_job_adapts_the_methods_encoder(tmp_path):
+    import tiny_encoder
+
+    from hindex_sb3.bench import _runs
+    from hindex_sb3.encoders import read_adapted_checkpoint
+
+    settings = {
+        "encoder": tiny_encoder.NAME, "episodes": 1, "iterations": 2, "batch_size": 2, "image_size": 32,
+        "max_steps": 3, "policy": "random", "weights": "random", "vgg_weights": "random", "calibrate_batches": 0,
+        "checkpoint_every": 0, "figures": False,
+    }  # fmt: skip
+    path = _runs.adapt_run("door", settings, tmp_path / "job")
+    state, provenance = read_adapted_checkpoint(path)
+    assert provenance["encoder"] == tiny_encoder.NAME and set(state) == set(tiny_encoder._builder().state_dict())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -394,3 +394,182 @@ def test_cli_adapt_trainable_all_end_to_end(tmp_path, capsys):
     _, provenance = read_adapted_checkpoint(out / "adapted_encoder.pth")
     assert provenance["trainable"] == "all"
     assert create_encoder("hindex", weights=out / "adapted_encoder.pth")(torch.zeros(1, 3, 37, 37)).shape == (1, 2048)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stage 2 for any encoder with BatchNorm: hindex adapt --encoder NAME
+
+
+def _layer4(trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A torchvision ResNet's layer4 map, written out module by module (the independent reference)."""
+    x = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))
+    return trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(x))))
+
+
+def test_feature_map_rules_find_the_map_before_pooling():
+    from hindex_sb3.adapt.feature_map import FeatureMap, FeatureMapError
+
+    torch.manual_seed(0)
+    resnet = _randomise_bn(torchvision.models.resnet18(weights=None), 1)
+    resnet.fc = nn.Identity()
+    x = torch.rand(2, 3, 64, 64)
+    tap = FeatureMap(resnet, probe_size=64)
+    assert tap.rule == "input of the last adaptive pooling layer" and (tap.channels, tap.stride) == (512, 32)
+    assert torch.equal(tap(x), _layer4(resnet, x))
+
+    sys.path.insert(0, str(FIXTURE_PKG))
+    try:
+        from hindex_user_encoder import TinyConvNet
+    finally:
+        sys.path.remove(str(FIXTURE_PKG))
+    tiny = _randomise_bn(TinyConvNet(), 2)
+    tap = FeatureMap(tiny, probe_size=32)  # it pools with x.mean((2, 3)): no pooling module to tap
+    assert tap.rule == "last 4-D leaf output" and (tap.channels, tap.stride) == (16, 4)
+    expected = tiny.bn2(tiny.conv2(torch.relu(tiny.bn1(tiny.conv1(x)))))
+    assert torch.equal(tap(x), expected)
+
+    explicit = FeatureMap(tiny, feature_map=lambda t, v: t.bn1(t.conv1(v)), probe_size=32)
+    assert explicit.rule == "spec feature_map" and explicit.channels == 8
+    mlp = nn.Sequential(nn.Flatten(), nn.LazyLinear(4))
+    with pytest.raises(FeatureMapError, match="no 4-D feature map"):
+        FeatureMap(mlp, probe_size=32)
+
+
+def test_feature_map_probe_leaves_batchnorm_statistics_alone():
+    from hindex_sb3.adapt.feature_map import FeatureMap
+
+    resnet = torchvision.models.resnet18(weights=None)  # train mode, as built
+    before = {k: v.clone() for k, v in resnet.state_dict().items()}
+    FeatureMap(resnet, probe_size=64)
+    assert all(torch.equal(v, before[k]) for k, v in resnet.state_dict().items())
+    assert resnet.training
+
+
+def test_keypoint_model_on_a_timm_trunk_trains_exactly_its_batchnorm_affine():
+    from hindex_sb3.adapt import KeypointModel, freeze_for_adaptation, trainable_summary
+
+    torch.manual_seed(0)
+    model = KeypointModel(image_size=64, encoder="timm:resnet18")
+    assert model.pose_net._map.rule == "forward_features"
+    bn_numbers = sum(2 * m.num_features for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d))
+    freeze_for_adaptation(model, "bn")
+    counts = trainable_summary(model)
+    assert counts["backbone_trainable"] == bn_numbers == 9_600  # resnet18: 20 BN layers, 4,800 channels
+    assert counts["backbone_total"] == sum(p.numel() for p in model.backbone.parameters())
+    src, tgt = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    out = model(src, tgt)
+    assert out.heatmaps.shape == (2, 30, 16, 16) and out.reconstruction.shape == (2, 3, 64, 64)
+    # the trunk sees timm's ImageNet normalisation, as the encoder does in Stage 3
+    spec = get_encoder_spec("timm:resnet18")
+    mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model.backbone.forward_features((tgt - mean) / std)
+        assert torch.allclose(model.pose_net.features(tgt), expected)
+
+
+def test_keypoint_model_refuses_an_encoder_without_batchnorm():
+    from hindex_sb3.adapt import KeypointModel
+
+    with pytest.raises(ValueError, match="'mvp' \\(vit\\) has no BatchNorm"):
+        KeypointModel(image_size=64, encoder="mvp")
+
+
+def test_bn_scope_freezes_a_trunks_non_batchnorm_layers_too():
+    """A trunk with a Linear and a conv with bias: under "bn" only the BN gamma/beta of the trunk may train."""
+    from hindex_sb3.adapt import KeypointModel, freeze_for_adaptation
+    from hindex_sb3.encoders import EncoderSpec
+
+    def build() -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(), nn.Linear(8, 8),
+        )  # fmt: skip
+
+    spec = EncoderSpec("linear_head_test", 8, None, build, family="user", batchnorm=True, input_size=32, resize=32)
+    model = KeypointModel(image_size=32, encoder=spec)
+    freeze_for_adaptation(model, "bn")
+    trainable = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
+    assert trainable == {"1.weight", "1.bias"}
+    assert not any(p.requires_grad for p in model.pose_net.final_layer_unsup.parameters())
+    assert all(p.requires_grad for p in model.pose_net.deconv_layers.parameters())
+
+
+def test_adapted_checkpoint_names_its_encoder_and_loads_only_there(user_plugin, tmp_path, images):
+    from test_adapt import moving_square_episodes
+
+    from hindex_sb3.adapt import Adapter, FrameDataset, KeypointModel, PerceptualLoss, vgg16_features
+    from hindex_sb3.encoders import CheckpointError, read_adapted_checkpoint, save_adapted_checkpoint
+    from hindex_sb3.encoders.resnet import resnet50_trunk
+
+    torch.manual_seed(0)
+    frames = FrameDataset.from_episodes(moving_square_episodes(), {"env_id": "synthetic"})
+    model = KeypointModel(image_size=32, encoder="user_tiny")
+    base = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    adapter = Adapter(model, PerceptualLoss(vgg16_features(None)), frames, batch_size=2, base_backbone=base)
+    adapter.calibrate(1)
+    for _ in range(3):
+        adapter.step()
+    assert adapter.bn_change()["changed"] > 0
+    path = adapter.export(tmp_path / "tiny_adapted.pth", {"task": "synthetic"})
+    state, provenance = read_adapted_checkpoint(path)
+    assert provenance["encoder"] == "user_tiny"
+    moved = [k for k in state if not torch.equal(state[k], base[k])]
+    assert moved and all(k.startswith(("bn1.", "bn2.")) and k.endswith(("weight", "bias")) for k in moved)
+
+    from hindex_user_encoder import TinyConvNet
+
+    reference = TinyConvNet().eval()
+    reference.load_state_dict(state)
+    enc = create_encoder("user_tiny", path)
+    with torch.no_grad():
+        expected = reference(_reference_input(images, 36, 32, "bilinear", MEAN, STD))
+    assert _rel_err(enc(images), expected) <= 1e-5
+    with pytest.raises(CheckpointError, match="adapted for encoder 'user_tiny', not 'hindex'"):
+        create_encoder("hindex", path)
+    # files written before exports named their encoder are the hand encoder's, and still load there
+    old = tmp_path / "old.pth"
+    save_adapted_checkpoint(old, resnet50_trunk().state_dict(), {"task": "door"})
+    assert create_encoder("hindex", old).feature_dim == 2048
+    with pytest.raises(CheckpointError, match="adapted for encoder 'hindex', not 'rrl'"):
+        create_encoder("rrl", old)
+
+
+def _main(args: list[str]) -> int:
+    from hindex_sb3.cli import main
+
+    try:
+        return main(args)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+def test_user_encoder_adapts_then_trains_through_the_cli(user_plugin, tmp_path, capsys):
+    """``hindex adapt --encoder user_tiny`` then ``hindex train --encoder user_tiny --weights <its export>``."""
+    out = tmp_path / "adapt"
+    args = ["adapt", "door", "--encoder", "user_tiny", "--weights", "random", "--vgg-weights", "random"]
+    args += ["--episodes", "2", "--max-steps", "3", "--image-size", "32", "--batch-size", "2", "--iterations", "2"]
+    args += ["--calibrate-batches", "1", "--checkpoint-every", "0", "--no-progress", "--no-figures", "--out", str(out)]
+    assert _main(args) == 0, capsys.readouterr().err
+    # TinyConvNet: convs 3*8*9 + 8*16*9 = 1,368 weights, BN gamma/beta 2 * (8 + 16) = 48
+    assert "48 of 1,416 parameters trainable (3.39 %" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["encoder_name"] == "user_tiny" and summary["bn_change"]["changed"] > 0
+    weights = str(out / "adapted_encoder.pth")
+    args = ["train", "door", "--encoder", "user_tiny", "--weights", weights, "--demos", "none", "--iterations", "1"]
+    args += ["--trajectories", "1", "--horizon", "4", "--image-size", "32", "--eval-episodes", "1", "--no-video"]
+    args += ["--no-progress", "--ema-momentum", "0.1", "--out", str(tmp_path / "train")]
+    assert _main(args) == 0, capsys.readouterr().err
+    run = json.loads(next((tmp_path / "train").glob("door_user_tiny*/summary.json")).read_text())
+    assert run["encoder"] == "user_tiny" and run["iterations"] == 1
+
+
+@pytest.mark.parametrize(
+    ("encoder", "message"),
+    [("mvp", "has no BatchNorm layers"), ("no_such_encoder", "unknown encoder"), ("", "encoder")],
+)
+def test_cli_adapt_refuses_an_encoder_it_cannot_adapt(encoder, message, tmp_path, capsys):
+    args = ["adapt", "door", "--encoder", encoder, "--weights", "random", "--out", str(tmp_path / "x")]
+    assert _main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "frames.npz").exists()

@@ -1,4 +1,5 @@
-"""The backbone Stage 2 starts from: FrankMocap's hand ResNet-50, an adapted checkpoint or a labelled random one."""
+"""The backbone Stage 2 starts from: the encoder's weights (FrankMocap's hand ResNet-50 for ``hindex``), an adapted
+checkpoint, or a labelled random initialisation."""
 
 from __future__ import annotations
 
@@ -13,36 +14,43 @@ from hindex_sb3.adapt.errors import AdaptError
 __all__ = ["load_base_backbone"]
 
 
-def load_base_backbone(weights: str | os.PathLike | None, *, seed: int = 0, progress: bool = True) -> tuple[dict, dict]:
-    """The starting backbone ``state_dict`` and a provenance record.
+def load_base_backbone(
+    weights: str | os.PathLike | None, *, encoder: str = "hindex", seed: int = 0, progress: bool = True
+) -> tuple[dict, dict]:
+    """The starting trunk ``state_dict`` of ``encoder`` and a provenance record.
 
-    ``weights``: ``"default"`` (FrankMocap hand ResNet-50 from the cache, downloaded on first use), a path (FrankMocap
-    file, the authors' or this package's adapted checkpoint), or ``"random"``/``None`` (torchvision init under
-    ``torch.manual_seed(seed)``; labelled as NOT pretrained everywhere).
+    ``weights``: ``"default"`` (the encoder's published file from the cache, downloaded on first use; for ``hindex``
+    FrankMocap's hand ResNet-50), a path (for ``hindex``: a FrankMocap file or the authors' or this package's adapted
+    checkpoint; for other encoders their own layout or this package's adapted checkpoint), or ``"random"``/``None``
+    (the trunk's initialisation under ``torch.manual_seed(seed)``; labelled as NOT pretrained everywhere).
     """
     import warnings
 
-    from hindex_sb3.encoders import RandomWeightsWarning, create_encoder
-    from hindex_sb3.encoders.resnet import resnet50_trunk
+    from hindex_sb3.encoders import RandomWeightsWarning, create_encoder, get_encoder_spec
     from hindex_sb3.encoders.weights import WeightsError
 
+    record: dict = {"encoder": encoder}
     if weights in (None, "random"):
         torch.manual_seed(seed)
-        return resnet50_trunk().state_dict(), {"weights": "random (NOT pretrained)", "random_seed": seed}
+        return get_encoder_spec(encoder).builder().state_dict(), record | {
+            "weights": "random (NOT pretrained)",
+            "random_seed": seed,
+        }
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)
-            encoder = create_encoder("hindex", weights, progress=progress)
+            loaded = create_encoder(encoder, weights, progress=progress)
     except (WeightsError, FileNotFoundError) as err:
+        what = "FrankMocap pose_shape_best.pth or an adapted checkpoint" if encoder == "hindex" else "a weight file"
         raise AdaptError(
-            f"{err}\n\nNo usable base encoder weights. Pass --weights PATH (FrankMocap pose_shape_best.pth or an "
-            "adapted checkpoint), or --weights random to run with a randomly initialised backbone (labelled)."
+            f"{err}\n\nNo usable base encoder weights. Pass --weights PATH ({what}), or --weights random to run with "
+            "a randomly initialised backbone (labelled)."
         ) from err
-    path = Path(encoder.weights_source)
-    record = {"weights": str(path), "file": path.name, "sha256": _sha256(path)}
+    path = Path(loaded.weights_source)
+    record |= {"weights": str(path), "file": path.name, "sha256": _sha256(path)}
     if weights == "default":
         record["weights_arg"] = "default"
-    return {k: v.clone() for k, v in encoder.backbone.state_dict().items()}, record
+    return {k: v.clone() for k, v in loaded.backbone.state_dict().items()}, record
 
 
 def _sha256(path: Path) -> str:

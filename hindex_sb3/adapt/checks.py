@@ -1,8 +1,9 @@
 """Checks of a whole :class:`~hindex_sb3.adapt.config.AdaptConfig` before Stage 2 spends any time.
 
 Collecting frames takes minutes; a configuration that can only fail afterwards (an image size the model cannot
-take, a zero batch, a NaN learning rate, a missing policy file) must fail first, with one message naming the
-setting. Everything here looks at the configuration and the file system only: no weights, no environment.
+take, a zero batch, a NaN learning rate, a missing policy file, an encoder without BatchNorm) must fail first, with
+one message naming the setting. Everything here looks at the configuration and the file system only: no weights,
+no environment.
 """
 
 from __future__ import annotations
@@ -79,6 +80,17 @@ def _check_files(cfg: AdaptConfig) -> None:
     check_output_dir("out_dir", cfg.out_dir)
 
 
+def _check_encoder(name: Any) -> None:
+    """A registered encoder with BatchNorm (the check builds no network)."""
+    from hindex_sb3.adapt.model import adaptable_spec
+
+    check_str("encoder", name)
+    try:
+        adaptable_spec(name)
+    except KeyError as err:
+        raise ValueError(f"encoder: {err.args[0] if err.args else name}") from None
+
+
 def _check_device(name: Any) -> None:
     import torch
 
@@ -99,6 +111,7 @@ def check_adapt_config(cfg: AdaptConfig, *, our_task: bool) -> None:
     :param our_task: the task is one of this package's envs (then ``env_kwargs`` may not override what Stage 2 sets).
     """
     _check_numbers(cfg)
+    _check_encoder(cfg.encoder)
     for name in ("deterministic", "resume", "figures", "progress_bar"):
         check_flag(name, getattr(cfg, name))
     if cfg.camera is not None:

@@ -58,6 +58,7 @@ class AdaptConfig:
     resume: bool = False
     figures: bool = True
     progress_bar: bool = True
+    encoder: str = "hindex"  #: the registered encoder to adapt (needs BatchNorm); its trunk is what the export holds
 
     def frame_side(self) -> int:
         return self.frame_size or round(self.image_size * 256 / 224)

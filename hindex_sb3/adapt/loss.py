@@ -3,7 +3,8 @@
 H-InDex (via TTP/IMM) compares the reconstruction with the target frame at six levels: the raw image and VGG16's
 ``relu1_2``, ``relu2_2``, ``relu3_2``, ``relu4_2``, ``relu5_2``. Each level's MSE has a very different scale (0.2
 for pixels, 7.4 for ``relu3_2``); dividing every term by a running mean of itself gives each level a comparable
-weight throughout training without hand-tuned coefficients. Facts (the authors' ``stage2_adapt`` code, github.com/YanjieZe/H-InDex):
+weight throughout training without hand-tuned coefficients. Facts (the authors' ``stage2_adapt`` code,
+github.com/YanjieZe/H-InDex):
 
 * VGG16 from torchvision, ImageNet weights, frozen, eval mode, fed **un-normalised** [0, 1] images;
 * running means start at ``INITIAL_RUNNING_MEANS`` and after every call move by ``m <- m + 0.01 (l - m)``;

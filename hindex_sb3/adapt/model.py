@@ -3,7 +3,8 @@
 Why this model: H-InDex adapts the FrankMocap hand encoder to the robot's images *without labels*. A keypoint
 bottleneck forces the backbone to find a few points that explain how the target frame differs from another frame of
 the same episode; the only thing that reaches the RL encoder afterwards is the backbone's BatchNorm affine parameters
-(see :mod:`hindex_sb3.adapt.params`). Architecture and sizes follow the authors' ``stage2_adapt`` code (github.com/YanjieZe/H-InDex)::
+(see :mod:`hindex_sb3.adapt.params`). Architecture and sizes follow the authors' ``stage2_adapt`` code
+(github.com/YanjieZe/H-InDex)::
 
     target ─ ResNet-50 (conv1..layer4, 2048 x s/32) ─ 3 x [ConvT 4/2 -> BN -> ReLU] (256 x s/4)
            ─ 1x1 conv -> K heatmaps (K = 30, 56 x 56 at s = 224) ─ marginal soft-argmax -> (y, x) per map
@@ -23,13 +24,18 @@ deconvolution block 10,487,296; keypoint layer 7,710; backbone 23,508,032 (53,12
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hindex_sb3.adapt.feature_map import FeatureMap, FeatureMapFn
 from hindex_sb3.encoders.base import Preprocess
 from hindex_sb3.encoders.resnet import resnet50_trunk
+
+if TYPE_CHECKING:
+    from hindex_sb3.encoders.registry import EncoderSpec
 
 __all__ = [
     "GAUSSIAN_SIGMA",
@@ -39,6 +45,7 @@ __all__ = [
     "KeypointModel",
     "KeypointOutput",
     "PoseNet",
+    "adaptable_spec",
     "gaussian_maps",
     "input_preprocess",
     "soft_argmax",
@@ -50,13 +57,15 @@ GAUSSIAN_SIGMA = 2.0
 RESIZE_RATIO = 256 / 224
 
 
-def input_preprocess(image_size: int) -> Preprocess:
-    """uint8-derived [0, 1] frames -> model input: resize the shorter side to ``image_size * 256/224``, crop.
+def input_preprocess(image_size: int, ratio: float = RESIZE_RATIO) -> Preprocess:
+    """uint8-derived [0, 1] frames -> model input: resize the shorter side to ``image_size * ratio``, crop.
 
-    At 224 this is exactly the ``hindex`` encoder's ``Resize(256) -> CenterCrop(224)`` (no mean/std), so Stage 2
-    adapts BatchNorm to the same view of the scene that Stage 3 will encode.
+    ``ratio`` is the encoder's resize / crop (256/224 for every paper encoder). At 224 this is exactly the ``hindex``
+    encoder's ``Resize(256) -> CenterCrop(224)``, so Stage 2 adapts BatchNorm to the same view of the scene that
+    Stage 3 will encode. Mean/std normalisation, where the encoder has one, is applied in front of the trunk only: the
+    appearance encoder and the reconstruction target work on [0, 1] images.
     """
-    return Preprocess(resize=round(image_size * RESIZE_RATIO), crop=image_size, mean=None, std=None)
+    return Preprocess(resize=round(image_size * ratio), crop=image_size, mean=None, std=None)
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
@@ -112,18 +121,36 @@ class ImageRenderer(nn.Module):
 
 
 class PoseNet(nn.Module):
-    """ResNet-50 backbone + SimpleBaseline-style deconvolution head -> ``K`` unsupervised keypoint heatmaps.
+    """Encoder trunk + SimpleBaseline-style deconvolution head -> ``K`` unsupervised keypoint heatmaps.
 
-    :ivar backbone: torchvision ResNet-50 with ``fc = Identity`` (the ``hindex`` encoder's trunk; same keys).
-    :ivar deconv_layers: 3 x [ConvTranspose2d(4, stride 2, pad 1, 256, no bias), BN, ReLU]: s/32 -> s/4.
+    :ivar backbone: the encoder's trunk (for ``hindex``: torchvision ResNet-50 with ``fc = Identity``; same keys).
+    :ivar deconv_layers: 3 x [ConvTranspose2d(4, stride 2, pad 1, 256, no bias), BN, ReLU]: stride 32 -> 4.
     :ivar final_layer_unsup: 1x1 conv 256 -> K (frozen during adaptation, as in the reference).
+
+    The trunk sees the encoder's own normalisation (``mean``/``std``, none for ``hindex``), as in Stage 3. A trunk
+    whose map has another stride than 32 gets heatmaps resized to ``s/4``, so that the Gaussian width (in heatmap
+    pixels) means the same image-space size for every encoder.
     """
 
-    def __init__(self, num_keypoints: int = NUM_KEYPOINTS, deconv_channels: int = 256) -> None:
+    def __init__(
+        self,
+        num_keypoints: int = NUM_KEYPOINTS,
+        deconv_channels: int = 256,
+        *,
+        backbone: nn.Module | None = None,
+        feature_map: FeatureMapFn | None = None,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        image_size: int = 224,
+    ) -> None:
         super().__init__()
-        self.backbone = resnet50_trunk()
+        self.backbone = resnet50_trunk() if backbone is None else backbone
+        self._map = FeatureMap(self.backbone, feature_map, probe_size=image_size)
+        self.normalize = mean is not None
+        self.register_buffer("mean", torch.tensor(mean or (0.0, 0.0, 0.0)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std or (1.0, 1.0, 1.0)).view(1, 3, 1, 1), persistent=False)
         layers: list[nn.Module] = []
-        c = 2048
+        c = self._map.channels
         for _ in range(3):
             layers += [
                 nn.ConvTranspose2d(c, deconv_channels, 4, stride=2, padding=1, output_padding=0, bias=False),
@@ -135,13 +162,30 @@ class PoseNet(nn.Module):
         self.final_layer_unsup = nn.Conv2d(deconv_channels, num_keypoints, 1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``layer4`` output ``(B, 2048, s/32, s/32)``: the map the ``hindex`` encoder average-pools."""
-        b = self.backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+        """The trunk's spatial map (ResNet-50: ``layer4``, ``(B, 2048, s/32, s/32)``; see :mod:`.feature_map`)."""
+        if self.normalize:
+            x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return self._map(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.final_layer_unsup(self.deconv_layers(self.features(x)))
+        heatmaps = self.final_layer_unsup(self.deconv_layers(self.features(x)))
+        side = x.shape[-1] // 4
+        if heatmaps.shape[-2:] != (side, side):
+            heatmaps = F.interpolate(heatmaps, size=(side, side), mode="bilinear", align_corners=False)
+        return heatmaps
+
+
+def adaptable_spec(encoder: str | EncoderSpec) -> EncoderSpec:
+    """The registry spec of ``encoder``, refused (``ValueError``) if it has no BatchNorm for Stage 2 to adapt."""
+    from hindex_sb3.encoders.registry import EncoderSpec, get_encoder_spec
+
+    spec = encoder if isinstance(encoder, EncoderSpec) else get_encoder_spec(encoder)
+    if not spec.has_batchnorm:
+        raise ValueError(
+            f"encoder {spec.name!r} ({spec.family}) has no BatchNorm layers: Stage 2 adapts BatchNorm, so it does not "
+            "apply (register the encoder with batchnorm=True if its trunk does normalise with nn.BatchNorm2d)"
+        )
+    return spec
 
 
 def soft_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
@@ -191,17 +235,36 @@ class KeypointModel(nn.Module):
     BN's gamma/beta adapt. Switching to train mode would silently replace the running statistics.
 
     :param image_size: input side s (multiple of 32); 224 gives 56 x 56 heatmaps, 64 gives 16 x 16.
+    :param encoder: the registered encoder whose trunk is adapted (default ``"hindex"``, the paper), by name or spec.
+        It must normalise with BatchNorm; its preprocessing ratio and mean/std are used, and its trunk's
+        ``state_dict()`` is what the export holds (see :mod:`hindex_sb3.adapt.feature_map` for the map the head reads).
     """
 
-    def __init__(self, num_keypoints: int = NUM_KEYPOINTS, sigma: float = GAUSSIAN_SIGMA, image_size: int = 224):
+    def __init__(
+        self,
+        num_keypoints: int = NUM_KEYPOINTS,
+        sigma: float = GAUSSIAN_SIGMA,
+        image_size: int = 224,
+        *,
+        encoder: str | EncoderSpec = "hindex",
+    ):
         super().__init__()
         if image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32 (ResNet stride), got {image_size}")
         if num_keypoints < 1 or sigma <= 0:
             raise ValueError(f"need num_keypoints >= 1 and sigma > 0, got {num_keypoints}, {sigma}")
+        spec = adaptable_spec(encoder)
+        self.encoder_name = spec.name
         self.num_keypoints, self.sigma, self.image_size = int(num_keypoints), float(sigma), int(image_size)
-        self.preprocess = input_preprocess(image_size)
-        self.pose_net = PoseNet(num_keypoints)
+        self.preprocess = input_preprocess(image_size, spec.resize / spec.input_size)
+        self.pose_net = PoseNet(
+            num_keypoints,
+            backbone=spec.builder(),
+            feature_map=spec.feature_map,
+            mean=spec.mean,
+            std=spec.std,
+            image_size=image_size,
+        )
         self.image_encoder = ImageEncoder(3)
         self.pose_encoder = ImageEncoder(num_keypoints)
         self.image_renderer = ImageRenderer(self.image_encoder.out_channels + self.pose_encoder.out_channels)
@@ -213,7 +276,7 @@ class KeypointModel(nn.Module):
 
     @property
     def backbone(self) -> nn.Module:
-        """The ResNet-50 trunk whose ``state_dict()`` is the (adapted) ``hindex`` encoder backbone."""
+        """The encoder's trunk, whose ``state_dict()`` is the (adapted) encoder checkpoint."""
         return self.pose_net.backbone
 
     def train(self, mode: bool = True) -> KeypointModel:

@@ -1,7 +1,8 @@
 """What Stage 2 may train: the trainable scopes, freezing, parameter counts and the heads' BatchNorm calibration.
 
-What changes, and why (the authors' ``stage2_adapt`` code, github.com/YanjieZe/H-InDex): the authors freeze every ``nn.Conv2d`` of the pose network
-(backbone convolutions, downsample convolutions and the 1x1 keypoint layer) and train everything else: the backbone's
+What changes, and why (the authors' ``stage2_adapt`` code, github.com/YanjieZe/H-InDex): the authors freeze every
+``nn.Conv2d`` of the pose network (backbone convolutions, downsample convolutions and the 1x1 keypoint layer) and
+train everything else: the backbone's
 BatchNorm gamma/beta (53,120 numbers, 0.23 % of the 23.5 M backbone parameters), the deconvolution block (a
 ``ConvTranspose2d`` is not an ``nn.Conv2d``), the appearance and pose encoders and the renderer. The model stays in
 eval mode throughout, so BatchNorm normalises with its running statistics and never updates them.
@@ -57,9 +58,11 @@ def check_trainable(trainable: object) -> str:
 def freeze_for_adaptation(model: KeypointModel, trainable: str = "bn") -> None:
     """Set ``requires_grad`` for Stage 2.
 
-    ``"bn"`` (the paper's method, as the reference sets it): every ``nn.Conv2d`` of ``pose_net`` frozen, the rest
-    trainable. That leaves, in ``pose_net``, the backbone's BN gamma/beta and the deconvolution block
-    (ConvTranspose2d + BN); outside it, the appearance encoder, the pose encoder and the renderer, all of them.
+    ``"bn"`` (the paper's method): in the backbone only the BatchNorm gamma/beta train; in the keypoint head the 1x1
+    keypoint layer is frozen and the deconvolution block trains; the appearance encoder, pose encoder and renderer
+    train whole. For the ResNet-50 this is exactly the reference's rule (freeze every ``nn.Conv2d`` of ``pose_net``;
+    a ``ConvTranspose2d`` is not a ``Conv2d``), stated so that it holds for any trunk: a user's encoder with, say, a
+    Linear layer or squeeze-excitation gates keeps those frozen too, which is what the export then checks.
     ``"all"`` (Fig. 7's ablation, the reference's ``freeze_conv=0``): every parameter trainable.
     """
     check_trainable(trainable)
@@ -67,10 +70,12 @@ def freeze_for_adaptation(model: KeypointModel, trainable: str = "bn") -> None:
         p.requires_grad_(True)
     if trainable == "all":
         return
-    for m in model.pose_net.modules():
-        if isinstance(m, nn.Conv2d):  # ConvTranspose2d is not a Conv2d subclass, so the deconvolutions stay trainable
-            for p in m.parameters():
-                p.requires_grad_(False)
+    affine = {id(p) for bn in backbone_bn_affine(model.backbone).values() for p in bn.parameters(recurse=False)}
+    for p in model.backbone.parameters():
+        if id(p) not in affine:
+            p.requires_grad_(False)
+    for p in model.pose_net.final_layer_unsup.parameters():
+        p.requires_grad_(False)
 
 
 def trainable_summary(model: KeypointModel) -> dict[str, Any]:

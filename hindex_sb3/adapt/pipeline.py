@@ -88,7 +88,9 @@ def _load_weights(cfg: AdaptConfig) -> tuple[dict, dict, PerceptualLoss]:
     """
     from hindex_sb3.encoders.weights import WeightsError
 
-    base_state, base_record = load_base_backbone(cfg.weights, seed=cfg.seed, progress=cfg.progress_bar)
+    base_state, base_record = load_base_backbone(
+        cfg.weights, encoder=cfg.encoder, seed=cfg.seed, progress=cfg.progress_bar
+    )
     try:
         torch.manual_seed(cfg.seed)
         loss = PerceptualLoss.from_weights(None if _random_vgg(cfg) else cfg.vgg_weights, progress=cfg.progress_bar)
@@ -189,7 +191,7 @@ def _build_adapter(
 ) -> Adapter:
     """The keypoint model on the base backbone, inside an :class:`Adapter` with the run's settings."""
     torch.manual_seed(cfg.seed)
-    model = KeypointModel(cfg.num_keypoints, cfg.sigma, cfg.image_size)
+    model = KeypointModel(cfg.num_keypoints, cfg.sigma, cfg.image_size, encoder=cfg.encoder)
     model.backbone.load_state_dict(base_state)
     return Adapter(
         model,
@@ -249,6 +251,7 @@ def _provenance(
     else:
         vgg = "vgg16_imagenet (torchvision IMAGENET1K_V1)" if cfg.vgg_weights == "default" else str(cfg.vgg_weights)
     return {
+        "encoder": cfg.encoder,
         "task": task_name or env_id,
         "env_id": env_id,
         "base": base_record,
@@ -303,7 +306,7 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
     """Collect (or load) task frames, train the keypoint model, export the adapted encoder, draw the figures.
 
     Outputs in ``cfg.out_dir``: ``frames.npz``, ``checkpoints/latest.pt``, ``adapted_encoder.pth`` (the
-    ``hindex_sb3.adapted/1`` checkpoint for ``create_encoder("hindex", weights=...)``), ``keypoints.png``,
+    ``hindex_sb3.adapted/1`` checkpoint for ``create_encoder(cfg.encoder, weights=...)``), ``keypoints.png``,
     ``bn_distribution.png``, ``loss.png``, ``history.json`` and ``summary.json``.
     """
     env_id, task_name, out, ckpt_path = _check_run(cfg)
@@ -331,6 +334,7 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
     summary = {
         "task": task_name or env_id,
         "env_id": env_id,
+        "encoder_name": cfg.encoder,
         "encoder": str(encoder_path),
         "base": base_record,
         "labels": labels,

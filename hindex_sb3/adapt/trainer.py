@@ -300,9 +300,10 @@ class Adapter:
         return {"changed": int((diffs > 0).sum()), "max_abs": float(diffs.max()), "mean_abs": float(diffs.mean())}
 
     def export(self, path: str | os.PathLike, provenance: dict[str, Any]) -> Path:
-        """Write the adapted encoder in the ``hindex_sb3.adapted/1`` format that ``create_encoder("hindex",
-        weights=path)`` loads; ``provenance`` is completed with the iteration count and training settings."""
+        """Write the adapted encoder in the ``hindex_sb3.adapted/1`` format that ``create_encoder(<the model's
+        encoder>, weights=path)`` loads; ``provenance`` is completed with the iteration count and training settings."""
         record = {
+            "encoder": self.model.encoder_name,
             "stage": "H-InDex stage 2 (self-supervised keypoint adaptation, "
             + ("BN affine only)" if self.trainable == "bn" else "all parameters: Fig. 7 ablation)"),
             "trainable": self.trainable,

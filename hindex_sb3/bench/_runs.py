@@ -48,6 +48,11 @@ def resolved_settings(env_id: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in keys}
 
 
+def paper_momentum(env_id: str) -> float:
+    """The paper's EMA-BN momentum for the task (what ``hindex train`` gives the ``hindex`` encoder by default)."""
+    return float(_config(env_id, {"encoder": "hindex", "weights": "random"}).ema_momentum)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The most advanced checkpoint of the run in ``run_dir`` (None before its first one)."""
     from hindex_sb3.runs.checkpoint import find_latest

@@ -2,7 +2,9 @@
 
 The paper's comparisons differ along three axes only, so a method is those three values. ``hindex-m<M>`` names
 H-InDex with a fixed momentum (the momentum ablation), and any encoder in the registry is a method of its own
-(frozen, not adapted, momentum 0): that is how a user puts their own representation through the suite.
+(frozen, not adapted, momentum 0): that is how a user puts their own representation through the suite. An encoder
+with BatchNorm also takes the H-InDex recipe as ``<encoder>+bn`` / ``<encoder>+all``: Stage 2 on its BN affine
+parameters (or on all of them), then EMA-BN with the paper's per-task momentum.
 """
 
 from __future__ import annotations
@@ -59,13 +61,30 @@ def _momentum_variant(name: str) -> Method | None:
     return Method(name, "hindex", "bn", m, f"H-InDex with EMA-BN momentum {m}")
 
 
+def _adapted_variant(name: str) -> Method | None:
+    """``<encoder>+bn`` / ``<encoder>+all``: the H-InDex recipe (Stage 2, then EMA-BN at the paper's m)."""
+    encoder, plus, scope = name.rpartition("+")
+    if not plus or scope not in ("bn", "all") or not encoder:
+        return None
+    from hindex_sb3.adapt.model import adaptable_spec
+
+    try:
+        adaptable_spec(encoder)
+    except KeyError:
+        raise ValueError(f"method {name!r}: unknown encoder {encoder!r}") from None
+    except ValueError as err:
+        raise ValueError(f"method {name!r}: {err}") from None
+    what = "BN affine" if scope == "bn" else "all parameters"
+    return Method(name, encoder, scope, None, f"{encoder} + Stage 2 ({what}) + EMA-BN (paper m)")
+
+
 def get_method(name: str) -> Method:
-    """A built-in method, a momentum variant ``hindex-m<M>``, or any registered encoder (frozen, m = 0)."""
+    """A built-in method, a momentum variant ``hindex-m<M>``, ``<encoder>+bn|all``, or any registered encoder."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"method must be a non-empty string, got {name!r}")
     if name in BUILTIN:
         return BUILTIN[name]
-    variant = _momentum_variant(name)
+    variant = _momentum_variant(name) or _adapted_variant(name)
     if variant is not None:
         return variant
     from hindex_sb3.encoders import list_encoders
@@ -73,7 +92,8 @@ def get_method(name: str) -> Method:
     if name in list_encoders():
         return Method(name, name, "none", 0.0, f"registered encoder {name!r}, frozen")
     raise ValueError(
-        f"unknown method {name!r}; known: {', '.join(method_names())}, 'hindex-m<momentum>', or a registered encoder"
+        f"unknown method {name!r}; known: {', '.join(method_names())}, 'hindex-m<momentum>', a registered encoder, "
+        "or '<encoder>+bn' / '<encoder>+all'"
     )
 
 

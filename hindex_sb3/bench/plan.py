@@ -161,15 +161,21 @@ def _check_unique(what: str, items: list) -> None:
 
 def _adapt_job(task: str, method, prof, adapted_dir: str | None) -> AdaptJob:
     key = f"{task}__{method.encoder}__{method.adapt}"
-    supplied = _adapted_file(adapted_dir, task) if method.adapt == "bn" else None
+    # the authors' files are the hand encoder's: they stand in for its BN-scope job only
+    supplied = _adapted_file(adapted_dir, task) if (method.adapt, method.encoder) == ("bn", "hindex") else None
     settings = {**prof.adapt, "trainable": method.adapt, "seed": 0}
+    if method.encoder != "hindex":  # "hindex" is AdaptConfig's default: plans written before this key stay identical
+        settings["encoder"] = method.encoder
     return AdaptJob(key, task, method.encoder, method.adapt, settings, supplied)
 
 
 def _run_spec(task, env_task, method, seed, prof, set_train, job, suite) -> RunSpec:
     settings: dict[str, Any] = {**prof.train, **(set_train or {}), "encoder": method.encoder, "seed": seed}
-    if method.momentum is not None:
-        settings["ema_momentum"] = method.momentum
+    momentum = method.momentum
+    if momentum is None and method.encoder != "hindex":  # the H-InDex recipe on another encoder: the paper's m
+        momentum = _runs.paper_momentum(env_task)
+    if momentum is not None:
+        settings["ema_momentum"] = momentum
     resolved = _runs.resolved_settings(env_task, settings)
     eval_frames = resolved["eval_episodes"] * resolved["horizon"] * (resolved["iterations"] // resolved["eval_every"])
     return RunSpec(

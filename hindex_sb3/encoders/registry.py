@@ -79,6 +79,9 @@ class EncoderSpec:
     :param channels_last: default memory format of the trunk. Channels-last runs ResNet-50 faster on CPUs (oneDNN)
         and GPUs, and makes EMA-BN's per-channel statistics a cheap vectorised pass.
     :param description: one line for listings and docs.
+    :param feature_map: ``(trunk, x) -> (B, C, h, w)``, the spatial map Stage 2's keypoint head reads
+        (``hindex adapt --encoder NAME``); ``None`` finds it (timm ``forward_features``, the input of the last
+        adaptive pooling layer, or the last 4-D activation; see :mod:`hindex_sb3.adapt.feature_map`).
     """
 
     name: str
@@ -94,6 +97,7 @@ class EncoderSpec:
     channels_last: bool = False
     description: str = ""
     batchnorm: bool | None = None
+    feature_map: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c.isspace() for c in self.name):
@@ -250,7 +254,7 @@ def create_encoder(
     pending: Exception | None = None
     source = "random"
     try:
-        state, path = load_weights(spec.weights, weights, progress=progress)
+        state, path = load_weights(spec.weights, weights, progress=progress, encoder=name)
     except WeightsError as err:  # missing, unreadable, truncated, non-finite
         if on_unavailable != "defer":
             raise

@@ -52,6 +52,8 @@ __all__ = [
     "WeightSpec",
     "WeightsError",
     "WeightsUnavailableError",
+    "adapted_encoder_name",
+    "adapted_state_for",
     "cache_home",
     "check_finite_state",
     "download",
@@ -413,19 +415,52 @@ def _check_zip_inflation(path: Path) -> None:
         return  # let torch.load report the damage in its own words
 
 
-def load_weights(spec: WeightSpec | str, weights: str | os.PathLike | None = "default", *, progress: bool = True):
-    """Resolve, read and convert a weight file; returns ``(state_dict, path)`` or ``(None, None)`` for ``None``."""
+def load_weights(
+    spec: WeightSpec | str,
+    weights: str | os.PathLike | None = "default",
+    *,
+    progress: bool = True,
+    encoder: str | None = None,
+):
+    """Resolve, read and convert a weight file; returns ``(state_dict, path)`` or ``(None, None)`` for ``None``.
+
+    :param encoder: the registry name the weights are for. A Stage-2 export (:data:`ADAPTED_FORMAT`) holds the
+        encoder's own trunk keys and says which encoder it adapted; given ``encoder``, such a file loads for that
+        encoder only (with a message naming both otherwise), whatever the layout of the encoder's published file.
+    """
     spec = get_weight_spec(spec) if isinstance(spec, str) else spec
     path = resolve_weights_file(spec, weights, progress=progress)
     if path is None:
         return None, None
     ckpt = load_checkpoint(path)
     try:
-        state = spec.converter(ckpt)
+        if encoder is not None and isinstance(ckpt, Mapping) and ckpt.get("format") == ADAPTED_FORMAT:
+            state = adapted_state_for(ckpt, encoder)
+        else:
+            state = spec.converter(ckpt)
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err} (expected layout for {spec.name}: {spec.key_layout})") from err
     check_finite_state(state, f"{spec.name} weights {path}")
     return state, path
+
+
+def adapted_encoder_name(provenance: Mapping[str, Any]) -> str:
+    """The encoder a Stage-2 export adapted (files written before exports named it were all ``hindex``)."""
+    name = provenance.get("encoder", "hindex") if isinstance(provenance, Mapping) else "hindex"
+    return name if isinstance(name, str) else "hindex"
+
+
+def adapted_state_for(ckpt: Mapping[str, Any], encoder: str) -> StateDict:
+    """The trunk ``state_dict`` of a Stage-2 export, if it was adapted for ``encoder``."""
+    adapted = adapted_encoder_name(ckpt.get("provenance", {}))
+    if adapted != encoder:
+        raise CheckpointError(
+            f"a Stage-2 checkpoint adapted for encoder {adapted!r}, not {encoder!r}: load it with --encoder {adapted}"
+        )
+    state = ckpt.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{ADAPTED_FORMAT} checkpoint without a state_dict")
+    return dict(state)
 
 
 def check_finite_state(state: Mapping[str, Any], what: str) -> None:
@@ -480,16 +515,18 @@ def load_state_dict_strict(
 def save_adapted_checkpoint(
     path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], provenance: Mapping[str, Any]
 ) -> Path:
-    """Write an adapted H-InDex backbone as ``{"format": ADAPTED_FORMAT, "state_dict", "provenance"}``.
+    """Write an adapted encoder trunk as ``{"format": ADAPTED_FORMAT, "state_dict", "provenance"}``.
 
-    ``state_dict`` uses torchvision ResNet-50 key names without ``fc.*`` (exactly what the ``hindex`` encoder's
-    backbone holds). ``provenance`` is a plain dict (str/int/float/bool/None/list/dict) saying where the weights
-    came from, e.g. ``{"task": "door", "init": "frankmocap_hand", "iterations": 100000}``; it must survive
-    ``weights_only`` loading, so arbitrary objects are refused here rather than at read time.
+    ``state_dict`` holds the trunk's own keys (for ``hindex``: torchvision ResNet-50 names without ``fc.*``), and
+    ``provenance["encoder"]`` names the registered encoder it belongs to (absent means ``hindex``), so that
+    ``create_encoder(name, weights=path)`` loads it for that encoder only. ``provenance`` is a plain dict
+    (str/int/float/bool/None/list/dict) saying where the weights came from, e.g. ``{"task": "door", "init":
+    "frankmocap_hand", "iterations": 100000}``; it must survive ``weights_only`` loading, so arbitrary objects are
+    refused here rather than at read time.
     """
     _check_plain(provenance, "provenance")
     sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
-    if any(k.startswith("fc.") for k in sd):
+    if adapted_encoder_name(provenance) == "hindex" and any(k.startswith("fc.") for k in sd):
         raise ValueError("adapted checkpoints store the backbone without fc.*; drop the classifier first")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
