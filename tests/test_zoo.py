@@ -497,7 +497,7 @@ def test_bn_scope_freezes_a_trunks_non_batchnorm_layers_too():
 def test_adapted_checkpoint_names_its_encoder_and_loads_only_there(user_plugin, tmp_path, images):
     from test_adapt import moving_square_episodes
 
-    from hindex_sb3.adapt import Adapter, FrameDataset, KeypointModel, PerceptualLoss, vgg16_features
+    from hindex_sb3.adapt import Adapter, AdaptError, FrameDataset, KeypointModel, PerceptualLoss, vgg16_features
     from hindex_sb3.encoders import CheckpointError, read_adapted_checkpoint, save_adapted_checkpoint
     from hindex_sb3.encoders.resnet import resnet50_trunk
 
@@ -526,6 +526,11 @@ def test_adapted_checkpoint_names_its_encoder_and_loads_only_there(user_plugin, 
     assert _rel_err(enc(images), expected) <= 1e-5
     with pytest.raises(CheckpointError, match="adapted for encoder 'user_tiny', not 'hindex'"):
         create_encoder("hindex", path)
+    adapter.save_checkpoint(tmp_path / "run.pt")
+    other = KeypointModel(image_size=32)
+    hand = Adapter(other, PerceptualLoss(vgg16_features(None)), frames, batch_size=2)
+    with pytest.raises(AdaptError, match="encoder='user_tiny', this run has 'hindex'"):
+        hand.load_checkpoint(tmp_path / "run.pt")
     # files written before exports named their encoder are the hand encoder's, and still load there
     old = tmp_path / "old.pth"
     save_adapted_checkpoint(old, resnet50_trunk().state_dict(), {"task": "door"})

@@ -190,6 +190,7 @@ class Adapter:
             "history": {k: torch.tensor(v, dtype=torch.float32) for k, v in self.history.items()},
             "base_backbone_digest": _digest(self.base_backbone),
             "settings": {
+                "encoder": self.model.encoder_name,
                 "batch_size": self.batch_size,
                 "lr": self.lr,
                 "seed": self.seed,
@@ -219,8 +220,10 @@ class Adapter:
         if not (isinstance(ckpt, dict) and ckpt.get("format") == RUN_FORMAT):
             raise AdaptError(f"{path} is not a {RUN_FORMAT} checkpoint")
         mine = self.state_dict()
-        theirs = {"trainable": "bn", **ckpt["settings"]}  # runs saved before --trainable existed were BN-only
-        for key in ("image_size", "num_keypoints", "sigma", "batch_size", "lr", "seed", "window", "trainable"):
+        # runs saved before --trainable / --encoder existed were BN-only, on the hand encoder
+        theirs = {"trainable": "bn", "encoder": "hindex", **ckpt["settings"]}
+        keys = ("encoder", "image_size", "num_keypoints", "sigma", "batch_size", "lr", "seed", "window", "trainable")
+        for key in keys:
             if theirs.get(key) != mine["settings"][key]:
                 raise AdaptError(
                     f"cannot resume {path}: it was trained with {key}={theirs.get(key)!r}, this run has "
