@@ -4,19 +4,22 @@
     python benchmarks/precision.py --weights pose_shape_best.pth    # the real encoder (no calibration)
     python benchmarks/precision.py --device cuda --json out.json
 
-The same frozen encoder runs twice on the same rendered frames (four Adroit tasks, random actions, 224x224 uint8):
-once with ``precision="fp32"``, once with ``precision="bf16"``. Reported per frame: the norm-relative feature error
+The same frozen encoder runs on the same rendered frames (four Adroit tasks, random actions, 224x224 uint8) with
+``precision="fp32"`` and with ``precision="bf16"``, and, for scale, in fp32 on the frames with -1/0/+1 added to every
+pixel value (a change nobody could see). Reported per frame: the norm-relative feature error
 ``||f_bf16 - f_fp32|| / ||f_fp32||`` and the cosine similarity (median and max / min over frames), for the plain
 frozen encoder and with per-frame EMA-BN (every BN layer, momentum 0.1 and 0.01: each encoder folds the frames into
 its own statistics, in batches of ``--batch`` frames, as VecEncode / the extractor do in rollouts), plus the largest
 relative difference of the EMA running statistics after the sequence. The action effect is measured with a policy
-head as DAPG builds it: inputs normalised by the fp32 features' mean and std (floor 1e-3), an MLP 256-256 with tanh,
-PyTorch's default initialisation (untrained), ``||a_bf16 - a_fp32|| / ||a_fp32||`` per frame.
+head shaped as DAPG's: inputs normalised by the mean and std of the task's fp32 features (floor 1e-3), an MLP 256-256
+with tanh, PyTorch's default initialisation (untrained), ``||a_bf16 - a_fp32|| / ||a_fp32||`` per frame.
 
-Without ``--weights`` the ResNet-50 is randomly initialised, with random BatchNorm affine parameters like the test
-suite's synthetic checkpoints, and its BatchNorm statistics are then *calibrated* on rendered frames (a separate set,
-other seeds), the way a network's statistics come to match its data in training. Uncalibrated random statistics
-(mean 0, variance 1) let activations grow or vanish layer by layer, which is nothing like a trained network.
+Without ``--weights`` no pretrained file is needed: the ResNet-50 is randomly initialised, with random BatchNorm
+affine parameters like the test suite's synthetic checkpoints, and its BatchNorm statistics are then *calibrated* on
+rendered frames (a separate set, other seeds), the way a network's statistics come to match its data in training.
+Two such networks are measured: "trained-like residuals" (the last BN of each residual branch scaled by 0.05-0.3, so
+blocks refine the identity path as in trained ResNets) and "chaotic" (scales 0.5-1.5 everywhere: a random ResNet-50
+then amplifies any small perturbation layer by layer, bf16 rounding and grey-level noise alike).
 """
 
 from __future__ import annotations
