@@ -26,8 +26,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from hindex_sb3._validation import PRECISIONS as _PRECISIONS
-from hindex_sb3._validation import check_precision
+from hindex_sb3._validation import PRECISIONS, check_precision
 from hindex_sb3.ema_bn import (
     EMABatchNorm2d,
     EMAScope,
@@ -45,9 +44,6 @@ __all__ = ["BF16_TOLERANCE", "MAX_ASPECT", "PRECISIONS", "Encoder", "Preprocess"
 
 #: Largest accepted image aspect ratio; a 1 x 100,000 strip would otherwise be resized to 256 x 25,600,000.
 MAX_ASPECT = 16
-
-#: Compute precisions of the trunk: ``"fp32"`` (default) or ``"bf16"`` (bfloat16 autocast).
-PRECISIONS = _PRECISIONS
 
 #: Stated bound on the per-frame norm-relative feature error ``||f_bf16 - f_fp32|| / ||f_fp32||`` of ``"bf16"``
 #: against ``"fp32"``, for the ResNet-50 encoders with and without per-frame EMA-BN: the worst of 64 rendered Adroit
@@ -195,9 +191,12 @@ class Encoder(nn.Module):
         Preprocessing stays float32 and features are returned as float32. The setting is authoritative: the trunk
         computes in this precision whatever autocast state the caller is in, so features do not depend on the
         calling code. With bf16, BatchNorm and EMA-BN statistics stay float32 buffers (EMA-BN accumulates the
-        per-frame statistics of the bf16 activations in float32 and keeps its per-frame semantics). Features differ
-        from fp32 by at most :data:`BF16_TOLERANCE` in per-frame norm-relative error (measured for the ResNet-50
-        encoders; docs/representations.md). bf16 pays off on GPUs (and CPUs with AMX); on other CPUs it is slower.
+        per-frame statistics of the bf16 activations in float32 and keeps its per-frame semantics). The per-frame
+        norm-relative feature error against fp32 stayed under :data:`BF16_TOLERANCE` on a ResNet-50 with calibrated
+        statistics; weights that amplify every small perturbation can exceed it, and then ±1 grey level of pixel
+        noise exceeds it as well (docs/representations.md, "Reduced precision"). bf16 pays off on GPUs and on CPUs
+        with bf16 instructions (AVX512-BF16 or AMX; 1.7-2.1x faster on the project's AVX512-BF16 CPU); on CPUs
+        without them it can be slower.
         """
         self.precision = check_precision("precision", precision)
         self._invalidate_graphs()
