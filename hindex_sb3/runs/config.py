@@ -101,7 +101,7 @@ class TrainConfig:
     cuda_graphs: bool = _opt(True, "representation", "replay the encoder as CUDA graphs on a GPU", resumable=True)
     # Not resumable: unlike cuda_graphs (same numbers, replayed), bf16 changes the features the policy was trained on.
     precision: str = _opt("fp32", "representation", "encoder compute precision: fp32 (the paper's) or bf16 "
-                          "(autocast; features within 2e-2 norm-relative of fp32, faster on GPUs)",
+                          "(autocast; features within 2e-2 norm-relative of fp32; faster on GPUs and bf16 CPUs)",
                           choices=("fp32", "bf16"))  # fmt: skip
     # -- env
     image_size: int = _opt(224, "env", "rendered image side (pixels)", lo=16, hi=1024)
