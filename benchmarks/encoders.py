@@ -2,7 +2,8 @@
 
     python benchmarks/encoders.py                 # full run on the CPU (several minutes on 2 cores)
     python benchmarks/encoders.py --quick         # batch 1 and 4, fewer repeats
-    python benchmarks/encoders.py --device cuda   # adds bf16 autocast variants (channels_last for all)
+    python benchmarks/encoders.py --device cuda   # adds bf16 variants (create_encoder(precision="bf16"))
+    python benchmarks/encoders.py --precision fp32 bf16 --encoders hindex --batch-sizes 1 4 16   # bf16 on the CPU
     python benchmarks/encoders.py --sections ema --ema-batch-sizes 1 16   # EMA-BN only: plain / batch / frame
 
 Everything is measured side by side in one process: every configuration runs once per round, rounds are
@@ -19,7 +20,6 @@ Prints a JSON document (also written to ``--json``) and markdown tables.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -37,6 +37,7 @@ from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
 from hindex_sb3.ema_bn import set_ema_update
 from hindex_sb3.encoders import RandomWeightsWarning, create_encoder, get_encoder_spec, list_encoders
+from hindex_sb3.encoders.base import PRECISIONS
 
 RESNETS = ("hindex", "rrl", "r3m")
 SECTIONS = ("throughput", "ema", "memory")
@@ -55,19 +56,18 @@ def _timer(device: torch.device, fn: Callable[..., object], *args, **kwargs) -> 
     return time.perf_counter() - t0
 
 
-def _variants(name: str, device: torch.device) -> list[tuple[str, bool, bool]]:
-    """(label, channels_last, bf16) combinations worth measuring for this encoder on this device."""
-    out = [("fp32", False, False)]
-    if name in RESNETS:
-        out.append(("fp32+channels_last", True, False))
-    if device.type == "cuda":
-        out.append(("bf16", False, True))
+def _variants(name: str, precisions: list[str]) -> list[tuple[str, bool, str]]:
+    """(label, channels_last, precision) combinations worth measuring for this encoder."""
+    out = []
+    for precision in precisions:
+        out.append((precision, False, precision))
         if name in RESNETS:
-            out.append(("bf16+channels_last", True, True))
+            out.append((f"{precision}+channels_last", True, precision))
     return out
 
 
-def _make(name: str, device: torch.device, channels_last: bool, ema_scope: str | None = None):
+def _make(name: str, device: torch.device, channels_last: bool, ema_scope: str | None = None, precision="fp32"):
+    """The package's encoder with these options: bf16 is its own ``precision="bf16"`` path, not an outer autocast."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         enc = create_encoder(
@@ -76,6 +76,7 @@ def _make(name: str, device: torch.device, channels_last: bool, ema_scope: str |
             ema_scope=ema_scope,
             ema_momentum=0.01 if ema_scope else 0.0,
             channels_last=channels_last,
+            precision=precision,
         )
     return enc.to(device)
 
@@ -85,20 +86,18 @@ def _images(batch: int, device: torch.device) -> torch.Tensor:
     return torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8, generator=g).to(device)
 
 
-def bench_throughput(names, batches, repeats, device) -> list[dict]:
+def bench_throughput(names, batches, repeats, device, precisions=("fp32",)) -> list[dict]:
     configs = []
     for name in names:
-        for label, cl, bf16 in _variants(name, device):
-            configs.append({"encoder": name, "variant": label, "enc": _make(name, device, cl), "bf16": bf16})
+        for label, cl, precision in _variants(name, precisions):
+            configs.append({"encoder": name, "variant": label, "enc": _make(name, device, cl, precision=precision)})
     results = []
     for batch in batches:
         x = _images(batch, device)
         times: dict[int, list[float]] = {i: [] for i in range(len(configs))}
         for rnd in range(repeats + 1):  # round 0 is warm-up
             for i, cfg in enumerate(configs):
-                ac = torch.autocast(device.type, dtype=torch.bfloat16) if cfg["bf16"] else contextlib.nullcontext()
-                with ac:
-                    t = _timer(device, cfg["enc"], x)
+                t = _timer(device, cfg["enc"], x)
                 if rnd:
                     times[i].append(t)
         for i, cfg in enumerate(configs):
@@ -125,7 +124,7 @@ def _ema_forward(enc, x, mode: str) -> None:
     enc(x, update_bn_stats=mode != "plain")
 
 
-def bench_ema_overhead(batches, repeats, device, scopes=None) -> list[dict]:
+def bench_ema_overhead(batches, repeats, device, scopes=None, precisions=("fp32",)) -> list[dict]:
     """Plain eval forward vs per-batch vs per-frame EMA forward of the same module: interleaved, rotating order.
 
     Each round runs the three once (the starting mode rotates, so none always runs first); ratios are paired within a
@@ -135,11 +134,12 @@ def bench_ema_overhead(batches, repeats, device, scopes=None) -> list[dict]:
     configs = [("all", True, False), ("all", False, False), ("stem", True, False)]
     if device.type == "cuda":  # the same forwards replayed as CUDA graphs (no launch overhead)
         configs += [("all", True, True), ("all", False, True)]
-    configs = [c for c in configs if scopes is None or c[0] in scopes]
-    for scope, channels_last, graphs in configs:
-        enc = _make("hindex", device, channels_last, ema_scope=scope)
+    configs = [(*c, p) for c in configs if scopes is None or c[0] in scopes for p in precisions]
+    for scope, channels_last, graphs, precision in configs:
+        enc = _make("hindex", device, channels_last, ema_scope=scope, precision=precision)
         enc.use_cuda_graphs(graphs)
         layout = ("channels_last" if channels_last else "contiguous") + (" + CUDA graphs" if graphs else "")
+        layout += "" if precision == "fp32" else f" + {precision}"
         for batch in batches:
             x = _images(batch, device)
             times: dict[str, list[float]] = {mode: [] for mode in EMA_MODES}
@@ -260,6 +260,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="what to measure")
     parser.add_argument("--ema-scopes", nargs="+", default=None, choices=("all", "stem"), help="EMA-BN scopes")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=None,
+        choices=PRECISIONS,
+        help="encoder precisions to measure (default: fp32 on CPU, fp32 and bf16 on CUDA)",
+    )
     parser.add_argument("--json", default=None, help="also write the JSON document here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -269,12 +276,15 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = args.repeats or (2 if args.quick else 3)
     ema_repeats = args.ema_repeats or (4 if args.quick else 7)
     ema_batches = args.ema_batch_sizes or ([1, 4] if args.quick else [1, 16])
+    precisions = args.precision or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
 
     load_before = os.getloadavg()
     t0 = time.time()
     sections = set(args.sections)
-    throughput = bench_throughput(args.encoders, batches, repeats, device) if "throughput" in sections else []
-    ema = bench_ema_overhead(ema_batches, ema_repeats, device, args.ema_scopes) if "ema" in sections else []
+    throughput = (
+        bench_throughput(args.encoders, batches, repeats, device, precisions) if "throughput" in sections else []
+    )
+    ema = bench_ema_overhead(ema_batches, ema_repeats, device, args.ema_scopes, precisions) if "ema" in sections else []
     doc = {
         "meta": {
             "date": date.today().isoformat(),
@@ -286,6 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
             "repeats": repeats,
             "ema_repeats": ema_repeats,
             "input": "uint8 (B, 3, 256, 256), random weights",
+            "precisions": precisions,
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
             "seconds": round(time.time() - t0, 1),

@@ -23,6 +23,7 @@ __all__ = [
     "check_inflation",
     "check_int",
     "check_output_dir",
+    "check_precision",
     "check_real",
     "check_str",
     "check_weights_arg",
@@ -90,6 +91,15 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     return value
 
 
+#: the encoders' compute precisions (:attr:`hindex_sb3.encoders.base.Encoder.precision`)
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(name: str, value: Any) -> str:
+    """An encoder compute precision: ``"fp32"`` or ``"bf16"`` (strings only; ``torch.bfloat16`` is not accepted)."""
+    return check_choice(name, value, PRECISIONS)
+
+
 def check_weights_arg(name: str, value: Any) -> Any:
     """A ``weights`` argument: ``"default"``, a non-empty path (str or ``os.PathLike``), or ``None``."""
     import os
@@ -106,6 +116,7 @@ def check_encoder_options(
     ema_momentum: Any = 0.0,
     channels_last: Any = None,
     cuda_graphs: Any = False,
+    precision: Any = "fp32",
     scopes: Iterable[Any] = ("all", "stem", None),
 ) -> None:
     """The options shared by ``create_encoder`` and the extractor factories, checked before any file is read."""
@@ -115,6 +126,7 @@ def check_encoder_options(
     if channels_last is not None:
         check_flag("channels_last", channels_last)
     check_flag("cuda_graphs", cuda_graphs)
+    check_precision("precision", precision)
 
 
 def check_hidden(name: str, hidden: Any) -> tuple[int, ...]:
@@ -137,6 +149,7 @@ def check_extractor_options(
     channels_last: Any,
     cuda_graphs: Any,
     ema_update: Any = "frame",
+    precision: Any = "fp32",
 ) -> None:
     """What ``hindex_extractor`` / ``baseline_extractor`` pass to SB3, checked before SB3 builds a policy with it."""
     check_encoder_options(
@@ -144,6 +157,7 @@ def check_extractor_options(
         ema_scope=ema_scope,
         channels_last=channels_last,
         cuda_graphs=cuda_graphs,
+        precision=precision,
         scopes=("all", "stem", "auto", None),
     )
     check_choice("ema_update", ema_update, ("frame", "batch"))

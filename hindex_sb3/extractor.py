@@ -61,6 +61,9 @@ class HIndexExtractor(BaseFeaturesExtractor):
     :param channels_last: trunk memory format; ``None`` = the encoder's default (channels-last for ResNets).
     :param cuda_graphs: replay the encoder as captured CUDA graphs on a GPU (much faster at rollout batch sizes,
         where a forward is bound by kernel launches; see :meth:`~hindex_sb3.encoders.base.Encoder.use_cuda_graphs`).
+    :param precision: the encoder's compute precision, ``"fp32"`` (the paper's) or ``"bf16"`` (bfloat16 autocast;
+        features float32, within :data:`~hindex_sb3.encoders.base.BF16_TOLERANCE` of fp32). Saved with the model
+        (it is a ``features_extractor_kwargs`` entry, which SB3 stores in ``policy_kwargs``).
 
     Features: ``(B, k * encoder_dim + proprio_dim)``, e.g. 2048 + 24 for H-InDex on Adroit.
 
@@ -79,6 +82,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
         channels_last: bool | None = None,
         cuda_graphs: bool = False,
         ema_update: EMAUpdate = "frame",
+        precision: str = "fp32",
     ) -> None:
         pixels_space, proprio_space = _split_space(observation_space, pixels_key, proprio_key)
         spec = get_encoder_spec(encoder)
@@ -95,6 +99,7 @@ class HIndexExtractor(BaseFeaturesExtractor):
             ema_update=ema_update,
             channels_last=channels_last,
             cuda_graphs=cuda_graphs,
+            precision=precision,
             on_unavailable="defer",
         )
         # Not a registered submodule, so the frozen weights are absent from parameters() / named_parameters(): code
@@ -327,14 +332,15 @@ def _extractor_kwargs(
 
 
 def _extractor_options(
-    pixels_key: str, proprio_key: str, channels_last: bool | None, cuda_graphs: bool
+    pixels_key: str, proprio_key: str, channels_last: bool | None, cuda_graphs: bool, precision: str
 ) -> dict[str, Any]:
-    """The :class:`HIndexExtractor` keywords that both factories pass through unchanged."""
+    """The :class:`HIndexExtractor` keywords that the factories pass through unchanged."""
     return {
         "pixels_key": pixels_key,
         "proprio_key": proprio_key,
         "channels_last": channels_last,
         "cuda_graphs": cuda_graphs,
+        "precision": precision,
     }
 
 
@@ -349,6 +355,7 @@ def hindex_extractor(
     channels_last: bool | None = None,
     cuda_graphs: bool = False,
     ema_update: EMAUpdate = "frame",
+    precision: str = "fp32",
     **policy_overrides: Any,
 ) -> dict[str, Any]:
     """A fresh ``policy_kwargs`` dict giving an SB3 policy the H-InDex representation.
@@ -362,9 +369,11 @@ def hindex_extractor(
     :param hidden: policy (and value/critic) MLP sizes; the paper uses 256-256 with tanh.
     :param cuda_graphs: replay the encoder as CUDA graphs on a GPU (see :class:`HIndexExtractor`).
     :param ema_update: EMA-BN updates per frame (default, the paper) or per batch (see :class:`HIndexExtractor`).
+    :param precision: ``"fp32"`` (default, the paper's numbers) or ``"bf16"`` (see :class:`HIndexExtractor`).
     :param policy_overrides: any other SB3 policy keyword, applied last (e.g. ``share_features_extractor=False``).
     """
-    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs) | {"ema_update": ema_update}
+    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs, precision)
+    options["ema_update"] = ema_update
     return _extractor_kwargs("hindex", weights, algo, ema_scope, hidden, policy_overrides, options)
 
 
@@ -378,12 +387,13 @@ def baseline_extractor(
     proprio_key: str = "proprio",
     channels_last: bool | None = None,
     cuda_graphs: bool = False,
+    precision: str = "fp32",
     **policy_overrides: Any,
 ) -> dict[str, Any]:
     """Like :func:`hindex_extractor` for one of the paper's baselines (frozen, plain eval-mode BatchNorm)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES} (or use hindex_extractor)")
-    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs)
+    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs, precision)
     return _extractor_kwargs(name, weights, algo, None, hidden, policy_overrides, options)
 
 
@@ -398,6 +408,7 @@ def encoder_extractor(
     proprio_key: str = "proprio",
     channels_last: bool | None = None,
     cuda_graphs: bool = False,
+    precision: str = "fp32",
     **policy_overrides: Any,
 ) -> dict[str, Any]:
     """``policy_kwargs`` for any registered encoder: a plugin's, ``"timm:<model>"``, ``"torchvision:<model>"``...
@@ -405,5 +416,5 @@ def encoder_extractor(
     ``ema_scope="auto"`` converts every BatchNorm layer to EMA-BN when the encoder has plain ``BatchNorm2d`` layers
     (momentum 0 until :class:`~hindex_sb3.callbacks.EMABatchNormCallback` sets one), none otherwise.
     """
-    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs)
+    options = _extractor_options(pixels_key, proprio_key, channels_last, cuda_graphs, precision)
     return _extractor_kwargs(name, weights, algo, ema_scope, hidden, policy_overrides, options)

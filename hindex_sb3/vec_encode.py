@@ -17,7 +17,6 @@ statistics with :meth:`VecEncode.save_encoder` (like ``VecNormalize``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
@@ -28,6 +27,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
+from hindex_sb3._validation import check_flag, check_precision
 from hindex_sb3.ema_bn import EMAScope, EMAUpdate, set_ema_momentum, set_ema_update
 from hindex_sb3.encoders import Encoder, create_encoder
 
@@ -48,7 +48,12 @@ class VecEncode(VecEnvWrapper):
         a given encoder too when ``ema_momentum > 0``.
     :param update_stats: ``False`` for evaluation envs sharing a training env's encoder.
     :param channels_last: trunk memory format; ``None`` = the encoder's default (channels-last for ResNets).
-    :param bf16: bfloat16 autocast; ``None`` = on for CUDA (features are returned as float32 either way).
+    :param precision: the encoder's compute precision, ``"fp32"`` or ``"bf16"``, set on the encoder (on a given one
+        too, so wrappers sharing an encoder share it: :meth:`~hindex_sb3.encoders.base.Encoder.set_precision`).
+        ``None``: from ``bf16`` when that is given, else bf16 on CUDA and fp32 on CPU (this wrapper's default from
+        before the option existed). Features are float32 either way.
+    :param bf16: the older spelling of ``precision``: ``True`` is ``"bf16"``, ``False`` is ``"fp32"``; giving both
+        only works when they agree.
     :param cuda_graphs: replay the encoder as captured CUDA graphs on a GPU (one per batch size; see
         :meth:`~hindex_sb3.encoders.base.Encoder.use_cuda_graphs`).
     :param flatten: ``True``: ``Box(D + P)`` observations (for ``MlpPolicy``); ``False``: ``Dict(features, proprio)``.
@@ -71,6 +76,7 @@ class VecEncode(VecEnvWrapper):
         bf16: bool | None = None,
         cuda_graphs: bool = False,
         flatten: bool = True,
+        precision: str | None = None,
     ) -> None:
         space = venv.observation_space
         self.is_dict = isinstance(space, gym.spaces.Dict)
@@ -99,7 +105,7 @@ class VecEncode(VecEnvWrapper):
             self.encoder.to_channels_last(channels_last)
         if cuda_graphs:
             self.encoder.use_cuda_graphs()
-        self.bf16 = bool(bf16 if bf16 is not None else on_cuda)
+        self.encoder.set_precision(_resolve_precision(precision, bf16, on_cuda))
         if ema_momentum > 0:
             if not self.encoder.ema_layers:
                 raise ValueError("ema_momentum > 0 needs an encoder with EMA-BN layers (a ResNet with ema_scope set)")
@@ -119,6 +125,16 @@ class VecEncode(VecEnvWrapper):
             )
         super().__init__(venv, observation_space=obs_space)
 
+    @property
+    def precision(self) -> str:
+        """The encoder's compute precision (``"fp32"`` / ``"bf16"``)."""
+        return self.encoder.precision
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the encoder runs in bfloat16 (the older spelling of :attr:`precision`)."""
+        return self.encoder.precision == "bf16"
+
     # -- encoding --------------------------------------------------------------------------------------------------
     def encode(self, obs: Any, *, update_stats: bool = False) -> Any:
         """Encode a batch of raw observations (dict or array, leading env axis) into this wrapper's space."""
@@ -126,9 +142,7 @@ class VecEncode(VecEnvWrapper):
         images = torch.as_tensor(pixels, device=self.device)
         if not self.channels_first:
             images = images.permute(0, 3, 1, 2)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with autocast:
-            feats = self.encoder(images, update_bn_stats=update_stats).float().cpu().numpy()
+        feats = self.encoder(images, update_bn_stats=update_stats).cpu().numpy()
         if self.proprio_key is None:
             return feats
         proprio = np.asarray(obs[self.proprio_key], dtype=np.float32).reshape(len(feats), -1)
@@ -161,3 +175,15 @@ class VecEncode(VecEnvWrapper):
     def load_encoder(self, path: str | os.PathLike) -> None:
         """Restore a state saved by :meth:`save_encoder` (strict: keys and shapes must match)."""
         self.encoder.load_state_dict(torch.load(path, map_location=self.device, weights_only=True), strict=True)
+
+
+def _resolve_precision(precision: str | None, bf16: bool | None, on_cuda: bool) -> str:
+    """``precision``, else the older ``bf16`` flag, else bf16 on CUDA and fp32 on CPU; conflicting values refused."""
+    if bf16 is not None:
+        from_flag = "bf16" if check_flag("bf16", bf16) else "fp32"
+        if precision is not None and check_precision("precision", precision) != from_flag:
+            raise ValueError(f"precision={precision!r} contradicts bf16={bf16!r}; give only precision")
+        return from_flag
+    if precision is not None:
+        return check_precision("precision", precision)
+    return "bf16" if on_cuda else "fp32"

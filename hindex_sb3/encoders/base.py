@@ -6,6 +6,10 @@ callers (the SB3 extractor, the VecEnv wrapper, benchmarks, Stage 2) cannot get 
 ``uint8 (B, 3, H, W)`` -> ``/255`` -> ``Resize(256)`` (bilinear, antialiased, shorter side) -> ``CenterCrop(224)``
 -> ImageNet mean/std (baselines only; H-InDex uses none) -> trunk -> ``(B, D)`` float32.
 
+Preprocessing always runs in float32; the trunk runs in the encoder's :attr:`~Encoder.precision`: ``"fp32"`` (the
+paper's numbers) or ``"bf16"`` (bfloat16 autocast, for speed on GPUs; features stay within :data:`BF16_TOLERANCE` of
+fp32, see :meth:`Encoder.set_precision`). Features are float32 either way.
+
 Float input is accepted too, and must already be in [0, 1]: that is what SB3 hands to features extractors after its
 own ``/255`` (``preprocess_obs``). The encoder is *frozen*: it always runs under ``no_grad`` and stays in eval mode
 whatever ``train()`` says, and it ignores ``apply()``, because SB3's ``ortho_init`` re-initialises extractors with
@@ -14,6 +18,7 @@ whatever ``train()`` says, and it ignores ``apply()``, because SB3's ``ortho_ini
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,6 +26,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
+from hindex_sb3._validation import PRECISIONS, check_precision
 from hindex_sb3.ema_bn import (
     EMABatchNorm2d,
     EMAScope,
@@ -34,10 +40,16 @@ from hindex_sb3.encoders.cuda_graphs import GraphCache
 if TYPE_CHECKING:
     from hindex_sb3.encoders.registry import EncoderSpec
 
-__all__ = ["MAX_ASPECT", "Encoder", "Preprocess"]
+__all__ = ["BF16_TOLERANCE", "MAX_ASPECT", "PRECISIONS", "Encoder", "Preprocess"]
 
 #: Largest accepted image aspect ratio; a 1 x 100,000 strip would otherwise be resized to 256 x 25,600,000.
 MAX_ASPECT = 16
+
+#: Stated bound on the per-frame norm-relative feature error ``||f_bf16 - f_fp32|| / ||f_fp32||`` of ``"bf16"``
+#: against ``"fp32"``, for the ResNet-50 encoders with and without per-frame EMA-BN: the worst of 64 rendered Adroit
+#: frames was 1.3e-2 (median 0.8-1.1e-2) on a ResNet-50 with calibrated statistics, about what +-1 grey level of
+#: pixel noise does in fp32 (benchmarks/precision.py; docs/representations.md, "Reduced precision").
+BF16_TOLERANCE = 2e-2
 
 _INTERPOLATION = {
     "bilinear": TF.InterpolationMode.BILINEAR,
@@ -92,7 +104,10 @@ class Encoder(nn.Module):
 
     :ivar spec: the :class:`~hindex_sb3.encoders.registry.EncoderSpec` (sizes, normalisation, weight file).
     :ivar weights_source: ``"random"``, or the path the weights were read from.
+    :ivar precision: ``"fp32"`` or ``"bf16"``, the trunk's compute precision (:meth:`set_precision`).
     """
+
+    precision: str = "fp32"  # class default: encoders pickled before the option existed unpickle with it
 
     def __init__(self, spec: EncoderSpec, backbone: nn.Module, weights_source: str = "random") -> None:
         super().__init__()
@@ -101,6 +116,7 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.weights_source = weights_source
         self.channels_last = False
+        self.precision = "fp32"
         self._ema_layers: list[EMABatchNorm2d] = []
         self._pending_weights_error: Exception | None = None
         self._graphs: GraphCache | None = None
@@ -169,6 +185,23 @@ class Encoder(nn.Module):
         self._graphs = GraphCache(self, max_graphs) if enabled else None
         return self
 
+    def set_precision(self, precision: str = "fp32") -> Encoder:
+        """Run the trunk in ``"fp32"`` or ``"bf16"`` (``torch.autocast`` with bfloat16, on CPU or CUDA).
+
+        Preprocessing stays float32 and features are returned as float32. The setting is authoritative: the trunk
+        computes in this precision whatever autocast state the caller is in, so features do not depend on the
+        calling code. With bf16, BatchNorm and EMA-BN statistics stay float32 buffers (EMA-BN accumulates the
+        per-frame statistics of the bf16 activations in float32 and keeps its per-frame semantics). The per-frame
+        norm-relative feature error against fp32 stayed under :data:`BF16_TOLERANCE` on a ResNet-50 with calibrated
+        statistics; weights that amplify every small perturbation can exceed it, and then ±1 grey level of pixel
+        noise exceeds it as well (docs/representations.md, "Reduced precision"). bf16 pays off on GPUs and on CPUs
+        with bf16 instructions (AVX512-BF16 or AMX; 1.7-2.1x faster on the project's AVX512-BF16 CPU); on CPUs
+        without them it can be slower.
+        """
+        self.precision = check_precision("precision", precision)
+        self._invalidate_graphs()
+        return self
+
     @property
     def cuda_graphs(self) -> bool:
         return self._graphs is not None
@@ -230,20 +263,36 @@ class Encoder(nn.Module):
         """The EMA-BN settings a captured graph bakes in (Python floats and branches), beside the input's own."""
         return (
             bool(update_bn_stats),
+            self.precision,
             tuple((bn.momentum_ema, bn.update_stats, bn.ema_update) for bn in self._ema_layers),
         )
 
     def _features(self, x: torch.Tensor, update_bn_stats: bool) -> torch.Tensor:
         with torch.no_grad():
-            x = self.preprocess(x)
+            with _autocast(x.device, None):  # a caller's autocast must not change the preprocessing
+                x = self.preprocess(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if update_bn_stats:
-                with ema_bn_updates(self.backbone, enabled=True):
+            with _autocast(x.device, torch.bfloat16 if self.precision == "bf16" else None):
+                if update_bn_stats:
+                    with ema_bn_updates(self.backbone, enabled=True):
+                        feats = self.backbone(x)
+                else:
                     feats = self.backbone(x)
-            else:
-                feats = self.backbone(x)
         return feats.float()
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``, or autocast off (``None``), whatever the caller's autocast state.
+
+    Frozen weights never enter autocast's cast cache (it keeps only leaves that require grad); it is disabled anyway,
+    so that a CUDA-graph capture can never hold a cached cast that dies after capture.
+    """
+    if not torch.amp.is_autocast_available(device.type):
+        if dtype is not None:
+            raise ValueError(f"precision 'bf16' needs autocast, which torch does not support on {device.type} tensors")
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False)
 
 
 def _drop_graphs_after_load(module: Encoder, incompatible_keys) -> None:

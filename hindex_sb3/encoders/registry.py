@@ -217,6 +217,7 @@ def create_encoder(
     device: torch.device | str | None = None,
     channels_last: bool | None = None,
     cuda_graphs: bool = False,
+    precision: str = "fp32",
     progress: bool = True,
     on_unavailable: Literal["raise", "defer"] = "raise",
 ) -> Encoder:
@@ -232,6 +233,9 @@ def create_encoder(
     :param channels_last: memory format of the trunk; ``None`` = the spec's default (on for ResNets).
     :param cuda_graphs: replay CUDA input through captured CUDA graphs (:meth:`Encoder.use_cuda_graphs`): removes the
         kernel-launch cost that dominates GPU forwards at RL batch sizes. No effect on CPU input.
+    :param precision: ``"fp32"`` (default, the paper's numbers) or ``"bf16"``: the trunk under bfloat16 autocast (CPU
+        or CUDA), features float32 and within :data:`~hindex_sb3.encoders.base.BF16_TOLERANCE` of fp32
+        (:meth:`Encoder.set_precision`).
     :param on_unavailable: ``"defer"`` builds the encoder even when the weight file cannot be obtained or read
         (missing, truncated, non-finite, another network's file); it then refuses to run, raising that error, until a
         complete state dict is loaded into it (used by the SB3 extractor so that ``load()`` of a saved model works
@@ -246,6 +250,7 @@ def create_encoder(
         ema_momentum=ema_momentum,
         channels_last=channels_last,
         cuda_graphs=cuda_graphs,
+        precision=precision,
     )
     check_flag("progress", progress)
     check_device("device", device)
@@ -286,6 +291,7 @@ def create_encoder(
         encoder.enable_ema_bn(ema_scope, ema_momentum, ema_update)
     if spec.channels_last if channels_last is None else channels_last:
         encoder.to_channels_last()
+    encoder.set_precision(precision)
     if device is not None:
         encoder.to(device)
     if cuda_graphs:

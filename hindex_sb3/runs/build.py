@@ -90,7 +90,12 @@ def policy_setup(cfg: TrainConfig, *, load_weights: bool = True) -> tuple[str, d
             ) from err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-weights warning: we label the outputs instead
-        options = {"algo": "dapg", "cuda_graphs": cfg.cuda_graphs, "hidden": tuple(cfg.hidden)}
+        options = {
+            "algo": "dapg",
+            "cuda_graphs": cfg.cuda_graphs,
+            "precision": cfg.precision,
+            "hidden": tuple(cfg.hidden),
+        }
         if cfg.encoder == "hindex":
             kwargs = hindex_extractor(weights, ema_scope=cfg.ema_scope, **options)
         elif cfg.encoder in BASELINES and not cfg.ema_momentum:

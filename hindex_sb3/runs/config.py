@@ -99,6 +99,10 @@ class TrainConfig:
                                       hi=1.0, paper=True)  # fmt: skip
     ema_scope: str = _opt("all", "representation", "BatchNorm layers EMA-BN adapts", choices=("all", "stem"))
     cuda_graphs: bool = _opt(True, "representation", "replay the encoder as CUDA graphs on a GPU", resumable=True)
+    # Not resumable: unlike cuda_graphs (same numbers, replayed), bf16 changes the features the policy was trained on.
+    precision: str = _opt("fp32", "representation", "encoder compute precision: fp32 (the paper's) or bf16 "
+                          "(autocast; features within 2e-2 norm-relative of fp32; faster on GPUs and bf16 CPUs)",
+                          choices=("fp32", "bf16"))  # fmt: skip
     # -- env
     image_size: int = _opt(224, "env", "rendered image side (pixels)", lo=16, hi=1024)
     horizon: int | None = _opt(None, "env", "episode length", lo=1, hi=100_000, paper=True)
@@ -167,6 +171,8 @@ class TrainConfig:
             if self.encoder not in list_encoders():
                 raise ConfigError("encoder", f"unknown encoder {self.encoder!r}; choose 'state' or one of "
                                   f"{list_encoders()}")  # fmt: skip
+        if self.encoder == "state" and self.precision != "fp32":
+            raise ConfigError("precision", "applies to the pixel encoder; encoder 'state' has none (use fp32)")
         if self.device != "auto":
             import torch
 
