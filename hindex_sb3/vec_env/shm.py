@@ -55,6 +55,7 @@ DEFAULT_MAX_SHARED_BYTES = 32 * 2**30
 
 _SHM_DIR = "/dev/shm"  # POSIX shared memory lives in this tmpfs on Linux
 _JOIN_TIMEOUT_S = 10.0
+_POLL_S = 1.0  # how often a wait for a reply checks that the worker is alive
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,8 @@ def _check_size(size: int, max_bytes: int, space: spaces.Space, n_envs: int) -> 
         limit, where = shutil.disk_usage(_SHM_DIR).free, f"the free space of {_SHM_DIR}"
     if size > limit:
         raise ValueError(
-            f"observation_space {space} needs {size / 2**30:.2f} GiB of shared memory for {n_envs} envs, more than "
-            f"{where} ({limit / 2**30:.2f} GiB): use fewer envs or smaller images (or raise max_shared_bytes)"
+            f"observation_space {space} needs {size:,} bytes of shared memory for {n_envs} envs, more than {where} "
+            f"({limit:,} bytes): use fewer envs or smaller images (or raise max_shared_bytes)"
         )
 
 
@@ -299,14 +300,16 @@ class SharedMemoryVecEnv(VecEnv):
         if start_method is None:
             start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(start_method)
-        self.remotes, work_remotes = zip(*[ctx.Pipe() for _ in env_fns], strict=True)
-        self.processes = []
-        for work_remote, remote, env_fn in zip(work_remotes, self.remotes, env_fns, strict=True):
+        remotes, self.processes = [], []
+        for env_fn in env_fns:  # one pipe at a time: a forked worker then holds no other worker's end
+            remote, work_remote = ctx.Pipe()
             args = (work_remote, remote, CloudpickleWrapper(env_fn))
             process = ctx.Process(target=_worker, args=args, daemon=True)  # type: ignore[attr-defined]
             process.start()
+            remotes.append(remote)
             self.processes.append(process)
             work_remote.close()
+        self.remotes = tuple(remotes)
 
     def _attach(self, space: spaces.Space, n_envs: int, max_bytes: int) -> None:
         self._slots = frame_slots(space, n_envs)
@@ -341,8 +344,12 @@ class SharedMemoryVecEnv(VecEnv):
             raise self._dead(j) from err
 
     def _recv(self, j: int) -> Any:
+        remote, process = self.remotes[j], self.processes[j]
         try:
-            status, payload = self.remotes[j].recv()
+            while not remote.poll(_POLL_S):  # a worker killed while its pipe is held open elsewhere: no hang
+                if not process.is_alive() and not remote.poll():
+                    raise EOFError
+            status, payload = remote.recv()
         except (EOFError, ConnectionResetError) as err:
             raise self._dead(j) from err
         if status == "error":
