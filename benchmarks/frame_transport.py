@@ -6,9 +6,10 @@ Configurations, each for n_envs in ``--n-envs`` (2 and 4 by default):
   const/runner   the same env stepped the way DAPG samples episodes (``EpisodeRunner.step`` of every env)
   door/vec       ``HInDex/Door-v0`` pixels at 224 px (fast render): the whole step, physics and rendering included
 
-Rates are env frames per second (steps x envs / s). Every configuration is measured in each of ``--repeats``
-interleaved rounds (subproc, shm, subproc, shm, ...) and the median is reported; also the cost of the copy that
-``SharedMemoryVecEnv`` makes of every batch it returns. Prints a JSON document and a markdown table.
+Rates are env frames per second (steps x envs / s), with the main process's CPU time per frame beside them. Every
+configuration is measured in each of ``--repeats`` interleaved rounds (subproc, shm, shm, subproc, ...) and the
+median is reported; also the cost of the copy that ``SharedMemoryVecEnv`` makes of every batch it returns. Prints a
+JSON document and a markdown table.
 
     python benchmarks/frame_transport.py [--n-envs 2 4] [--steps 300] [--repeats 5] [--quick] [--json OUT]
 """
@@ -55,26 +56,33 @@ class ConstantFrameEnv(gym.Env):
         return self._frame, 0.0, False, False, {}
 
 
-def _time_vec(venv: VecEnv, steps: int) -> float:
+def _timed(step: Callable[[], Any], steps: int, n_envs: int) -> tuple[float, float]:
+    """Frames/s, and the main process's CPU microseconds per frame (what the transport costs the process that also
+    runs the encoder; unlike the rate, it hardly moves with the machine's load)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return steps * n_envs / wall, cpu * 1e6 / (steps * n_envs)
+
+
+def _time_vec(venv: VecEnv, steps: int) -> tuple[float, float]:
     venv.reset()
     actions = np.zeros((venv.num_envs, *venv.action_space.shape), np.float32)
-    start = time.perf_counter()
-    for _ in range(steps):
-        venv.step(actions)
-    return steps * venv.num_envs / (time.perf_counter() - start)
+    return _timed(lambda: venv.step(actions), steps, venv.num_envs)
 
 
-def _time_runner(venv: VecEnv, steps: int) -> float:
+def _time_runner(venv: VecEnv, steps: int) -> tuple[float, float]:
     runner = EpisodeRunner(venv)
     runner.reset({j: j for j in range(venv.num_envs)})
     actions = {j: np.zeros(venv.action_space.shape, np.float32) for j in range(venv.num_envs)}
-    start = time.perf_counter()
-    for _ in range(steps):
-        runner.step(actions)
-    return steps * venv.num_envs / (time.perf_counter() - start)
+    return _timed(lambda: runner.step(actions), steps, venv.num_envs)
 
 
-def _builders(n_envs: int) -> dict[str, tuple[Callable[[type], VecEnv], Callable[[VecEnv, int], float], float]]:
+Timer = Callable[[VecEnv, int], tuple[float, float]]
+
+
+def _builders(n_envs: int) -> dict[str, tuple[Callable[[type], VecEnv], Timer, float]]:
     """name -> (build a VecEnv of a class, time it, share of ``--steps`` to run)."""
     door_kwargs = {"image_size": SIZE, "max_episode_steps": 10_000}
     return {
@@ -88,21 +96,27 @@ def _builders(n_envs: int) -> dict[str, tuple[Callable[[type], VecEnv], Callable
     }
 
 
-def measure(name: str, n_envs: int, steps: int, repeats: int) -> dict[str, float]:
+def measure(name: str, n_envs: int, steps: int, repeats: int) -> dict[str, Any]:
     """Median frames/s of each kind, the kinds alive side by side and timed in alternation."""
     build, timer, share = _builders(n_envs)[name]
     venvs = {kind: build(cls) for kind, cls in KINDS.items()}
     rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    cpu: dict[str, list[float]] = {kind: [] for kind in KINDS}
     try:
         for venv in venvs.values():  # warm-up: first frames, renderer contexts, page faults
             timer(venv, 5)
-        for _ in range(repeats):
-            for kind, venv in venvs.items():
-                rates[kind].append(timer(venv, max(int(steps * share), 10)))
+        for r in range(repeats):
+            order = list(venvs) if r % 2 == 0 else list(venvs)[::-1]  # ABBA: neither kind always runs first
+            for kind in order:
+                rate, cpu_us = timer(venvs[kind], max(int(steps * share), 10))
+                rates[kind].append(rate)
+                cpu[kind].append(cpu_us)
     finally:
         for venv in venvs.values():
             venv.close()
-    return {kind: round(statistics.median(v), 1) for kind, v in rates.items()}
+    out: dict[str, Any] = {kind: round(statistics.median(v), 1) for kind, v in rates.items()}
+    out |= {f"{kind}_cpu_us": round(statistics.median(v), 1) for kind, v in cpu.items()}
+    return out | {f"{kind}_rounds": [round(x, 1) for x in v] for kind, v in rates.items()}
 
 
 def copy_cost_us(n_envs: int, repeats: int = 200) -> float:
@@ -125,12 +139,16 @@ def _write_json(path: str, report: dict[str, Any]) -> None:
 
 def _table(report: dict[str, Any]) -> str:
     lines = [
-        "| configuration | n_envs | subproc frames/s | shm frames/s | shm / subproc |",
-        "|---|---|---|---|---|",
+        "| configuration | n_envs | subproc frames/s | shm frames/s | shm / subproc | main-process CPU us/frame "
+        "(subproc / shm) |",
+        "|---|---|---|---|---|---|",
     ]
     for row in report["results"]:
         ratio = row["shm"] / row["subproc"]
-        lines.append(f"| {row['config']} | {row['n_envs']} | {row['subproc']:,.0f} | {row['shm']:,.0f} | {ratio:.2f} |")
+        cpu = f"{row['subproc_cpu_us']:,.0f} / {row['shm_cpu_us']:,.0f}"
+        lines.append(
+            f"| {row['config']} | {row['n_envs']} | {row['subproc']:,.0f} | {row['shm']:,.0f} | {ratio:.2f} | {cpu} |"
+        )
     copies = ", ".join(f"{n} envs {us:.0f} us" for n, us in report["copy_us"].items())
     lines.append(f"\nCopy of a returned batch: {copies}.")
     return "\n".join(lines)
