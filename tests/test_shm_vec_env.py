@@ -40,7 +40,7 @@ class FrameEnv(gym.Env):
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self._t = 0
-        return self._frame(), {"seed": seed}
+        return self._frame(), {"seed": seed, "options": options}
 
     def step(self, action):
         self._t += 1
@@ -182,6 +182,25 @@ def test_the_episode_runner_drives_the_envs_through_step_envs_and_sees_transpose
         np.testing.assert_array_equal(obs, FrameEnv().reset(seed=4)[0].transpose(2, 0, 1))
         out = runner.step({1: np.zeros(1, np.float32)})
         assert out[1][0].shape == (3, 12, 10) and out[1][1] == 1.0
+    finally:
+        venv.close()
+
+
+def test_attributes_methods_wrappers_and_reset_options_reach_the_worker_envs():
+    venv = _venv([FrameEnv, lambda: gym.wrappers.TimeLimit(FrameEnv(), 3)])
+    try:
+        venv.set_attr("length", 7, indices=[0])
+        assert venv.get_attr("length") == [7, 4] and venv.has_attr("length") and not venv.has_attr("nope")
+        assert venv.env_is_wrapped(gym.wrappers.TimeLimit) == [False, True]
+        first, info = venv.env_method("reset", seed=2, indices=1)[0]
+        assert info == {"seed": 2, "options": None}
+        np.testing.assert_array_equal(first, FrameEnv().reset(seed=2)[0])
+        venv.seed(4)
+        venv.set_options({"anything": 1})
+        venv.reset()
+        assert venv.reset_infos == [{"seed": 4, "options": {"anything": 1}}, {"seed": 5, "options": {"anything": 1}}]
+        with pytest.warns(UserWarning, match="render mode is None"):
+            assert venv.get_images() == [None, None]
     finally:
         venv.close()
 

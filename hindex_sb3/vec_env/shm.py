@@ -404,14 +404,16 @@ class SharedMemoryVecEnv(VecEnv):
             replies = self._gather(range(self.num_envs))
         finally:
             self.waiting = False
-        rests, rewards, dones, infos, self.reset_infos = zip(*replies, strict=True)  # type: ignore[assignment]
+        rests, rewards, dones, infos, reset_infos = zip(*replies, strict=True)
+        self.reset_infos = list(reset_infos)
         return self._batch_obs(rests), np.stack(rewards), np.stack(dones), list(infos)
 
     def reset(self) -> VecEnvObs:
         for j in range(self.num_envs):
             self._send(j, ("reset", (self._seeds[j], self._options[j])))
         replies = self._gather(range(self.num_envs))
-        rests, self.reset_infos = zip(*replies, strict=True)  # type: ignore[assignment]
+        rests, reset_infos = zip(*replies, strict=True)
+        self.reset_infos = list(reset_infos)
         self._reset_seeds()
         self._reset_options()
         return self._batch_obs(rests)
