@@ -289,10 +289,10 @@ class SharedMemoryVecEnv(VecEnv):
         try:
             observation_space, action_space = self._request([0], "get_spaces", None)[0]
             self._attach(observation_space, len(env_fns), max_shared_bytes)
-        except BaseException:
+            super().__init__(len(env_fns), observation_space, action_space)  # asks the workers for render_mode
+        except BaseException:  # no worker and no segment outlives a failed construction
             self._shutdown()
             raise
-        super().__init__(len(env_fns), observation_space, action_space)
 
     # ------------------------------------------------------------------ processes and the shared buffer
     def _start_workers(self, env_fns: list[Callable[[], gym.Env]], start_method: str | None) -> None:
