@@ -4,8 +4,10 @@ SB3's ``VecEnv`` steps every env in lockstep and resets an env as soon as its ep
 ``env.step`` either starts episodes it will not use or drops finished ones. DAPG needs ``N`` complete episodes per
 iteration, episode ``i`` started from its own seed and sampled with its own action noise, so that a run does not
 depend on how many envs (or processes) produce the episodes. :class:`EpisodeRunner` therefore drives the individual
-envs of a ``DummyVecEnv`` / ``SubprocVecEnv`` (or any ``VecEnv`` through ``env_method``): it resets env ``j`` with a
-given seed and steps a chosen subset, never auto-resetting and never stepping an env that has no episode left to run.
+envs of a ``DummyVecEnv`` / ``SubprocVecEnv`` (or any ``VecEnv`` through ``env_method``; a VecEnv with
+``reset_envs``/``step_envs``, such as :class:`~hindex_sb3.vec_env.SharedMemoryVecEnv`, through those, so that its
+frames keep to shared memory): it resets env ``j`` with a given seed and steps a chosen subset, never auto-resetting
+and never stepping an env that has no episode left to run.
 
 Seeding follows mjrl's sampler: in iteration ``k`` the episodes use env seeds ``base + i`` with
 ``base = seed + k * n_trajectories`` (the agent's seed advances by ``N`` per iteration), and episode ``i`` draws its
@@ -101,6 +103,9 @@ class EpisodeRunner:
         self.num_envs = venv.num_envs
         self.observation_space = venv.observation_space
         self._remotes = list(base.remotes) if isinstance(base, SubprocVecEnv) else None
+        # a VecEnv with its own per-env calls (SharedMemoryVecEnv) passes frames its own way, not through env_method
+        direct = callable(getattr(base, "reset_envs", None)) and callable(getattr(base, "step_envs", None))
+        self._direct: Any = base if direct else None
 
     def _prepare(self, obs: Any) -> Any:
         for wrapper in reversed(self.wrappers):  # innermost first, as the VecEnv would apply them
@@ -120,12 +125,18 @@ class EpisodeRunner:
 
     def reset(self, seeds: dict[int, int]) -> dict[int, Any]:
         """Reset env ``j`` with ``seeds[j]`` for each key; returns the first observations."""
+        if self._direct is not None:
+            return {j: self._prepare(obs) for j, (obs, _) in self._direct.reset_envs(seeds).items()}
         results = self._call([(j, "reset", (), {"seed": s}) for j, s in seeds.items()])
         return {j: self._prepare(obs) for j, (obs, _) in zip(seeds, results, strict=True)}
 
     def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple[Any, float, bool, bool, dict]]:
         """Step env ``j`` with ``actions[j]`` for each key (and no other env)."""
-        results = self._call([(j, "step", (a,), {}) for j, a in actions.items()])
+        if self._direct is not None:
+            stepped = self._direct.step_envs(actions)
+            results = [stepped[j] for j in actions]
+        else:
+            results = self._call([(j, "step", (a,), {}) for j, a in actions.items()])
         return {
             j: (self._prepare(obs), float(r), bool(term), bool(trunc), info)
             for j, (obs, r, term, trunc, info) in zip(actions, results, strict=True)

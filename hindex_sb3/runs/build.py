@@ -32,28 +32,33 @@ def make_env_kwargs(cfg: TrainConfig, obs_mode: str | None = None) -> dict[str, 
 
 
 def vec_env_class(cfg: TrainConfig) -> str:
-    """``"dummy"`` or ``"subproc"`` for this run.
+    """``"dummy"``, ``"subproc"`` or ``"shm"`` for this run.
 
     ``"auto"`` chooses worker processes when several envs run with the encoder on a GPU and the machine has cores to
-    spare (4 or more): there stepping and rendering are most of a rollout (see docs/benchmarks.md). On a CPU the
-    encoder needs the cores, so the envs stay in this process.
+    spare (4 or more): there stepping and rendering are most of a rollout (see docs/benchmarks.md). The workers pass
+    their frames through shared memory (``"shm"``), which measured never slower than pickling them through pipes
+    (docs/benchmarks.md, "Frame transport"). On a CPU the encoder needs the cores, so the envs stay in this process.
     """
     if cfg.vec_env != "auto":
         return cfg.vec_env if cfg.n_envs > 1 else "dummy"
     on_gpu = cfg.encoder != "state" and (
         cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     )
-    return "subproc" if cfg.n_envs > 1 and on_gpu and (os.cpu_count() or 1) >= 4 else "dummy"
+    return "shm" if cfg.n_envs > 1 and on_gpu and (os.cpu_count() or 1) >= 4 else "dummy"
 
 
 def make_venv(cfg: TrainConfig, env_id: str) -> Any:
     """The training envs. The encoder always runs batched over the envs of a step, in this process; the envs step
-    and render here (DummyVecEnv) or in worker processes (SubprocVecEnv), which pays off once the encoder is on a
-    GPU."""
+    and render here (DummyVecEnv) or in worker processes (SubprocVecEnv, or SharedMemoryVecEnv, which passes the
+    frames through shared memory instead of pickling them), which pays off once the encoder is on a GPU."""
     from stable_baselines3.common.env_util import make_vec_env
 
-    if vec_env_class(cfg) == "subproc":
-        from stable_baselines3.common.vec_env import SubprocVecEnv
+    kind = vec_env_class(cfg)
+    if kind in ("subproc", "shm"):
+        if kind == "shm":
+            from hindex_sb3.vec_env import SharedMemoryVecEnv as vec_env_cls
+        else:
+            from stable_baselines3.common.vec_env import SubprocVecEnv as vec_env_cls
 
         # the module-prefixed id makes fresh worker processes import (and so register) the package
         return make_vec_env(
@@ -61,7 +66,7 @@ def make_venv(cfg: TrainConfig, env_id: str) -> Any:
             n_envs=cfg.n_envs,
             seed=cfg.seed,
             env_kwargs=make_env_kwargs(cfg),
-            vec_env_cls=SubprocVecEnv,
+            vec_env_cls=vec_env_cls,
         )
     return make_vec_env(env_id, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=make_env_kwargs(cfg))
 

@@ -86,8 +86,9 @@ class TrainConfig:
     seed: int = _opt(0, "run", "random seed (numpy, torch, envs)", lo=0, hi=2**32 - 1)
     device: str = _opt("auto", "run", "torch device: auto, cpu, cuda, cuda:1", resumable=True)
     n_envs: int = _opt(1, "run", "environments stepped in lockstep (batched encoder)", lo=1, hi=4096)
-    vec_env: str = _opt("auto", "run", "envs in this process (dummy), one worker process each (subproc), or auto "
-                        "(subproc on GPU machines)", choices=("auto", "dummy", "subproc"), resumable=True)  # fmt: skip
+    vec_env: str = _opt("auto", "run", "envs in this process (dummy), one worker process each with frames pickled "
+                        "through pipes (subproc) or passed in shared memory (shm), or auto (shm on GPU machines)",
+                        choices=("auto", "dummy", "subproc", "shm"), resumable=True)  # fmt: skip
     eval_episodes: int = _opt(25, "run", "evaluation episodes (mean actions, fixed seeds)", lo=1)
     eval_every: int = _opt(1, "run", "evaluate every N iterations (and after the last)", lo=1)
     # -- representation
