@@ -19,7 +19,8 @@ Components (``n`` = ``--n-envs``, the rollout batch size):
   envs do nothing else: what it costs to bring ``n`` frames to the trainer (for ``dummy``: Python overhead only).
 * ``encoder`` - the DAPG policy's feature extractor on a batch of ``n`` real frames + proprio, exactly as a
   rollout step calls it (numpy -> tensor, the run's settings: channels-last, CUDA graphs on a GPU, and an EMA-BN
-  per-frame update armed before each call when the momentum is > 0).
+  per-frame update armed before each call when the momentum is > 0). No bf16: DAPG's extractor has no such
+  option, so a bf16 encoder would not be the encoder the rollout runs (``benchmarks/encoders.py`` measures it).
 * ``policy`` - DAPG's action sampling on those features alone (``DAPG._sample_actions`` with the encoder replaced
   by the cached features: on the CPU the head runs row by row, as DAPG does, plus per-episode noise).
 
@@ -29,12 +30,19 @@ encoder weights, ``--demos`` with ``--num-demos``; BC runs once before the round
 * ``rollout[V]`` - frames of one ``collect_rollouts`` (``--trajectories`` whole episodes) / DAPG's own
   ``last_timings["rollout"]`` (the stepping loop after the episodes' first resets);
 * ``iteration[V]`` - the same frames / wall clock of ``learn(n_iterations=1)`` (resets, rollout, update, logging).
+* ``act_in_rollout[V]`` (not a component, a diagnosis) - the same frames / DAPG's ``last_timings["policy_forward"]``:
+  encoder + policy as they ran inside the rollout. Slower than ``encoder`` and ``policy`` alone means the rollout's
+  other work (renderer threads, env workers) slows the encoder down, rather than adding time beside it.
 
 ``slowest[V]`` = min over the components that run in that configuration: ``physics`` and ``render`` at ``@1`` for
 ``dummy`` (the envs step one after another in the trainer process) and at ``@n`` otherwise (one env per worker),
 ``transport[V]``, ``encoder`` and ``policy``. The goal is the ratio ``whole / slowest``: 1 means the rollout runs at
-the speed of its slowest part. ``serial`` = ``1 / sum(1 / rate)`` over the same components is what the whole would
-be if nothing overlapped (the dummy case). Absolute numbers only hold on the machine that measured them.
+the speed of its slowest part. It is computed from the medians, and also within each round
+(``<whole>_over_slowest_paired``: the median of the rounds' own ratios, robust to load that changes between
+rounds but not within one). ``serial`` = ``1 / sum(1 / rate)`` over the same components is what the whole would
+be if nothing overlapped (the dummy case); ``<whole>_beyond_serial_ms`` = ``1000 * (1 / whole - 1 / serial)`` is the
+time per frame spent outside every measured part (Python bookkeeping, copies, resets; negative when parts overlap,
+as env workers and the encoder can). Absolute numbers only hold on the machine that measured them.
 
 Prints progress to stderr, one JSON document (also written atomically to ``--json`` after each task) and a
 markdown table.
@@ -324,6 +332,7 @@ class TaskBench:
             wall = time.perf_counter() - start
             frames = model.num_timesteps - before
             rates[f"rollout[{kind}]"] = frames / model.last_timings["rollout"]
+            rates[f"act_in_rollout[{kind}]"] = frames / model.last_timings["policy_forward"]
             rates[f"iteration[{kind}]"] = frames / wall
             print(f"    {kind}: {frames} frames, iteration {wall:.1f} s", file=sys.stderr, flush=True)
         return rates
@@ -343,9 +352,11 @@ def summarise(rates: dict[str, float], vec_envs: list[str]) -> list[dict[str, An
         row: dict[str, Any] = {"vec_env": kind, "components": parts, "slowest": slowest}
         row["slowest_rate"] = parts[slowest]
         row["serial"] = 1.0 / sum(1.0 / r for r in parts.values())
+        row["act_in_rollout"] = rates.get(f"act_in_rollout[{kind}]")
         for whole in WHOLES:
             row[whole] = rates[f"{whole}[{kind}]"]
             row[f"{whole}_over_slowest"] = row[whole] / parts[slowest]
+            row[f"{whole}_beyond_serial_ms"] = 1e3 * (1.0 / row[whole] - 1.0 / row["serial"])
         rows.append(row)
     return rows
 
@@ -368,6 +379,11 @@ def bench_task(task: str, opts: dict[str, Any]) -> dict[str, Any]:
     finally:
         bench.close()
     medians = {key: statistics.median(values) for key, values in samples.items()}
+    rows = summarise(medians, opts["vec_env"])
+    per_round = [summarise({k: v[i] for k, v in samples.items()}, opts["vec_env"]) for i in range(opts["repeats"])]
+    for i, row in enumerate(rows):  # ratios within each round: load that drifts between rounds cancels out
+        for whole in WHOLES:
+            row[f"{whole}_over_slowest_paired"] = statistics.median(r[i][f"{whole}_over_slowest"] for r in per_round)
     cfg = bench.cfg
     return {
         "env_id": bench.env_id,
@@ -382,9 +398,17 @@ def bench_task(task: str, opts: dict[str, Any]) -> dict[str, Any]:
         },
         "rates": medians,
         "samples": samples,
-        "rows": summarise(medians, opts["vec_env"]),
+        "rows": rows,
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def _row_cells(row: dict[str, Any]) -> list[str]:
+    cells = [f"{row['components'][c]:,.1f}" if c in row["components"] else "-" for c in COMPONENTS]
+    cells += [f"{row['rollout']:,.1f}", f"{row['iteration']:,.1f}", row["slowest"]]
+    cells += [f"{row[f'{w}_over_slowest']:.2f} ({row[f'{w}_over_slowest_paired']:.2f})" for w in WHOLES]
+    cells += [f"{row['serial']:,.1f}", f"{row['rollout_beyond_serial_ms']:.1f}"]
+    return [*cells, f"{row['act_in_rollout']:,.1f}" if row["act_in_rollout"] else "-"]
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -393,17 +417,14 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{meta['device']}, {meta['cpu_count']} CPUs, torch threads {meta['torch_threads']}, n_envs {meta['n_envs']}, "
         f"{meta['image_size']} px, encoder {meta['encoder']}, {meta['repeats']} rounds (medians)"
     )
-    lines = [head, "", "| task | vec env | " + " | ".join(COMPONENTS) + " | rollout | iteration | slowest | "
-             "rollout / slowest | iteration / slowest | serial |", "|---" * (len(COMPONENTS) + 8) + "|"]  # fmt: skip
+    columns = ["task", "vec env", *COMPONENTS, "rollout", "iteration", "slowest", "rollout / slowest (paired)"]
+    columns += ["iteration / slowest (paired)", "serial", "rollout beyond serial, ms/frame"]
+    columns += ["encoder + policy in the rollout"]
+    lines = [head, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for task in doc["tasks"].values():
         name = task["env_id"].split("/")[-1].removesuffix("-v0")
         for row in task["rows"]:
-            parts = [f"{row['components'][c]:,.1f}" if c in row["components"] else "-" for c in COMPONENTS]
-            lines.append(
-                f"| {name} | {row['vec_env']} | " + " | ".join(parts) + f" | {row['rollout']:,.1f} | "
-                f"{row['iteration']:,.1f} | {row['slowest']} | {row['rollout_over_slowest']:.2f} | "
-                f"{row['iteration_over_slowest']:.2f} | {row['serial']:,.1f} |"
-            )
+            lines.append(f"| {name} | {row['vec_env']} | " + " | ".join(_row_cells(row)) + " |")
     lines += ["", "| task | physics@1 | physics@n | render@1 | render@n |", "|---|---|---|---|---|"]
     for task in doc["tasks"].values():
         r = task["rates"]

@@ -81,6 +81,8 @@ def test_quick_run_measures_every_component_and_the_ratio_of_the_whole(bench, tm
         for whole in ("rollout", "iteration"):
             assert row[whole] == rates[f"{whole}[{kind}]"]
             assert row[f"{whole}_over_slowest"] == pytest.approx(rates[f"{whole}[{kind}]"] / slowest, rel=1e-12)
+            # one counted round: the round's own ratio is the ratio of the medians
+            assert row[f"{whole}_over_slowest_paired"] == pytest.approx(row[f"{whole}_over_slowest"], rel=1e-12)
     # the rollout never outruns its own loop: an iteration adds resets and the update to the same frames
     assert all(row["iteration"] < row["rollout"] for row in task["rows"])
     assert task["settings"]["frames_per_iteration"] == 16 * 2
