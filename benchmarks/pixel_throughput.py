@@ -33,6 +33,9 @@ encoder weights, ``--demos`` with ``--num-demos``; BC runs once before the round
 * ``act_in_rollout[V]`` (not a component, a diagnosis) - the same frames / DAPG's ``last_timings["policy_forward"]``:
   encoder + policy as they ran inside the rollout. Slower than ``encoder`` and ``policy`` alone means the rollout's
   other work (renderer threads, env workers) slows the encoder down, rather than adding time beside it.
+  ``act_share_of_rollout`` = ``rollout / act_in_rollout``, the share of the rollout's time spent acting, is timed in
+  the same window as the rollout: on a machine shared with other jobs it is the steadier estimate of
+  ``whole / encoder`` (where the encoder is the slowest part).
 
 ``slowest[V]`` = min over the components that run in that configuration: ``physics`` and ``render`` at ``@1`` for
 ``dummy`` (the envs step one after another in the trainer process) and at ``@n`` otherwise (one env per worker),
@@ -357,6 +360,9 @@ def summarise(rates: dict[str, float], vec_envs: list[str]) -> list[dict[str, An
             row[whole] = rates[f"{whole}[{kind}]"]
             row[f"{whole}_over_slowest"] = row[whole] / parts[slowest]
             row[f"{whole}_beyond_serial_ms"] = 1e3 * (1.0 / row[whole] - 1.0 / row["serial"])
+        # the share of the rollout's own time spent in encoder + policy: timed in the same window as the rollout,
+        # so, unlike the ratios above, load that comes and goes on a shared machine does not move it
+        row["act_share_of_rollout"] = row["rollout"] / row["act_in_rollout"] if row["act_in_rollout"] else None
         rows.append(row)
     return rows
 
@@ -408,7 +414,9 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     cells += [f"{row['rollout']:,.1f}", f"{row['iteration']:,.1f}", row["slowest"]]
     cells += [f"{row[f'{w}_over_slowest']:.2f} ({row[f'{w}_over_slowest_paired']:.2f})" for w in WHOLES]
     cells += [f"{row['serial']:,.1f}", f"{row['rollout_beyond_serial_ms']:.1f}"]
-    return [*cells, f"{row['act_in_rollout']:,.1f}" if row["act_in_rollout"] else "-"]
+    if not row["act_in_rollout"]:
+        return [*cells, "-"]
+    return [*cells, f"{row['act_in_rollout']:,.1f} ({row['act_share_of_rollout']:.2f})"]
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -419,7 +427,7 @@ def markdown(doc: dict[str, Any]) -> str:
     )
     columns = ["task", "vec env", *COMPONENTS, "rollout", "iteration", "slowest", "rollout / slowest (paired)"]
     columns += ["iteration / slowest (paired)", "serial", "rollout beyond serial, ms/frame"]
-    columns += ["encoder + policy in the rollout"]
+    columns += ["encoder + policy in the rollout (share of rollout time)"]
     lines = [head, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for task in doc["tasks"].values():
         name = task["env_id"].split("/")[-1].removesuffix("-v0")

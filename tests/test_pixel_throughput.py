@@ -83,6 +83,9 @@ def test_quick_run_measures_every_component_and_the_ratio_of_the_whole(bench, tm
             assert row[f"{whole}_over_slowest"] == pytest.approx(rates[f"{whole}[{kind}]"] / slowest, rel=1e-12)
             # one counted round: the round's own ratio is the ratio of the medians
             assert row[f"{whole}_over_slowest_paired"] == pytest.approx(row[f"{whole}_over_slowest"], rel=1e-12)
+        # acting is timed inside the rollout's loop, so it takes a share of it
+        assert row["act_share_of_rollout"] == pytest.approx(row["rollout"] / rates[f"act_in_rollout[{kind}]"])
+        assert 0 < row["act_share_of_rollout"] <= 1
     # the rollout never outruns its own loop: an iteration adds resets and the update to the same frames
     assert all(row["iteration"] < row["rollout"] for row in task["rows"])
     assert task["settings"]["frames_per_iteration"] == 16 * 2
