@@ -5,8 +5,9 @@
     python benchmarks/pixel_throughput.py --preset gpu --json gpu.json                       # GPU, a few minutes
 
 Every rate is in env frames per second (a frame is one env step; at 224 px each step renders one image). Measured
-side by side in one process: every measurement runs once per round, rounds are interleaved (round 0 warms up and is
-not counted) and the median over rounds is reported, so that drift on a shared machine hits all of them alike.
+side by side in one process: every round runs the components, the wholes, then the components again (a part's rate
+in a round is the harmonic mean of its two runs: its mean time, bracketing the wholes), round 0 warms up and is not
+counted, and the median over rounds is reported, so that drift on a shared machine hits all of them alike.
 
 Components (``n`` = ``--n-envs``, the rollout batch size):
 
@@ -41,11 +42,12 @@ encoder weights, ``--demos`` with ``--num-demos``; BC runs once before the round
 ``dummy`` (the envs step one after another in the trainer process) and at ``@n`` otherwise (one env per worker),
 ``transport[V]``, ``encoder`` and ``policy``. The goal is the ratio ``whole / slowest``: 1 means the rollout runs at
 the speed of its slowest part. It is computed from the medians, and also within each round
-(``<whole>_over_slowest_paired``: the median of the rounds' own ratios, robust to load that changes between
-rounds but not within one). ``serial`` = ``1 / sum(1 / rate)`` over the same components is what the whole would
-be if nothing overlapped (the dummy case); ``<whole>_beyond_serial_ms`` = ``1000 * (1 / whole - 1 / serial)`` is the
-time per frame spent outside every measured part (Python bookkeeping, copies, resets; negative when parts overlap,
-as env workers and the encoder can). Absolute numbers only hold on the machine that measured them.
+(``<whole>_over_slowest_paired``: the median of the rounds' own ratios, robust to load that changes between rounds;
+the bracketing also cancels drift within a round that is linear in time). ``serial`` = ``1 / sum(1 / rate)`` over
+the same components is what the whole would be if nothing overlapped (the dummy case); ``<whole>_beyond_serial_ms``
+= ``1000 * (1 / whole - 1 / serial)`` is the time per frame spent outside every measured part (Python bookkeeping,
+copies, resets; negative when parts overlap, as env workers and the encoder can). Absolute numbers only hold on the
+machine that measured them.
 
 Prints progress to stderr, one JSON document (also written atomically to ``--json`` after each task) and a
 markdown table.
@@ -323,6 +325,14 @@ class TaskBench:
         finally:
             del policy.features, model._obs_to_tensor
 
+    def measure_round(self, seed: int) -> dict[str, float]:
+        """The components just before and just after the wholes, each at the rate of the two runs' mean time: load
+        that drifts within a round then affects the parts as it affected the wholes between them."""
+        before = self.measure_components(seed)
+        wholes = self.measure_wholes()
+        after = self.measure_components(seed)
+        return wholes | {k: 2.0 / (1.0 / before[k] + 1.0 / after[k]) for k in before}
+
     def measure_wholes(self) -> dict[str, float]:
         rates = {}
         for kind, venv in self.venvs.items():
@@ -373,7 +383,7 @@ def bench_task(task: str, opts: dict[str, Any]) -> dict[str, Any]:
     samples: dict[str, list[float]] = {}
     try:
         for rnd in range(opts["repeats"] + 1):  # round 0 warms up (encoder, renderers, graphs) and is dropped
-            rates = bench.measure_wholes() | bench.measure_components(seed=rnd)
+            rates = bench.measure_round(seed=rnd)
             print(
                 f"  {task} round {rnd}: " + ", ".join(f"{k} {v:,.1f}" for k, v in rates.items()),
                 file=sys.stderr,
