@@ -1,0 +1,99 @@
+"""benchmarks/pixel_throughput.py: its quick mode runs end to end and its table is what its rows say.
+
+The tiny registered encoder stands in for the ResNet-50 so that the check stays in the default suite; the point is
+the plumbing (every component measured, the wholes through DAPG, the ratio of the whole to the slowest part), not
+the numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_encoder import NAME
+
+from hindex_sb3._io import read_json
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pixel_throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("pixel_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # registered before running: the script pickles itself by value for workers
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def _positive(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_summary_compares_each_vec_env_with_the_components_that_run_there(bench):
+    rates = {
+        "physics@1": 900.0,
+        "physics@n": 1700.0,
+        "render@1": 150.0,
+        "render@n": 280.0,
+        "transport[dummy]": 1e5,
+        "transport[subproc]": 250.0,
+        "encoder": 400.0,
+        "policy": 5000.0,
+        "rollout[dummy]": 90.0,
+        "iteration[dummy]": 80.0,
+        "rollout[subproc]": 200.0,
+        "iteration[subproc]": 150.0,
+    }
+    dummy, subproc = bench.summarise(rates, ["dummy", "subproc"])
+    assert dummy["components"]["render"] == 150.0 and dummy["slowest"] == "render"
+    assert dummy["rollout_over_slowest"] == pytest.approx(90.0 / 150.0)
+    assert dummy["serial"] == pytest.approx(1 / (1 / 900 + 1 / 150 + 1 / 1e5 + 1 / 400 + 1 / 5000))
+    # in worker processes the envs run in parallel (@n); here the pipe is the slowest part
+    assert subproc["components"]["physics"] == 1700.0 and subproc["slowest"] == "transport"
+    assert subproc["iteration_over_slowest"] == pytest.approx(150.0 / 250.0)
+
+
+def test_quick_run_measures_every_component_and_the_ratio_of_the_whole(bench, tmp_path):
+    out = tmp_path / "pixel.json"
+    doc = bench.main(["--quick", "--encoder", NAME, "--vec-env", "dummy", "subproc", "--json", str(out)])
+    task = doc["tasks"]["HInDex/Door-v0"]
+    rates = task["rates"]
+    assert all(_positive(v) for v in rates.values()), rates
+    assert all(len(v) == 1 for v in task["samples"].values())  # --quick: one counted round
+    for row in task["rows"]:
+        kind = row["vec_env"]
+        at = "@1" if kind == "dummy" else "@n"
+        parts = {
+            "physics": rates[f"physics{at}"],
+            "render": rates[f"render{at}"],
+            "transport": rates[f"transport[{kind}]"],
+            "encoder": rates["encoder"],
+            "policy": rates["policy"],
+        }
+        assert row["components"] == parts
+        slowest = min(parts.values())
+        assert row["slowest_rate"] == slowest and parts[row["slowest"]] == slowest
+        for whole in ("rollout", "iteration"):
+            assert row[whole] == rates[f"{whole}[{kind}]"]
+            assert row[f"{whole}_over_slowest"] == pytest.approx(rates[f"{whole}[{kind}]"] / slowest, rel=1e-12)
+            # one counted round: the round's own ratio is the ratio of the medians
+            assert row[f"{whole}_over_slowest_paired"] == pytest.approx(row[f"{whole}_over_slowest"], rel=1e-12)
+        # acting is timed inside the rollout's loop, so it takes a share of it
+        assert row["act_share_of_rollout"] == pytest.approx(row["rollout"] / rates[f"act_in_rollout[{kind}]"])
+        assert 0 < row["act_share_of_rollout"] <= 1
+    # the rollout never outruns its own loop: an iteration adds resets and the update to the same frames
+    assert all(row["iteration"] < row["rollout"] for row in task["rows"])
+    assert task["settings"]["frames_per_iteration"] == 16 * 2
+    assert read_json(out)["tasks"]["HInDex/Door-v0"]["rows"] == task["rows"]
+
+
+def test_bad_options_stop_before_any_work(bench):
+    with pytest.raises(SystemExit, match="n-envs"):
+        bench.main(["--quick", "--n-envs", "0"])
+    with pytest.raises(SystemExit, match="vec_env"):
+        bench.main(["--quick", "--vec-env", "nosuchkind"])
