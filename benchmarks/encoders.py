@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
+from hindex_sb3._io import write_json
 from hindex_sb3.ema_bn import set_ema_update
 from hindex_sb3.encoders import RandomWeightsWarning, create_encoder, get_encoder_spec, list_encoders
 from hindex_sb3.encoders.base import PRECISIONS
@@ -309,10 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(_markdown(doc))
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=2, allow_nan=False)
-        os.replace(tmp, args.json)
+        write_json(args.json, doc)
     return doc
 
 

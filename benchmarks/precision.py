@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 import hindex_sb3  # noqa: F401  (registers the envs)
+from hindex_sb3._io import write_json
 from hindex_sb3.encoders import RandomWeightsWarning, create_encoder
 
 TASKS = ("HInDex/Door-v0", "HInDex/Hammer-v0", "HInDex/Pen-v0", "HInDex/Relocate-v0")
@@ -262,10 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(_markdown(results))
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=2, allow_nan=False)
-        os.replace(tmp, args.json)
+        write_json(args.json, doc)
     return doc
 
 
