@@ -53,7 +53,7 @@ DEXMV_EXPERTS = {
 }
 # The mug of H-InDex's place-inside demonstrations (see tests/test_dexmv_fidelity.py).
 ENV_KWARGS = {"PlaceInside": {"mug_scale": 1.5}}
-STAGES = ("models", "dynamics", "experts", "speed")
+STAGES = ("models", "dynamics", "experts", "speed", "c-solver")
 
 
 def missing_backend() -> str | None:
@@ -70,8 +70,11 @@ def missing_backend() -> str | None:
 def init_backend(device: str):
     """Import warp and mujoco_warp (only here, so the script imports without them) and select ``device``."""
     with contextlib.redirect_stdout(sys.stderr):  # warp's start-up banner would break the JSON on stdout
-        import mujoco_warp as mjw
         import warp as wp
+
+        wp.config.quiet = True
+        wp.config.log_level = wp.LOG_WARNING  # no per-kernel load messages on stdout either
+        import mujoco_warp as mjw
 
         wp.init()
     wp.set_device(device)
@@ -146,7 +149,7 @@ def host_step(env, action: np.ndarray) -> tuple[np.ndarray, int]:
     core = env.unwrapped
     before = core.data.time
     core._apply_action(np.clip(np.asarray(action, np.float64), -1.0, 1.0))
-    nsub = int(round((core.data.time - before) / core.model.opt.timestep))
+    nsub = round((core.data.time - before) / core.model.opt.timestep)
     return core.data.ctrl.copy(), nsub
 
 
@@ -194,7 +197,7 @@ def stage_models(wp, mjw, tasks: list[str]) -> list[dict]:
         try:
             mjw.put_model(mjm)
             row.update(put_model="ok", error=None)
-        except Exception as err:  # noqa: BLE001  (the point is to record whatever put_model raises)
+        except Exception as err:  # record whatever put_model raises
             row.update(put_model="fails", error=f"{type(err).__name__}: {err}")
         row["seconds"] = round(time.perf_counter() - start, 3)
         rows.append(row)
@@ -214,7 +217,7 @@ def stage_dynamics(wp, mjw, task: str, seed: int, steps: int, experts: Path | No
         one_step.set_state(core.data)
         obs, _, terminated, truncated, info = env.step(policy_action(policy, obs, rng, core.model.nu))
         host_goal += int(info["goal_achieved"])
-        ctrl, nsub = core.data.ctrl.copy(), int(round(core.dt / core.model.opt.timestep))
+        ctrl, nsub = core.data.ctrl.copy(), round(core.dt / core.model.opt.timestep)
         one_step.step(ctrl, nsub)
         open_loop.step(ctrl, nsub)
         step_diff.append(float(np.abs(one_step.qpos() - core.data.qpos).max()))
@@ -285,6 +288,26 @@ def stage_experts(wp, mjw, task: str, seeds: list[int], experts: Path, sizes: tu
     }
 
 
+def stage_solver(task: str, seeds: list[int], experts: Path, solver: str) -> dict | None:
+    """C MuJoCo only: expert success with the model's own solver and with ``solver`` (what a port would change)."""
+    global SOLVER
+    policy = load_expert(experts, task)
+    if policy is None:
+        return None
+    saved, row = SOLVER, {"task": task, "seeds": seeds, "solver": solver}
+    try:
+        for key, choice in (("own", None), ("forced", solver)):
+            SOLVER = choice
+            env = make_env(task)
+            episodes = run_episodes(env, policy, seeds, None)
+            env.close()
+            row[f"success_{key}"] = sum(e["success"] for e in episodes)
+            row[f"return_{key}"] = float(np.mean([e["return"] for e in episodes]))
+    finally:
+        SOLVER = saved
+    return row
+
+
 def _timed(wp, fn, repeats: int, capture: bool) -> float:
     """Seconds per call of ``fn`` (CUDA-graph captured on CUDA, so launch overhead is not what is measured)."""
     fn()  # compile
@@ -339,7 +362,9 @@ def markdown(result: dict) -> str:
         lines += ["| task | nq | nv | geoms | meshes | put_model | error |", "|---|---|---|---|---|---|---|"]
         for r in result["models"]:
             err = (r["error"] or "").replace("|", "/")
-            lines.append(f"| {r['task']} | {r['nq']} | {r['nv']} | {r['ngeom']} | {r['nmesh']} | {r['put_model']} | {err} |")
+            lines.append(
+                f"| {r['task']} | {r['nq']} | {r['nv']} | {r['ngeom']} | {r['nmesh']} | {r['put_model']} | {err} |"
+            )
         lines.append("")
     if result.get("dynamics"):
         lines += [
@@ -352,7 +377,10 @@ def markdown(result: dict) -> str:
             lines.append(f"| {r['task']} | {r['driver']} | {r['steps']} | {err} | {opened} | {r['overflow']} |")
         lines.append("")
     if result.get("experts"):
-        lines += ["| task | episodes | success C | success warp | return C | return warp |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| task | episodes | success C | success warp | return C | return warp |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in result["experts"]:
             n = len(r["seeds"])
             lines.append(
@@ -360,8 +388,23 @@ def markdown(result: dict) -> str:
                 f"{r['return_c']:.1f} | {r['return_warp']:.1f} |"
             )
         lines.append("")
+    if result.get("c_solver"):
+        lines += [
+            "| task | episodes | C success, own solver | C success, forced solver | return own | return forced |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in result["c_solver"]:
+            n = len(r["seeds"])
+            lines.append(
+                f"| {r['task']} | {n} | {r['success_own']}/{n} | {r['success_forced']}/{n} ({r['solver']}) | "
+                f"{r['return_own']:.1f} | {r['return_forced']:.1f} |"
+            )
+        lines.append("")
     if result.get("speed"):
-        lines += ["| task | nworld | physics steps/s | env steps/s | frames/s | overflow |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| task | nworld | physics steps/s | env steps/s | frames/s | overflow |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in result["speed"]:
             fps = r.get("frames_per_s", "-")
             lines.append(
@@ -373,7 +416,7 @@ def markdown(result: dict) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES[:4]))
     parser.add_argument("--tasks", nargs="+", default=None, help="default: all 13 (models), Door (speed)")
     parser.add_argument("--device", default="cuda:0", help="warp device: cuda:0 or cpu")
     parser.add_argument("--experts", type=Path, default=None, help="folder with the expert .npz files")
@@ -401,11 +444,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     reason = missing_backend()
-    if reason is not None:
+    if reason is not None and set(args.stages) != {"c-solver"}:
         print(reason, file=sys.stderr)
         return 2
-    args = parse_args(argv)
     from hindex_sb3.envs import ALL_TASKS
 
     tasks = args.tasks or list(ALL_TASKS)
@@ -415,16 +458,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     global SOLVER
     SOLVER = args.force_solver
-    wp, mjw = init_backend(args.device)
-    sizes = (args.nconmax, args.njmax)
-    result: dict[str, Any] = {
-        "versions": {"warp": wp.__version__, "mujoco_warp": mjw.__version__, "python": platform.python_version()},
-        "device": str(wp.get_device()),
-        "force_solver": args.force_solver,
-    }
     import mujoco
 
-    result["versions"]["mujoco"] = mujoco.__version__
+    result: dict[str, Any] = {
+        "versions": {"mujoco": mujoco.__version__, "python": platform.python_version()},
+        "force_solver": args.force_solver,
+    }
+    wp = mjw = None
+    if reason is None:
+        wp, mjw = init_backend(args.device)
+        result["versions"].update(warp=wp.__version__, mujoco_warp=mjw.__version__)
+        result["device"] = str(wp.get_device())
+    sizes = (args.nconmax, args.njmax)
     if "models" in args.stages:
         result["models"] = stage_models(wp, mjw, tasks)
     if "dynamics" in args.stages:
@@ -433,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = list(range(args.episodes))
         found = [stage_experts(wp, mjw, t, seeds, args.experts, sizes) for t in tasks]
         result["experts"] = [r for r in found if r is not None]
+    if "c-solver" in args.stages and args.experts is not None:
+        seeds = list(range(args.episodes))
+        found = [stage_solver(t, seeds, args.experts, args.force_solver or "newton") for t in tasks]
+        result["c_solver"] = [r for r in found if r is not None]
     if "speed" in args.stages:
         render = not args.no_render
         speed_tasks = args.tasks or ["Door"]
