@@ -53,7 +53,7 @@ DEXMV_EXPERTS = {
 }
 # The mug of H-InDex's place-inside demonstrations (see tests/test_dexmv_fidelity.py).
 ENV_KWARGS = {"PlaceInside": {"mug_scale": 1.5}}
-STAGES = ("models", "dynamics", "experts", "speed", "c-solver")
+STAGES = ("models", "dynamics", "experts", "speed", "c-solver", "images")
 
 
 def missing_backend() -> str | None:
@@ -356,6 +356,41 @@ def stage_speed(wp, mjw, task: str, nworld: int, size: int, repeats: int, render
     return row
 
 
+def warp_frame(wp, mjw, mjm, mjd, camera_id: int, size: int) -> np.ndarray:
+    """One ``(size, size, 3)`` uint8 frame of the mujoco-warp ray-traced renderer from a host state."""
+    m, d = mjw.put_model(mjm), mjw.put_data(mjm, mjd)
+    rc = mjw.create_render_context(
+        mjm, cam_res=(size, size), render_rgb=True, render_depth=False, cam_active=[camera_id]
+    )
+    mjw.refit_bvh(m, d, rc)
+    mjw.render(m, d, rc)
+    rgb = wp.zeros((1, size, size), dtype=wp.vec3)
+    mjw.get_rgb(rc, 0, rgb)
+    return (np.clip(rgb.numpy()[0], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def stage_images(wp, mjw, task: str, size: int, folder: Path) -> dict:
+    """Side by side after ``reset(seed=0)``: our OpenGL frame (fast quality) and mujoco-warp's ray-traced frame."""
+    import io
+
+    from PIL import Image
+
+    from hindex_sb3._io import atomic_write_bytes
+
+    env = make_env(task)
+    env.reset(seed=0)
+    core = env.unwrapped
+    opengl = core._get_renderer().render(core.data, core.camera_id).copy()
+    traced = warp_frame(wp, mjw, core.model, core.data, core.camera_id, size)
+    env.close()
+    opengl = np.asarray(Image.fromarray(opengl).resize((size, size)))
+    buffer = io.BytesIO()
+    Image.fromarray(np.concatenate([opengl, traced], axis=1)).save(buffer, format="PNG")
+    path = atomic_write_bytes(folder / f"mujoco_warp_{task.lower()}.png", buffer.getvalue())
+    diff = np.abs(opengl.astype(np.int16) - traced.astype(np.int16))
+    return {"task": task, "path": str(path), "mean_abs_pixel_diff": float(diff.mean())}
+
+
 def markdown(result: dict) -> str:
     lines = []
     if result.get("models"):
@@ -433,6 +468,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="replace every model's solver (DexMV uses PGS, which mujoco-warp lacks); changes the dynamics",
     )
+    parser.add_argument("--images", type=Path, default=Path("."), help="images stage: folder for the PNGs")
     parser.add_argument("--no-render", action="store_true", help="speed stage: time stepping only")
     args = parser.parse_args(argv)
     for name in ("steps", "episodes", "size", "repeats", "nconmax", "njmax"):
@@ -488,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         result["speed"] = [
             stage_speed(wp, mjw, t, n, args.size, args.repeats, render, sizes) for t in speed_tasks for n in args.nworld
         ]
+    if "images" in args.stages:
+        result["images"] = [stage_images(wp, mjw, t, args.size, args.images) for t in tasks]
     print(json.dumps(result, indent=2, allow_nan=False))
     print()
     print(markdown(result))
