@@ -122,8 +122,9 @@ class WarpTwin:
     def upload(self) -> None:
         """Model and data from the host; resets randomise model fields (object and target placement)."""
         mjm, mjd = self.env.model, self.env.data
-        self.m = self.mjw.put_model(mjm)
+        self.m = quiet_model(self.mjw.put_model(mjm))
         self.d = self.mjw.put_data(mjm, mjd, nconmax=self.nconmax, njmax=self.njmax)
+        self.peak = {"ncollision": 0, "nacon": 0, "nefc": 0}
 
     def set_state(self, data) -> None:
         """Copy the integration state of a host ``MjData`` into the device data (no re-allocation)."""
@@ -135,20 +136,32 @@ class WarpTwin:
         self.d.ctrl.assign(np.asarray(ctrl, np.float32)[None])
         for _ in range(nsub):
             self.mjw.step(self.m, self.d)
-        self.wp.synchronize()
+            for name in self.peak:  # the sizes a batched run must allocate for
+                self.peak[name] = max(self.peak[name], int(getattr(self.d, name).numpy().max()))
 
     def qpos(self) -> np.ndarray:
         return self.d.qpos.numpy()[0].astype(np.float64)
 
-    def overflowed(self) -> bool:
-        return int(self.d.nacon.numpy()[0]) > self.d.naconmax or int(self.d.nefc.numpy().max()) > self.d.njmax
+    def overflow(self) -> list[str]:
+        return overflow_names(self.mjw, self.d)
 
 
-def host_step(env, action: np.ndarray) -> tuple[np.ndarray, int]:
-    """Step the env's C physics via its own ``_apply_action``; return the ctrl it applied and the substep count."""
-    core = env.unwrapped
+def quiet_model(m):
+    """Overflows are read from ``Data.overflow`` and reported; mujoco-warp's own printf would corrupt stdout's JSON."""
+    m.opt.warn_overflow = 0
+    return m
+
+
+def overflow_names(mjw, d) -> list[str]:
+    """Names of the overflow bits any world raised since its data was made (the bits are sticky)."""
+    bits = int(np.bitwise_or.reduce(d.overflow.numpy()))
+    return [flag.name for flag in mjw.OverflowType if flag.value and not flag.value & (flag.value - 1) and bits & flag]
+
+
+def host_step(core, apply_action, action: np.ndarray) -> tuple[np.ndarray, int]:
+    """Step C physics with the task's own ``_apply_action``; return the ctrl it applied and the substep count."""
     before = core.data.time
-    core._apply_action(np.clip(np.asarray(action, np.float64), -1.0, 1.0))
+    apply_action(np.clip(np.asarray(action, np.float64), -1.0, 1.0))
     nsub = round((core.data.time - before) / core.model.opt.timestep)
     return core.data.ctrl.copy(), nsub
 
@@ -160,9 +173,10 @@ def warp_physics(env, twin: WarpTwin) -> None:
     the mujoco-warp state, including positions, contacts and sensors, replaces the host data, as ``mj_step`` left it.
     """
     core = env.unwrapped
+    own_apply = core._apply_action
 
     def apply(action: np.ndarray) -> None:
-        ctrl, nsub = host_step(env, action)
+        ctrl, nsub = host_step(core, own_apply, action)
         twin.step(ctrl, nsub)
         twin.mjw.get_data_into(core.data, core.model, twin.d)
 
@@ -236,7 +250,8 @@ def stage_dynamics(wp, mjw, task: str, seed: int, steps: int, experts: Path | No
         "one_step_max_qpos_err": max(step_diff),
         "one_step_median_qpos_err": float(np.median(step_diff)),
         "open_loop_max_qpos_diff": {str(t): max(open_diff[:t]) for t in (10, 50, 100, 200) if t <= n},
-        "overflow": open_loop.overflowed() or one_step.overflowed(),
+        "overflow": sorted(set(open_loop.overflow() + one_step.overflow())),
+        "peak": {k: max(open_loop.peak[k], one_step.peak[k]) for k in open_loop.peak},
         "warp_physics_steps_per_s": round(2 * n * nsub / wall, 2),
     }
 
@@ -330,7 +345,7 @@ def stage_speed(wp, mjw, task: str, nworld: int, size: int, repeats: int, render
     env.reset(seed=0)
     core = env.unwrapped
     mjm, mjd = core.model, core.data
-    m = mjw.put_model(mjm)
+    m = quiet_model(mjw.put_model(mjm))
     d = mjw.put_data(mjm, mjd, nworld=nworld, nconmax=sizes[0], njmax=sizes[1])
     rng = np.random.default_rng(0)  # a different constant control per world, so worlds do not stay identical
     low, high = mjm.actuator_ctrlrange.T
@@ -339,7 +354,7 @@ def stage_speed(wp, mjw, task: str, nworld: int, size: int, repeats: int, render
     step_s = _timed(wp, lambda: mjw.step(m, d), repeats, capture)
     row = {"task": task, "nworld": nworld, "physics_steps_per_s": round(nworld / step_s, 1)}
     row["env_steps_per_s"] = round(row["physics_steps_per_s"] * mjm.opt.timestep / core.dt, 1)
-    row["overflow"] = int(d.nacon.numpy()[0]) > d.naconmax
+    row["overflow"] = overflow_names(mjw, d)
     if render:
         rc = mjw.create_render_context(
             mjm, nworld=nworld, cam_res=(size, size), render_rgb=True, render_depth=False, cam_active=[core.camera_id]
@@ -358,7 +373,7 @@ def stage_speed(wp, mjw, task: str, nworld: int, size: int, repeats: int, render
 
 def warp_frame(wp, mjw, mjm, mjd, camera_id: int, size: int) -> np.ndarray:
     """One ``(size, size, 3)`` uint8 frame of the mujoco-warp ray-traced renderer from a host state."""
-    m, d = mjw.put_model(mjm), mjw.put_data(mjm, mjd)
+    m, d = quiet_model(mjw.put_model(mjm)), mjw.put_data(mjm, mjd)
     rc = mjw.create_render_context(
         mjm, cam_res=(size, size), render_rgb=True, render_depth=False, cam_active=[camera_id]
     )
@@ -460,7 +475,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nworld", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--size", type=int, default=224, help="rendered image side")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per speed measurement")
-    parser.add_argument("--nconmax", type=int, default=128, help="contacts allocated per world")
+    parser.add_argument("--nconmax", type=int, default=512, help="contacts allocated per world")
     parser.add_argument("--njmax", type=int, default=1024, help="constraint rows allocated per world")
     parser.add_argument(
         "--force-solver",
@@ -469,6 +484,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="replace every model's solver (DexMV uses PGS, which mujoco-warp lacks); changes the dynamics",
     )
     parser.add_argument("--images", type=Path, default=Path("."), help="images stage: folder for the PNGs")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON document here")
     parser.add_argument("--no-render", action="store_true", help="speed stage: time stepping only")
     args = parser.parse_args(argv)
     for name in ("steps", "episodes", "size", "repeats", "nconmax", "njmax"):
@@ -526,7 +542,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
     if "images" in args.stages:
         result["images"] = [stage_images(wp, mjw, t, args.size, args.images) for t in tasks]
-    print(json.dumps(result, indent=2, allow_nan=False))
+    text = json.dumps(result, indent=2, allow_nan=False)
+    if args.out is not None:
+        from hindex_sb3._io import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
+    print(text)
     print()
     print(markdown(result))
     return 0
