@@ -406,61 +406,78 @@ def stage_images(wp, mjw, task: str, size: int, folder: Path) -> dict:
     return {"task": task, "path": str(path), "mean_abs_pixel_diff": float(diff.mean())}
 
 
+def _row_models(r: dict) -> list:
+    return [r["task"], r["nq"], r["nv"], r["ngeom"], r["nmesh"], r["put_model"], (r["error"] or "").replace("|", "/")]
+
+
+def _row_dynamics(r: dict) -> list:
+    opened = ", ".join(f"{t}: {v:.3g}" for t, v in r["open_loop_max_qpos_diff"].items())
+    err = f"{r['one_step_max_qpos_err']:.2g} / {r['one_step_median_qpos_err']:.2g}"
+    peak = "{ncollision} / {nacon} / {nefc}".format(**r["peak"])
+    return [r["task"], r["driver"], r["steps"], err, opened, peak, ", ".join(r["overflow"]) or "none"]
+
+
+def _row_experts(r: dict) -> list:
+    n = len(r["seeds"])
+    return [
+        r["task"],
+        n,
+        f"{r['success_c']}/{n}",
+        f"{r['success_warp']}/{n}",
+        f"{r['return_c']:.1f}",
+        f"{r['return_warp']:.1f}",
+    ]
+
+
+def _row_c_solver(r: dict) -> list:
+    n = len(r["seeds"])
+    forced = f"{r['success_forced']}/{n} ({r['solver']})"
+    return [r["task"], n, f"{r['success_own']}/{n}", forced, f"{r['return_own']:.1f}", f"{r['return_forced']:.1f}"]
+
+
+def _row_speed(r: dict) -> list:
+    fps = r.get("frames_per_s", "-")
+    overflow = ", ".join(r["overflow"]) or "none"
+    return [r["task"], r["nworld"], r["physics_steps_per_s"], r["env_steps_per_s"], fps, overflow]
+
+
+def _row_images(r: dict) -> list:
+    return [r["task"], r["path"], f"{r['mean_abs_pixel_diff']:.1f}"]
+
+
+TABLES = {
+    "models": (("task", "nq", "nv", "geoms", "meshes", "put_model", "error"), _row_models),
+    "dynamics": (
+        (
+            "task",
+            "driver",
+            "steps",
+            "one-step max / median qpos err",
+            "open-loop max qpos diff",
+            "peak candidates / contacts / rows",
+            "overflow",
+        ),
+        _row_dynamics,
+    ),
+    "experts": (("task", "episodes", "success C", "success warp", "return C", "return warp"), _row_experts),
+    "c_solver": (
+        ("task", "episodes", "C success, own solver", "C success, forced", "return own", "return forced"),
+        _row_c_solver,
+    ),
+    "speed": (("task", "nworld", "physics steps/s", "env steps/s", "frames/s", "overflow"), _row_speed),
+    "images": (("task", "image", "mean abs pixel diff"), _row_images),
+}
+
+
 def markdown(result: dict) -> str:
+    """One markdown table per stage that ran."""
     lines = []
-    if result.get("models"):
-        lines += ["| task | nq | nv | geoms | meshes | put_model | error |", "|---|---|---|---|---|---|---|"]
-        for r in result["models"]:
-            err = (r["error"] or "").replace("|", "/")
-            lines.append(
-                f"| {r['task']} | {r['nq']} | {r['nv']} | {r['ngeom']} | {r['nmesh']} | {r['put_model']} | {err} |"
-            )
+    for key, (header, row) in TABLES.items():
+        if not result.get(key):
+            continue
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(cell) for cell in row(r)) + " |" for r in result[key]]
         lines.append("")
-    if result.get("dynamics"):
-        lines += [
-            "| task | driver | steps | one-step max / median qpos err | open-loop max qpos diff (by step) | overflow |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in result["dynamics"]:
-            opened = ", ".join(f"{t}: {v:.3g}" for t, v in r["open_loop_max_qpos_diff"].items())
-            err = f"{r['one_step_max_qpos_err']:.2g} / {r['one_step_median_qpos_err']:.2g}"
-            lines.append(f"| {r['task']} | {r['driver']} | {r['steps']} | {err} | {opened} | {r['overflow']} |")
-        lines.append("")
-    if result.get("experts"):
-        lines += [
-            "| task | episodes | success C | success warp | return C | return warp |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in result["experts"]:
-            n = len(r["seeds"])
-            lines.append(
-                f"| {r['task']} | {n} | {r['success_c']}/{n} | {r['success_warp']}/{n} | "
-                f"{r['return_c']:.1f} | {r['return_warp']:.1f} |"
-            )
-        lines.append("")
-    if result.get("c_solver"):
-        lines += [
-            "| task | episodes | C success, own solver | C success, forced solver | return own | return forced |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in result["c_solver"]:
-            n = len(r["seeds"])
-            lines.append(
-                f"| {r['task']} | {n} | {r['success_own']}/{n} | {r['success_forced']}/{n} ({r['solver']}) | "
-                f"{r['return_own']:.1f} | {r['return_forced']:.1f} |"
-            )
-        lines.append("")
-    if result.get("speed"):
-        lines += [
-            "| task | nworld | physics steps/s | env steps/s | frames/s | overflow |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in result["speed"]:
-            fps = r.get("frames_per_s", "-")
-            lines.append(
-                f"| {r['task']} | {r['nworld']} | {r['physics_steps_per_s']} | {r['env_steps_per_s']} | {fps} | "
-                f"{r['overflow']} |"
-            )
     return "\n".join(lines)
 
 
