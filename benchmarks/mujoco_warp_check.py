@@ -11,8 +11,11 @@ succeeding, and only then what batched stepping and rendering at 224 x 224 reach
   separates float32/solver differences from chaotic divergence);
 * ``experts``: expert episodes whose physics is mujoco-warp (observations, rewards and the success rule are the env's
   own, read from the mujoco-warp state) against the same seeds in C MuJoCo;
-* ``speed``: batched ``step`` for each ``--nworld``, and on CUDA ``refit_bvh + render`` of the task camera at
-  ``--size`` (frames/s), CUDA-graph captured.
+* ``speed``: batched ``step`` for each ``--nworld`` and ``refit_bvh + render`` of the task camera at ``--size``
+  (frames/s), CUDA-graph captured on CUDA;
+* ``c-solver`` (C MuJoCo only, runs without mujoco-warp): expert success with each model's own solver against the
+  ``--force-solver`` (DexMV uses PGS, which mujoco-warp lacks);
+* ``images``: our OpenGL frame beside mujoco-warp's ray-traced frame of the same state, as PNGs in ``--images``.
 
 Prints a JSON document, then markdown tables. mujoco-warp is not a dependency of hindex-sb3; install it in its own
 environment next to hindex-sb3 (it needs the same ``mujoco`` version):
@@ -504,6 +507,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON document here")
     parser.add_argument("--no-render", action="store_true", help="speed stage: time stepping only")
     args = parser.parse_args(argv)
+    if args.experts is not None and not args.experts.is_dir():
+        parser.error(f"--experts must be a folder, got {args.experts}")
     for name in ("steps", "episodes", "size", "repeats", "nconmax", "njmax"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -512,12 +517,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_stages(args: argparse.Namespace, wp, mjw, tasks: list[str]) -> dict[str, Any]:
+    """Run the requested stages in a fixed order; a stage needing experts is skipped (with a note) without them."""
+    result: dict[str, Any] = {}
+    sizes = (args.nconmax, args.njmax)
+    if "models" in args.stages:
+        result["models"] = stage_models(wp, mjw, tasks)
+    if "dynamics" in args.stages:
+        result["dynamics"] = [stage_dynamics(wp, mjw, t, 0, args.steps, args.experts, sizes) for t in tasks]
+    seeds = list(range(args.episodes))
+    for stage in ("experts", "c-solver"):
+        if stage in args.stages and args.experts is None:
+            print(f"mujoco_warp_check: stage {stage} skipped, it needs --experts", file=sys.stderr)
+    if "experts" in args.stages and args.experts is not None:
+        found = [stage_experts(wp, mjw, t, seeds, args.experts, sizes) for t in tasks]
+        result["experts"] = [r for r in found if r is not None]
+    if "c-solver" in args.stages and args.experts is not None:
+        found = [stage_solver(t, seeds, args.experts, args.force_solver or "newton") for t in tasks]
+        result["c_solver"] = [r for r in found if r is not None]
+    if "speed" in args.stages:
+        result["speed"] = [
+            stage_speed(wp, mjw, t, n, args.size, args.repeats, not args.no_render, sizes)
+            for t in args.tasks or ["Door"]
+            for n in args.nworld
+        ]
+    if "images" in args.stages:
+        result["images"] = [stage_images(wp, mjw, t, args.size, args.images) for t in tasks]
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
+    global SOLVER
     args = parse_args(argv)
     reason = missing_backend()
     if reason is not None and set(args.stages) != {"c-solver"}:
         print(reason, file=sys.stderr)
         return 2
+    import mujoco
+
     from hindex_sb3.envs import ALL_TASKS
 
     tasks = args.tasks or list(ALL_TASKS)
@@ -525,40 +562,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"mujoco_warp_check: unknown tasks {unknown}; known: {list(ALL_TASKS)}", file=sys.stderr)
         return 2
-    global SOLVER
     SOLVER = args.force_solver
-    import mujoco
-
     result: dict[str, Any] = {
         "versions": {"mujoco": mujoco.__version__, "python": platform.python_version()},
         "force_solver": args.force_solver,
     }
     wp = mjw = None
     if reason is None:
-        wp, mjw = init_backend(args.device)
+        try:
+            wp, mjw = init_backend(args.device)
+        except ValueError as err:  # warp's answer to a device this machine lacks, e.g. cuda:0 without a GPU
+            print(f"mujoco_warp_check: cannot use device {args.device!r}: {err}", file=sys.stderr)
+            return 2
         result["versions"].update(warp=wp.__version__, mujoco_warp=mjw.__version__)
         result["device"] = str(wp.get_device())
-    sizes = (args.nconmax, args.njmax)
-    if "models" in args.stages:
-        result["models"] = stage_models(wp, mjw, tasks)
-    if "dynamics" in args.stages:
-        result["dynamics"] = [stage_dynamics(wp, mjw, t, 0, args.steps, args.experts, sizes) for t in tasks]
-    if "experts" in args.stages and args.experts is not None:
-        seeds = list(range(args.episodes))
-        found = [stage_experts(wp, mjw, t, seeds, args.experts, sizes) for t in tasks]
-        result["experts"] = [r for r in found if r is not None]
-    if "c-solver" in args.stages and args.experts is not None:
-        seeds = list(range(args.episodes))
-        found = [stage_solver(t, seeds, args.experts, args.force_solver or "newton") for t in tasks]
-        result["c_solver"] = [r for r in found if r is not None]
-    if "speed" in args.stages:
-        render = not args.no_render
-        speed_tasks = args.tasks or ["Door"]
-        result["speed"] = [
-            stage_speed(wp, mjw, t, n, args.size, args.repeats, render, sizes) for t in speed_tasks for n in args.nworld
-        ]
-    if "images" in args.stages:
-        result["images"] = [stage_images(wp, mjw, t, args.size, args.images) for t in tasks]
+    result.update(run_stages(args, wp, mjw, tasks))
     text = json.dumps(result, indent=2, allow_nan=False)
     if args.out is not None:
         from hindex_sb3._io import atomic_write_text
