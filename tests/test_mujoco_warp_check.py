@@ -47,8 +47,15 @@ def test_script_imports_without_mujoco_warp():
     assert "mujoco_warp" in module.missing_backend()
 
 
-def test_bad_arguments_are_refused_before_anything_runs():
-    result = run_script("--nworld", "0")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--nworld", "0"), "--nworld values must be >= 1"),
+        (("--experts", "/no/such/folder"), "--experts must be a folder"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_runs(args, message):
+    result = run_script(*args)
     assert result.returncode == 2
-    assert "--nworld values must be >= 1" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
