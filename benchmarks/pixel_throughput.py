@@ -95,6 +95,8 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 COMPONENTS = ("physics", "render", "transport", "encoder", "policy")
 WHOLES = ("rollout", "iteration")
+#: a ``--vec-env`` kind with this suffix runs the wholes with DAPG's ``overlap`` (two env groups in flight)
+OVERLAP = "+overlap"
 #: VecEnv kinds whose probe (transport) env this script can build; any kind hindex_sb3.runs knows runs the wholes
 PROBE_VEC_ENVS: dict[str, type[VecEnv]] = {
     "dummy": DummyVecEnv,
@@ -220,18 +222,19 @@ class TaskBench:
         self.opts = opts
         self.n = opts["n_envs"]
         self.steps = opts["steps"]
-        self.cfg, self.env_id = _config(task, opts["vec_env"][0], opts)
+        self.cfg, self.env_id = _config(task, _base(opts["vec_env"][0]), opts)
         pixel_kwargs = make_env_kwargs(self.cfg)
         state_kwargs = make_env_kwargs(self.cfg, obs_mode="state")
         make_probe = partial(ProbeEnv, self.env_id, pixel_kwargs, state_kwargs)
         self.local_probe = make_probe()
-        probe_kinds = [v for v in opts["vec_env"] if v in PROBE_VEC_ENVS]
+        bases = [_base(v) for v in opts["vec_env"]]
+        probe_kinds = list(dict.fromkeys(v for v in bases if v in PROBE_VEC_ENVS))
         if any(v != "dummy" for v in opts["vec_env"]) and "subproc" not in probe_kinds:
             probe_kinds.append("subproc")  # the @n (parallel) physics and render rates
         self.probes = {v: PROBE_VEC_ENVS[v]([make_probe] * self.n) for v in probe_kinds}
         self.venvs: dict[str, VecEnv] = {}
         for v in opts["vec_env"]:
-            self.venvs[v] = make_venv(self.cfg.replace(vec_env=v), self.env_id)
+            self.venvs[v] = make_venv(self.cfg.replace(vec_env=_base(v)), self.env_id)
         self.model = self._model(self.venvs[opts["vec_env"][0]])
         self.obs_batch = self._real_frames(pixel_kwargs)
         self.features = self._encode()
@@ -290,7 +293,7 @@ class TaskBench:
             rates["physics@n"] = n * 5 * steps / max(workers.env_method("time_physics", 5 * steps, seed))
             rates["render@n"] = n * steps / max(workers.env_method("time_render", steps, seed))
         for kind, probe in self.probes.items():
-            if kind in self.opts["vec_env"]:
+            if kind in bases_of(self.opts["vec_env"]):
                 rates[f"transport[{kind}]"] = self._transport(probe, steps)
         calls = max(steps // 10, 2)
         rates["encoder"] = n * calls / self._timed(self._encode, calls)
@@ -345,6 +348,7 @@ class TaskBench:
         for kind, venv in self.venvs.items():
             model = self.model
             model.set_env(venv, force_reset=False)
+            model.overlap = kind.endswith(OVERLAP)
             before = model.num_timesteps
             start = time.perf_counter()
             model.learn(n_iterations=1, callback=self._callbacks() or None, reset_num_timesteps=False)
@@ -358,6 +362,15 @@ class TaskBench:
         return rates
 
 
+def _base(kind: str) -> str:
+    """``shm+overlap`` -> ``shm``: the VecEnv kind, without the rollout mode."""
+    return kind.removesuffix(OVERLAP)
+
+
+def bases_of(kinds: list[str]) -> set[str]:
+    return {_base(k) for k in kinds}
+
+
 # ---------------------------------------------------------------------------------------------- summary
 def summarise(rates: dict[str, float], vec_envs: list[str]) -> list[dict[str, Any]]:
     """One row per VecEnv kind: the components that run there, the wholes, the slowest part and the ratios."""
@@ -366,8 +379,8 @@ def summarise(rates: dict[str, float], vec_envs: list[str]) -> list[dict[str, An
         at = "@1" if kind == "dummy" else "@n"
         parts = {"physics": rates[f"physics{at}"], "render": rates[f"render{at}"], "encoder": rates["encoder"]}
         parts["policy"] = rates["policy"]
-        if f"transport[{kind}]" in rates:
-            parts["transport"] = rates[f"transport[{kind}]"]
+        if f"transport[{_base(kind)}]" in rates:
+            parts["transport"] = rates[f"transport[{_base(kind)}]"]
         slowest = min(parts, key=parts.__getitem__)
         row: dict[str, Any] = {"vec_env": kind, "components": parts, "slowest": slowest}
         row["slowest_rate"] = parts[slowest]
@@ -468,7 +481,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectories", type=int, default=None, help="episodes per DAPG iteration (default n-envs)")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--horizon", type=int, default=None, help="episode length (default: the paper's)")
-    p.add_argument("--vec-env", nargs="+", default=None, help="dummy, subproc, or another kind hindex_sb3.runs knows")
+    p.add_argument(
+        "--vec-env",
+        nargs="+",
+        default=None,
+        help="dummy, subproc, shm; a worker kind + '+overlap' (shm+overlap) runs DAPG with overlap=True",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1")
     p.add_argument("--repeats", type=int, default=None, help="counted rounds (one more warms up)")
     p.add_argument("--steps", type=int, default=None, help="steps per component measurement (encoder: steps/10)")
@@ -498,7 +516,7 @@ def options(argv: list[str] | None) -> tuple[dict[str, Any], argparse.Namespace]
     try:
         for task in opts["tasks"]:
             for kind in opts["vec_env"]:
-                _config(task, kind, opts)
+                _config(task, _base(kind), opts)
     except TrainingError as err:
         raise SystemExit(f"pixel_throughput: {err}") from None
     return opts, args

@@ -200,6 +200,7 @@ def check_dapg_args(args: dict[str, Any]) -> None:
     if not callable(args["learning_rate"]):
         check_real("learning_rate", args["learning_rate"], minimum=0.0, min_inclusive=False)
     check_choice("demo_weight", args["demo_weight"], ("mjrl", "paper"))
+    check_flag("overlap", args["overlap"])
     if args["seed"] is not None:
         check_int("seed", args["seed"], minimum=0)
 

@@ -175,6 +175,11 @@ class HIndexExtractor(BaseFeaturesExtractor):
     def disarm_bn_update(self) -> None:
         self._armed = None
 
+    @property
+    def is_armed(self) -> bool:
+        """Whether the next forward on the armed observations will update the EMA-BN statistics."""
+        return self._armed is not None
+
     def _take_arm(self, pixels: torch.Tensor) -> bool:
         armed = self._armed
         if armed is None or torch.is_grad_enabled() or pixels.shape != armed.shape or pixels.device != armed.device:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -144,6 +145,14 @@ class _UpdateInputs:
         return th.cat([self.rl(), self.algo.policy.features(self.algo._obs_to_tensor(obs))])
 
 
+def _env_groups(n_envs: int, overlap: bool) -> list[list[int]]:
+    """The envs driven together: all of them, or (overlap) the lower and the upper half, each in env order."""
+    if not overlap or n_envs < 2:
+        return [list(range(n_envs))]
+    half = (n_envs + 1) // 2
+    return [list(range(half)), list(range(half, n_envs))]
+
+
 def _index_obs(obs: Any, idx: int | slice | np.ndarray) -> Any:
     if isinstance(obs, dict):
         return {k: v[idx] for k, v in obs.items()}
@@ -185,6 +194,9 @@ class DAPG(OnPolicyAlgorithm):
     :param vf_batch_size: baseline minibatch size
     :param input_scale_floor: lower bound for the demo feature std used in input normalisation
     :param feature_batch_size: batch size when encoding demonstrations and stored observations
+    :param overlap: with envs in worker processes (``SubprocVecEnv``, ``SharedMemoryVecEnv``), keep two halves of the
+        envs in flight, encoding one while the other steps and renders; the same episodes, frames and actions as
+        lockstep sampling (see :meth:`_overlapped_steps`). No effect on a ``DummyVecEnv``.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -217,6 +229,7 @@ class DAPG(OnPolicyAlgorithm):
         vf_batch_size: int = 64,
         input_scale_floor: float = 1e-3,
         feature_batch_size: int = 256,
+        overlap: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -274,6 +287,7 @@ class DAPG(OnPolicyAlgorithm):
         self.vf_batch_size = vf_batch_size
         self.input_scale_floor = input_scale_floor
         self.feature_batch_size = feature_batch_size
+        self.overlap = overlap
         self.dapg_iterations = 0  # k in the demo-weight schedule
         self.bc_done = False
         self.bc_loss = float("nan")
@@ -494,19 +508,27 @@ class DAPG(OnPolicyAlgorithm):
 
         Each env runs one episode at a time; when it finishes, the env starts the next unassigned episode, or rests
         if none is left. The paths are kept in episode order, so the update does not depend on which env ran what.
+        With ``overlap`` (and envs in worker processes) the envs run as two groups in flight, see
+        :meth:`_overlapped_steps`.
         """
         self.policy.set_training_mode(False)
         runner = EpisodeRunner(env)
         schedule = iter(self._episode_schedule())
         running: dict[int, _RunningEpisode] = {}
         paths: list[_Path | None] = [None] * self.n_trajectories
-        self._start_episodes(runner, running, schedule, range(min(runner.num_envs, self.n_trajectories)))
-        self._last_obs = self._batch_obs(running)  # the first action's input (the EMA-BN callback arms on it)
+        n_used = min(runner.num_envs, self.n_trajectories)
+        self._start_episodes(runner, running, schedule, range(n_used))
+        groups = _env_groups(n_used, self.overlap and runner.can_overlap)
+        self._last_obs = self._batch_obs(running, groups[0])  # the first action's input (the EMA-BN callback arms it)
         callback.on_rollout_start()
         self.last_timings = {"rollout": 0.0, "policy_forward": 0.0}
         start = time.perf_counter()
-        while running:
-            step = self._rollout_step(runner, running, schedule, paths)
+        steps = (
+            self._overlapped_steps(runner, running, schedule, paths, groups)
+            if len(groups) > 1
+            else self._lockstep_steps(runner, running, schedule, paths)
+        )
+        for step in steps:
             callback.update_locals(step)
             if not callback.on_step():
                 return False
@@ -518,21 +540,87 @@ class DAPG(OnPolicyAlgorithm):
         callback.on_rollout_end()
         return True
 
-    def _rollout_step(
+    def _lockstep_steps(
         self, runner: EpisodeRunner, running: dict[int, _RunningEpisode], schedule: Any, paths: list[_Path | None]
-    ) -> dict[str, Any]:
-        """One step of every running episode; finished episodes become paths and free their env for the next one.
+    ) -> Iterator[dict[str, Any]]:
+        """Every running env steps, then all are encoded as one batch for the next step."""
+        while running:
+            active = sorted(running)
+            obs_batch = self._last_obs
+            actions, clipped, features = self._act(obs_batch, running, active)
+            results = runner.step({j: clipped[r] for r, j in enumerate(active)})
+            yield self._absorb(runner, running, schedule, paths, (active, obs_batch, actions, features), results)
 
-        Returns the step as SB3 callbacks read it (``new_obs`` is the next action's input, ``None`` after the last).
+    def _overlapped_steps(
+        self,
+        runner: EpisodeRunner,
+        running: dict[int, _RunningEpisode],
+        schedule: Any,
+        paths: list[_Path | None],
+        groups: list[list[int]],
+    ) -> Iterator[dict[str, Any]]:
+        """Two groups of envs in flight: while one group's workers step and render, this process encodes the other.
+
+        The encodes keep the lockstep order (step t of the first group's envs, then of the second's, then step t + 1
+        ...), episodes go to envs in the same order, and each episode keeps its seeds and noise stream, so the
+        frames and actions are those of lockstep sampling (bit-identical on the CPU without EMA-BN updates; with
+        them the statistics are carried between half batches in float32, a rounding-level difference). Each group's
+        step is one callback step, whose ``new_obs`` is that group's next batch: the next thing encoded.
         """
-        keep_features = self.policy.extractor_is_frozen()
-        active = sorted(running)
-        obs_batch = self._last_obs
+        in_flight: dict[int, tuple] = {}
+        armed = []
+        for g, envs in enumerate(groups):
+            obs_batch = self._batch_obs(running, envs)
+            if g == 1:  # the EMA-BN callback armed group 0's first batch at rollout start; arm group 1's alike
+                for extractor in armed:
+                    extractor.arm_bn_update(obs_batch)
+            else:
+                armed = [m for m in self.policy.modules() if getattr(m, "is_armed", False)]
+            in_flight[g] = self._act_and_send(runner, running, envs, obs_batch)
+        while in_flight:
+            for g, envs in enumerate(groups):
+                if g not in in_flight:
+                    continue
+                sent = in_flight.pop(g)
+                step = self._absorb(runner, running, schedule, paths, sent, runner.step_recv(sent[0]), envs)
+                yield step
+                if step["new_obs"] is not None:
+                    in_flight[g] = self._act_and_send(runner, running, envs, step["new_obs"])
+
+    def _act_and_send(
+        self, runner: EpisodeRunner, running: dict[int, _RunningEpisode], envs: list[int], obs_batch: Any
+    ) -> tuple:
+        active = [j for j in envs if j in running]
+        actions, clipped, features = self._act(obs_batch, running, active)
+        runner.step_send({j: clipped[r] for r, j in enumerate(active)})
+        return active, obs_batch, actions, features
+
+    def _act(
+        self, obs_batch: Any, running: dict[int, _RunningEpisode], active: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, th.Tensor]:
+        """Sampled actions (and clipped to the action space) and features of the ``active`` envs' observations."""
         tic = time.perf_counter()
         actions, features = self._sample_actions(obs_batch, [running[j] for j in active])
         self.last_timings["policy_forward"] += time.perf_counter() - tic
-        clipped = np.clip(actions, self.action_space.low, self.action_space.high)
-        results = runner.step({j: clipped[r] for r, j in enumerate(active)})
+        return actions, np.clip(actions, self.action_space.low, self.action_space.high), features
+
+    def _absorb(
+        self,
+        runner: EpisodeRunner,
+        running: dict[int, _RunningEpisode],
+        schedule: Any,
+        paths: list[_Path | None],
+        sent: tuple,
+        results: dict[int, tuple],
+        next_envs: list[int] | None = None,
+    ) -> dict[str, Any]:
+        """Record a step of the ``sent`` envs; finished episodes become paths and free their env for the next one.
+
+        Returns the step as SB3 callbacks read it (``new_obs``: the next batch to encode, of ``next_envs`` or of all
+        running envs; ``None`` when none is left).
+        """
+        active, obs_batch, actions, features = sent
+        keep_features = self.policy.extractor_is_frozen()
         self.num_timesteps += len(active)
         finished = []
         for r, j in enumerate(active):
@@ -546,12 +634,13 @@ class DAPG(OnPolicyAlgorithm):
             else:
                 episode.obs = obs
         self._start_episodes(runner, running, schedule, finished)
+        left = [j for j in (next_envs if next_envs is not None else sorted(running)) if j in running]
         return {
             "actions": actions,
             "rewards": np.array([results[j][1] for j in active]),
             "dones": np.array([j in finished for j in active]),
             "infos": [results[j][4] for j in active],
-            "new_obs": self._batch_obs(running) if running else None,
+            "new_obs": self._batch_obs(running, left) if left else None,
         }
 
     def _episode_schedule(self) -> list[EpisodeSeed]:
@@ -576,8 +665,9 @@ class DAPG(OnPolicyAlgorithm):
             running[j] = _RunningEpisode(seed, noise_generator(seed.noise_seed), first[j])
 
     @staticmethod
-    def _batch_obs(running: dict[int, _RunningEpisode]) -> Any:
-        return _stack_obs([running[j].obs for j in sorted(running)])
+    def _batch_obs(running: dict[int, _RunningEpisode], envs: list[int] | None = None) -> Any:
+        """The current observations of ``envs`` (default: every running env), in env order."""
+        return _stack_obs([running[j].obs for j in (sorted(running) if envs is None else envs) if j in running])
 
     def _sample_actions(self, obs_batch: Any, episodes: list[_RunningEpisode]) -> tuple[np.ndarray, th.Tensor]:
         """Stochastic actions for a batch of envs: mean + std * noise, each row's noise from its episode's stream.

@@ -132,12 +132,37 @@ class EpisodeRunner:
 
     def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple[Any, float, bool, bool, dict]]:
         """Step env ``j`` with ``actions[j]`` for each key (and no other env)."""
+        if self.can_overlap:
+            self.step_send(actions)
+            return self.step_recv(list(actions))
+        return self._gym_steps(list(actions), self._call([(j, "step", (a,), {}) for j, a in actions.items()]))
+
+    @property
+    def can_overlap(self) -> bool:
+        """Whether the envs step in worker processes, so that this process can work while some of them step."""
+        return self._remotes is not None or (
+            self._direct is not None and callable(getattr(self._direct, "step_envs_send", None))
+        )
+
+    def step_send(self, actions: dict[int, np.ndarray]) -> None:
+        """Start stepping env ``j`` with ``actions[j]`` for each key; :meth:`step_recv` collects the results."""
+        if not self.can_overlap:
+            raise RuntimeError("step_send needs envs in worker processes (SubprocVecEnv or SharedMemoryVecEnv)")
         if self._direct is not None:
-            stepped = self._direct.step_envs(actions)
-            results = [stepped[j] for j in actions]
-        else:
-            results = self._call([(j, "step", (a,), {}) for j, a in actions.items()])
+            self._direct.step_envs_send(actions)
+            return
+        for j, action in actions.items():
+            self._remotes[j].send(("env_method", ("step", (action,), {})))  # type: ignore[index]
+
+    def step_recv(self, indices: list[int]) -> dict[int, tuple[Any, float, bool, bool, dict]]:
+        """The results of the steps :meth:`step_send` started for ``indices``."""
+        if self._direct is not None:
+            stepped = self._direct.step_envs_recv(indices)
+            return self._gym_steps(indices, [stepped[j] for j in indices])
+        return self._gym_steps(indices, [self._remotes[j].recv() for j in indices])  # type: ignore[index]
+
+    def _gym_steps(self, indices: list[int], results: list[Any]) -> dict[int, tuple[Any, float, bool, bool, dict]]:
         return {
             j: (self._prepare(obs), float(r), bool(term), bool(trunc), info)
-            for j, (obs, r, term, trunc, info) in zip(actions, results, strict=True)
+            for j, (obs, r, term, trunc, info) in zip(indices, results, strict=True)
         }

@@ -131,6 +131,7 @@ def dapg_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         "vf_batch_size": cfg.vf_batch_size,
         "input_scale_floor": cfg.input_scale_floor,
         "feature_batch_size": cfg.feature_batch_size,
+        "overlap": cfg.overlap,
     }
 
 

@@ -89,6 +89,9 @@ class TrainConfig:
     vec_env: str = _opt("auto", "run", "envs in this process (dummy), one worker process each with frames pickled "
                         "through pipes (subproc) or passed in shared memory (shm), or auto (shm on GPU machines)",
                         choices=("auto", "dummy", "subproc", "shm"), resumable=True)  # fmt: skip
+    overlap: bool = _opt(False, "run", "with worker-process envs (subproc, shm), keep two halves of the envs "
+                         "in flight: encode one while the other steps (same episodes and actions)",
+                         resumable=True)  # fmt: skip
     eval_episodes: int = _opt(25, "run", "evaluation episodes (mean actions, fixed seeds)", lo=1)
     eval_every: int = _opt(1, "run", "evaluate every N iterations (and after the last)", lo=1)
     # -- representation

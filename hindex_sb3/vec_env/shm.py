@@ -428,9 +428,16 @@ class SharedMemoryVecEnv(VecEnv):
 
     def step_envs(self, actions: dict[int, np.ndarray]) -> dict[int, tuple[Any, Any, bool, bool, dict]]:
         """Step env ``j`` with ``actions[j]`` for each key, no other env, and no auto-reset (gymnasium's 5-tuple)."""
-        indices = self._check_indices(actions)
-        for j in indices:
+        self.step_envs_send(actions)
+        return self.step_envs_recv(list(actions))
+
+    def step_envs_send(self, actions: dict[int, np.ndarray]) -> None:
+        """The first half of :meth:`step_envs`: the chosen envs start stepping; this process is free meanwhile."""
+        for j in self._check_indices(actions):
             self._send(j, ("step_env", actions[j]))
+
+    def step_envs_recv(self, indices: Sequence[int]) -> dict[int, tuple[Any, Any, bool, bool, dict]]:
+        """The second half of :meth:`step_envs`: wait for the steps sent to ``indices`` and return them."""
         replies = self._gather(indices)
         return {j: (self._env_obs(j, r[0]), *r[1:]) for j, r in zip(indices, replies, strict=True)}
 
