@@ -109,9 +109,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(tasks=["Door"], n_envs=2, image_size=224, vec_env=["dummy", "subproc"], repeats=3),
     # CI-sized: small frames, short episodes, one counted round
     "quick": dict(tasks=["Door"], n_envs=2, image_size=64, horizon=16, steps=24, repeats=1, num_demos=1),
-    # one GPU machine, door and a DexMV task at 224 px, under ~5 minutes
+    # one GPU machine, door and a DexMV task at 224 px (estimated under 10 minutes; not timed yet)
     "gpu": dict(
-        tasks=["Door", "Pour"], n_envs=32, image_size=224, vec_env=["shm", "shm+overlap", "subproc"], repeats=2, device="cuda"
+        tasks=["Door", "Pour"],
+        n_envs=32,
+        image_size=224,
+        vec_env=["shm", "shm+overlap", "subproc"],
+        repeats=2,
+        device="cuda",
     ),
 }
 DEFAULTS: dict[str, Any] = {
