@@ -106,6 +106,10 @@ class EpisodeRunner:
         # a VecEnv with its own per-env calls (SharedMemoryVecEnv) passes frames its own way, not through env_method
         direct = callable(getattr(base, "reset_envs", None)) and callable(getattr(base, "step_envs", None))
         self._direct: Any = base if direct else None
+        #: whether the envs step in worker processes, so that this process can work while some of them step
+        self.can_overlap = self._remotes is not None or (
+            self._direct is not None and callable(getattr(self._direct, "step_envs_send", None))
+        )
 
     def _prepare(self, obs: Any) -> Any:
         for wrapper in reversed(self.wrappers):  # innermost first, as the VecEnv would apply them
@@ -136,13 +140,6 @@ class EpisodeRunner:
             self.step_send(actions)
             return self.step_recv(list(actions))
         return self._gym_steps(list(actions), self._call([(j, "step", (a,), {}) for j, a in actions.items()]))
-
-    @property
-    def can_overlap(self) -> bool:
-        """Whether the envs step in worker processes, so that this process can work while some of them step."""
-        return self._remotes is not None or (
-            self._direct is not None and callable(getattr(self._direct, "step_envs_send", None))
-        )
 
     def step_send(self, actions: dict[int, np.ndarray]) -> None:
         """Start stepping env ``j`` with ``actions[j]`` for each key; :meth:`step_recv` collects the results."""
