@@ -20,11 +20,12 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def random_resnet50_state(seed: int, with_fc: bool = True) -> dict[str, torch.Tensor]:
-    """A torchvision ResNet-50 state dict with random weights *and* non-trivial BN statistics/affine."""
-    torch.manual_seed(seed)
-    model = torchvision.models.resnet50(weights=None)
-    g = torch.Generator().manual_seed(seed + 1)
+def randomise_bn(model: nn.Module, seed: int) -> nn.Module:
+    """Give every ``BatchNorm2d`` of ``model`` random statistics and affine parameters; returns it in eval mode.
+
+    Default BN (mean 0, variance 1, gamma 1, beta 0) would let a loader that drops or mixes up BN tensors pass.
+    """
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -33,7 +34,16 @@ def random_resnet50_state(seed: int, with_fc: bool = True) -> dict[str, torch.Te
                 m.running_var.copy_(0.5 + torch.rand(n, generator=g))
                 m.weight.copy_(0.5 + torch.rand(n, generator=g))
                 m.bias.copy_(0.1 * torch.randn(n, generator=g))
-                m.num_batches_tracked.fill_(1234)
+    return model.eval()
+
+
+def random_resnet50_state(seed: int, with_fc: bool = True) -> dict[str, torch.Tensor]:
+    """A torchvision ResNet-50 state dict with random weights *and* non-trivial BN statistics/affine."""
+    torch.manual_seed(seed)
+    model = randomise_bn(torchvision.models.resnet50(weights=None), seed + 1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.num_batches_tracked.fill_(1234)
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     if not with_fc:
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}

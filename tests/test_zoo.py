@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from synthetic_checkpoints import randomise_bn
 from torch import nn
 
 from hindex_sb3.encoders import (
@@ -56,19 +57,6 @@ def _reference_input(images_u8: torch.Tensor, resize: int, crop: int, mode: str,
     return (x - mean) / std
 
 
-def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-                m.weight.copy_(0.5 + torch.rand(n, generator=g))
-                m.bias.copy_(0.1 * torch.randn(n, generator=g))
-    return model.eval()
-
-
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
@@ -83,7 +71,7 @@ def test_timm_encoder_takes_timm_preprocessing_and_hub_weights(tmp_path, monkeyp
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    full = _randomise_bn(timm.create_model("resnet18", pretrained=False), 1)  # with its fc classifier
+    full = randomise_bn(timm.create_model("resnet18", pretrained=False), 1)  # with its fc classifier
     served = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in full.state_dict().items()}, str(served))
     calls = []
@@ -148,7 +136,7 @@ def test_unknown_external_models_are_refused():
 
 def test_torchvision_encoder_uses_the_weights_transforms_url_and_hash(images):
     torch.manual_seed(1)
-    full = _randomise_bn(torchvision.models.resnet18(weights=None), 2)
+    full = randomise_bn(torchvision.models.resnet18(weights=None), 2)
     spec = get_encoder_spec("torchvision:resnet18")
     assert (spec.feature_dim, spec.resize, spec.input_size, spec.interpolation) == (512, 256, 224, "bilinear")
     assert spec.url == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
@@ -213,7 +201,7 @@ def test_plugin_encoder_is_found_through_the_entry_point(user_plugin, tmp_path, 
     from hindex_user_encoder import TinyConvNet
 
     torch.manual_seed(3)
-    net = _randomise_bn(TinyConvNet(), 4)
+    net = randomise_bn(TinyConvNet(), 4)
     path = tmp_path / "tiny.pth"
     torch.save(net.state_dict(), path)
     enc = create_encoder("user_tiny", path, ema_scope="all")
@@ -290,7 +278,7 @@ def adapt_parts():
     frames = FrameDataset.from_episodes(moving_square_episodes(), {"env_id": "synthetic"})
     vgg = vgg16_features(None)
     torch.manual_seed(1)
-    base = {k: v.clone() for k, v in _randomise_bn(resnet50_trunk(), 5).state_dict().items()}
+    base = {k: v.clone() for k, v in randomise_bn(resnet50_trunk(), 5).state_dict().items()}
     return frames, vgg, base
 
 
@@ -410,7 +398,7 @@ def test_feature_map_rules_find_the_map_before_pooling():
     from hindex_sb3.adapt.feature_map import FeatureMap, FeatureMapError
 
     torch.manual_seed(0)
-    resnet = _randomise_bn(torchvision.models.resnet18(weights=None), 1)
+    resnet = randomise_bn(torchvision.models.resnet18(weights=None), 1)
     resnet.fc = nn.Identity()
     x = torch.rand(2, 3, 64, 64)
     tap = FeatureMap(resnet, probe_size=64)
@@ -422,7 +410,7 @@ def test_feature_map_rules_find_the_map_before_pooling():
         from hindex_user_encoder import TinyConvNet
     finally:
         sys.path.remove(str(FIXTURE_PKG))
-    tiny = _randomise_bn(TinyConvNet(), 2)
+    tiny = randomise_bn(TinyConvNet(), 2)
     tap = FeatureMap(tiny, probe_size=32)  # it pools with x.mean((2, 3)): no pooling module to tap
     assert tap.rule == "last 4-D leaf output" and (tap.channels, tap.stride) == (16, 4)
     expected = tiny.bn2(tiny.conv2(torch.relu(tiny.bn1(tiny.conv1(x)))))
