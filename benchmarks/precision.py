@@ -12,7 +12,9 @@ frozen encoder and with per-frame EMA-BN (every BN layer, momentum 0.1 and 0.01:
 its own statistics, in batches of ``--batch`` frames, as VecEncode / the extractor do in rollouts), plus the largest
 relative difference of the EMA running statistics after the sequence. The action effect is measured with a policy
 head shaped as DAPG's: inputs normalised by the mean and std of the task's fp32 features (floor 1e-3), an MLP 256-256
-with tanh, PyTorch's default initialisation (untrained), ``||a_bf16 - a_fp32|| / ||a_fp32||`` per frame.
+with tanh, PyTorch's default initialisation (untrained), ``||a_bf16 - a_fp32|| / ||a_fp32||`` per frame. On a GPU
+the bf16 encoder runs as a rollout runs it there (channels-last, replayed as CUDA graphs) against the eager fp32
+reference, and ``fp32_graphs_rel_max`` reports what the CUDA graphs alone change in fp32.
 
 Without ``--weights`` no pretrained file is needed: the ResNet-50 is randomly initialised, with random BatchNorm
 affine parameters like the test suite's synthetic checkpoints, and its BatchNorm statistics are then *calibrated* on
@@ -126,10 +128,15 @@ def encode_sequence(encoder, frames: torch.Tensor, batch: int, update: bool) -> 
     return torch.cat([encoder(chunk, update_bn_stats=update) for chunk in frames.split(batch)])
 
 
-def _run(state: dict, frames: torch.Tensor, precision: str, momentum: float | None, batch: int, device):
+def _run(
+    state: dict, frames: torch.Tensor, precision: str, momentum: float | None, batch: int, device, graphs: bool = False
+):
+    """``graphs``: replay the forwards as CUDA graphs (the rollout's fast path on a GPU; ignored on the CPU)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        enc = create_encoder("hindex", None, ema_scope="all" if momentum else None, precision=precision)
+        enc = create_encoder(
+            "hindex", None, ema_scope="all" if momentum else None, precision=precision, cuda_graphs=graphs
+        )
     enc.backbone.load_state_dict(state)
     for bn in enc.ema_layers:
         bn.momentum_ema = momentum
@@ -145,7 +152,8 @@ def compare(state: dict, frames: torch.Tensor, tasks: torch.Tensor, args, device
     noisy = grey_level_noise(frames, args.seed)
     for momentum in (None, *args.momenta):
         enc32, f32, t32 = _run(state, frames, "fp32", momentum, args.batch, device)
-        enc16, f16, t16 = _run(state, frames, "bf16", momentum, args.batch, device)
+        # bf16 as a GPU rollout runs it (channels-last, CUDA graphs) against the eager fp32 reference
+        enc16, f16, t16 = _run(state, frames, "bf16", momentum, args.batch, device, graphs=device.type == "cuda")
         _, fnoise, _ = _run(state, noisy, "fp32", momentum, args.batch, device)
         rel, cos, rel_noise = _rel(f32, f16), _cos(f32, f16), _rel(f32, fnoise)
         acts = _policy_actions({"fp32": f32, "bf16": f16, "noise": fnoise}, tasks, args.actions, args.seed)
@@ -165,6 +173,9 @@ def compare(state: dict, frames: torch.Tensor, tasks: torch.Tensor, args, device
             "fp32_s": t32,
             "bf16_s": t16,
         }
+        if device.type == "cuda":  # CUDA graphs alone, in fp32: replay must not move the features
+            _, fgraph, _ = _run(state, frames, "fp32", momentum, args.batch, device, graphs=True)
+            row["fp32_graphs_rel_max"] = max(_rel(f32, fgraph))
         if momentum:
             row["stats_rel_max"] = max(
                 float(((b16 - b32).norm() / b32.norm()).item())

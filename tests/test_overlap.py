@@ -31,6 +31,19 @@ def _venv(kind, n_envs: int):
     return make_vec_env("hindex_sb3:HInDex/Door-v0", n_envs=n_envs, env_kwargs=ENV_KWARGS, vec_env_cls=kind)
 
 
+def record_paths(model: DAPG) -> list:
+    """Each iteration's sampled episodes, copied before the update (which frees ``model._paths``)."""
+    recorded: list = []
+    train = model.train
+
+    def recording_train() -> None:
+        recorded.extend(model._paths)
+        train()
+
+    model.train = recording_train  # type: ignore[method-assign]
+    return recorded
+
+
 def _run(venv, overlap: bool, momentum: float = 0.0, monkeypatch=None) -> dict:
     from tiny_encoder import tiny_policy_kwargs
 
@@ -54,10 +67,12 @@ def _run(venv, overlap: bool, momentum: float = 0.0, monkeypatch=None) -> dict:
             overlap=overlap,
         )
         callback = EMABatchNormCallback(momentum) if momentum else None
+        recorded = record_paths(model)
         for k in range(2):
             model.learn(1, reset_num_timesteps=k == 0, callback=callback)
         buffers = {k: v.clone() for k, v in model.policy.state_dict().items() if "running_" in k}
-        paths = [(p.actions.copy(), p.rewards.copy()) for p in model._paths]
+        paths = [(p.actions.copy(), p.rewards.copy()) for p in recorded]
+        assert len(paths) == 2 * N_TRAJECTORIES
         return {
             "params": get_flat_params(list(model.policy.parameters())),
             "buffers": buffers,
@@ -101,8 +116,10 @@ def test_overlapped_ema_bn_updates_follow_the_lockstep_frame_order():
     for key, value in lockstep["buffers"].items():
         assert not th.equal(value, initial[key])  # the statistics did move
         assert th.allclose(overlapped["buffers"][key], value, rtol=1e-5, atol=1e-6), key
-    for (a, _), (a_ref, _) in zip(overlapped["paths"], lockstep["paths"], strict=True):
-        assert abs(a - a_ref).max() < 1e-4
+    # first iteration: the same policy and statistics equal to float32 rounding, so the same actions; the second
+    # starts from an NPG step on features that differed by that rounding (measured: 4e-4 to 7e-4)
+    for i, ((a, _), (a_ref, _)) in enumerate(zip(overlapped["paths"], lockstep["paths"], strict=True)):
+        assert abs(a - a_ref).max() < (1e-6 if i < N_TRAJECTORIES else 3e-3), i
 
 
 def test_overlap_must_be_a_bool():

@@ -201,26 +201,32 @@ def _bench():
     return module
 
 
-def _calibrated_runs(bench, residual_gamma, momentum, noise: bool = False):
-    """fp32 and bf16 (and fp32 on +-1 grey-level noise) features of 16 rendered Door / Hammer frames."""
+def _calibrated_runs(bench, residual_gamma, momentum, noise: bool = False, device: str = "cpu"):
+    """fp32 and bf16 (and fp32 on +-1 grey-level noise) features of 16 rendered Door / Hammer frames; on a GPU the
+    bf16 encoder runs as rollouts run it there (channels-last, CUDA graphs), the fp32 reference eagerly."""
     tasks = ("HInDex/Door-v0", "HInDex/Hammer-v0")
     frames = bench.render_frames(tasks, 8, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         base = create_encoder("hindex", None)
     bench.calibrate(base, bench.render_frames(tasks, 8, seed=1000), batch=8, residual_gamma=residual_gamma)
-    state, cpu = base.backbone.state_dict(), torch.device("cpu")
-    runs = [bench._run(state, frames, precision, momentum, 8, cpu) for precision in ("fp32", "bf16")]
+    state, dev = base.backbone.state_dict(), torch.device(device)
+    graphs = dev.type == "cuda"
+    runs = [bench._run(state, frames, p, momentum, 8, dev, graphs=graphs and p == "bf16") for p in ("fp32", "bf16")]
     if noise:
-        runs.append(bench._run(state, bench.grey_level_noise(frames, 0), "fp32", momentum, 8, cpu))
+        runs.append(bench._run(state, bench.grey_level_noise(frames, 0), "fp32", momentum, 8, dev))
     return runs
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("momentum", [None, 0.1])
-def test_resnet50_bf16_features_on_rendered_frames_are_within_the_tolerance(momentum):
+def test_resnet50_bf16_features_on_rendered_frames_are_within_the_tolerance(momentum, device):
     """hindex ResNet-50, statistics calibrated on rendered Adroit frames (benchmarks/precision.py), 16 frames."""
-    (enc32, f32, _), (enc16, f16, _) = _calibrated_runs(_bench(), (0.05, 0.3), momentum)
+    (enc32, f32, _), (enc16, f16, _) = _calibrated_runs(_bench(), (0.05, 0.3), momentum, device=device)
     rel = _rel(f32, f16)
     assert rel.min() > 0 and rel.max() < BF16_TOLERANCE
     assert torch.nn.functional.cosine_similarity(f32, f16).min() > 0.999
@@ -230,7 +236,8 @@ def test_resnet50_bf16_features_on_rendered_frames_are_within_the_tolerance(mome
 
 
 @pytest.mark.slow
-def test_resnet50_bf16_moves_features_no_more_than_one_grey_level_of_noise():
+@pytest.mark.parametrize("device", DEVICES)
+def test_resnet50_bf16_moves_features_no_more_than_one_grey_level_of_noise(device):
     """Weights that amplify every perturbation (random BN scales everywhere): bf16 stays at the input-noise scale."""
-    (_, f32, _), (_, f16, _), (_, fnoise, _) = _calibrated_runs(_bench(), None, None, noise=True)
+    (_, f32, _), (_, f16, _), (_, fnoise, _) = _calibrated_runs(_bench(), None, None, noise=True, device=device)
     assert _rel(f32, f16).median() < 1.5 * _rel(f32, fnoise).median()

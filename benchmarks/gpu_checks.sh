@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU checks of the pixel-throughput work in one go, for a machine with a GPU lent for a few minutes:
+#   1. sanity: CUDA, headless EGL rendering of a pixel env, the package imports;
+#   2. the CUDA-only tests: fast rollout path vs simple path, CUDA graphs, bf16 tolerance on rendered frames;
+#   3. benchmarks/pixel_throughput.py --preset gpu (door and a DexMV task, 32 envs, 224 px);
+#   4. benchmarks/precision.py on the GPU (bf16 + CUDA graphs against eager fp32).
+# Each step has its own time limit, so one slow or failing step leaves the others' results. Usage, from the
+# repository root with the package importable (installed, or PYTHONPATH=$PWD):
+#   bash benchmarks/gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]
+set -u
+out=${1:?usage: gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]}
+throughput_limit=${2:-300}
+py=${PYTHON:-python3}
+mkdir -p "$out"
+export MUJOCO_GL=${MUJOCO_GL:-egl} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+log="$out/gpu_checks.log"
+
+step() {  # step NAME SECONDS COMMAND...: run with a limit, log everything, never stop the script
+    local name=$1 limit=$2 start=$SECONDS rc
+    shift 2
+    echo "=== $name (limit ${limit} s) $(date -u +%T)" | tee -a "$log"
+    timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$log"
+    rc=${PIPESTATUS[0]}
+    echo "=== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$log"
+}
+
+step machine 30 bash -c 'nvidia-smi -L; nproc; free -g | head -2; '"$py"' -c "import torch; print(torch.__version__)"'
+step sanity 90 "$py" -c '
+import time, gymnasium as gym, torch, hindex_sb3
+print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
+t = time.perf_counter()
+env = gym.make("HInDex/Door-v0")
+obs, _ = env.reset(seed=0)
+for _ in range(50):
+    obs, *_ = env.step(env.action_space.sample())
+print("door pixels", obs["pixels"].shape, obs["pixels"].dtype, "mean", float(obs["pixels"].mean()),
+      f"{time.perf_counter() - t:.1f} s for make + 50 steps")
+'
+step gpu_tests 150 "$py" -m pytest -q -p no:cacheprovider -m "slow or not slow" \
+    tests/test_gpu_fast_path.py tests/test_cuda_graphs.py "tests/test_precision.py::test_resnet50_bf16_features_on_rendered_frames_are_within_the_tolerance" \
+    "tests/test_precision.py::test_resnet50_bf16_moves_features_no_more_than_one_grey_level_of_noise" -k "cuda or gpu or graph"
+step pixel_throughput "$throughput_limit" "$py" benchmarks/pixel_throughput.py --preset gpu --json "$out/pixel_throughput.json"
+step precision 90 "$py" benchmarks/precision.py --device cuda --json "$out/precision.json"
