@@ -237,9 +237,9 @@ class TaskBench:
         if any(v != "dummy" for v in opts["vec_env"]) and "subproc" not in probe_kinds:
             probe_kinds.append("subproc")  # the @n (parallel) physics and render rates
         self.probes = {v: PROBE_VEC_ENVS[v]([make_probe] * self.n) for v in probe_kinds}
-        self.venvs: dict[str, VecEnv] = {}
-        for v in opts["vec_env"]:
-            self.venvs[v] = make_venv(self.cfg.replace(vec_env=_base(v)), self.env_id)
+        # one VecEnv per worker kind: shm and shm+overlap step the same envs (the rollout mode is DAPG's setting)
+        by_base = {b: make_venv(self.cfg.replace(vec_env=b), self.env_id) for b in bases_of(opts["vec_env"])}
+        self.venvs: dict[str, VecEnv] = {v: by_base[_base(v)] for v in opts["vec_env"]}
         self.model = self._model(self.venvs[opts["vec_env"][0]])
         self.obs_batch = self._real_frames(pixel_kwargs)
         self.features = self._encode()
@@ -276,7 +276,7 @@ class TaskBench:
         return {k: np.stack([f[k] for f in frames]) for k in frames[0]}
 
     def close(self) -> None:
-        for venv in [*self.probes.values(), *self.venvs.values()]:
+        for venv in {id(v): v for v in [*self.probes.values(), *self.venvs.values()]}.values():
             venv.close()
         self.local_probe.close()
 

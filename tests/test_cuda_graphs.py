@@ -104,6 +104,18 @@ def test_ema_bn_updates_match_eager_step_by_step():
         assert all(torch.equal(a, b) for a, b in zip(before, _stats(graphed), strict=True))
 
 
+@cuda
+def test_capturing_without_statistics_updates_leaves_the_buffers_version_counters_alone():
+    """DAPG reads the statistics' version counters as "the statistics moved" and refused to cache demo features
+    when a capture had copied the (unchanged) buffers back after its warm-up."""
+    graphed = _encoder("cuda", cuda_graphs=True, ema_scope="all", ema_momentum=0.1)
+    versions = [b._version for b in graphed.buffers()]
+    graphed(_images(3, 0, "cuda"))
+    graphed(_images(3, 1, "cuda"))
+    assert (graphed._graphs.captures, graphed._graphs.replays) == (1, 2)
+    assert [b._version for b in graphed.buffers()] == versions
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 

@@ -20,9 +20,14 @@ from test_overlap import record_paths
 
 from hindex_sb3.callbacks import EMABatchNormCallback
 from hindex_sb3.dapg import DAPG
+from hindex_sb3.ema_bn import all_modules
 from hindex_sb3.encoders import create_encoder
 from hindex_sb3.encoders.base import BF16_TOLERANCE
 from hindex_sb3.extractor import hindex_extractor
+from hindex_sb3.runs.build import build_model, make_venv, policy_setup
+from hindex_sb3.runs.config import TrainConfig, resolve_task
+from hindex_sb3.runs.demos import load_demos
+from hindex_sb3.runs.paper import resolve_settings
 from hindex_sb3.vec_env import SharedMemoryVecEnv
 
 pytestmark = [
@@ -76,10 +81,16 @@ def _run(trunk: dict, fast: bool, momentum: float, precision: str = "fp32") -> d
             "paths": [(p.actions.copy(), p.rewards.copy()) for p in recorded],
             "features": th_cat([p.features for p in recorded]),
             "stats": {k: v.detach().cpu().clone() for k, v in stats.items()},
-            "graphs": sum(len(m._graphs) for m in model.policy.modules() if hasattr(m, "_graphs")),
+            "replays": replays(model),
         }
     finally:
         venv.close()
+
+
+def replays(model: DAPG) -> int:
+    """CUDA-graph replays of the policy's encoders (the frozen encoder sits outside ``policy.modules()``)."""
+    caches = [getattr(m, "_graphs", None) for m in all_modules(model.policy)]
+    return sum(c.replays for c in caches if c is not None)
 
 
 def th_cat(tensors: list) -> torch.Tensor:
@@ -91,21 +102,43 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).double().norm(dim=1) / b.double().norm(dim=1)
 
 
-@pytest.mark.parametrize("momentum", [0.0, 0.1])
-def test_fast_path_rollouts_match_the_simple_paths_on_the_gpu(trunk, momentum):
-    simple, fast = _run(trunk, False, momentum), _run(trunk, True, momentum)
-    assert fast["graphs"] > 0 and simple["graphs"] == 0  # the fast run really replayed graphs
+@pytest.fixture
+def no_tf32():
+    """cuDNN runs float32 convolutions in TF32 by default (PyTorch's default): off, the paths differ by float32
+    rounding only, which is what the fp32 test states."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = previous
+
+
+def _assert_same_episodes(fast: dict, simple: dict, atol: float, feature_rtol: float) -> None:
+    assert fast["replays"] > 0 and simple["replays"] == 0  # the fast run really replayed graphs
     assert len(fast["paths"]) == len(simple["paths"]) == 6
     for (a_fast, r_fast), (a_simple, r_simple) in zip(fast["paths"], simple["paths"], strict=True):
         assert a_fast.shape == a_simple.shape
-        np.testing.assert_allclose(a_fast, a_simple, rtol=0, atol=FP32_ATOL)
-        np.testing.assert_allclose(r_fast, r_simple, rtol=1e-4, atol=1e-4)
-    assert _rel(fast["features"], simple["features"]).max() < 1e-4
+        np.testing.assert_allclose(a_fast, a_simple, rtol=0, atol=atol)
+        np.testing.assert_allclose(r_fast, r_simple, rtol=10 * atol, atol=10 * atol)
+    assert _rel(fast["features"], simple["features"]).max() < feature_rtol
     for key, ref in simple["stats"].items():  # per layer, relative to the statistics' size
-        assert float((fast["stats"][key] - ref).norm() / ref.norm()) < 1e-4, key
+        assert float((fast["stats"][key] - ref).norm() / ref.norm()) < feature_rtol, key
+
+
+@pytest.mark.usefixtures("no_tf32")
+@pytest.mark.parametrize("momentum", [0.0, 0.1])
+def test_fast_path_rollouts_match_the_simple_paths_on_the_gpu(trunk, momentum):
+    simple, fast = _run(trunk, False, momentum), _run(trunk, True, momentum)
+    _assert_same_episodes(fast, simple, atol=FP32_ATOL, feature_rtol=1e-4)
     if momentum:  # EMA-BN moved the statistics, identically on both paths
         fresh = _run(trunk, False, 0.0)["stats"]
         assert any(not torch.equal(fresh[k], v) for k, v in simple["stats"].items() if "running_var" in k)
+
+
+def test_with_cudnn_default_tf32_the_paths_differ_less_than_the_bf16_tolerance(trunk):
+    """TF32 keeps 10 mantissa bits, bf16 7: the default fp32 path's kernel differences stay below bf16's bound."""
+    assert torch.backends.cudnn.allow_tf32
+    simple, fast = _run(trunk, False, 0.1), _run(trunk, True, 0.1)
+    _assert_same_episodes(fast, simple, atol=10 * FP32_ATOL, feature_rtol=BF16_TOLERANCE)
 
 
 def test_bf16_fast_path_features_stay_within_the_tolerance_on_the_gpu(trunk):
@@ -114,3 +147,37 @@ def test_bf16_fast_path_features_stay_within_the_tolerance_on_the_gpu(trunk):
     assert fast["features"].shape == reference["features"].shape
     rel = _rel(fast["features"], reference["features"])
     assert 0 < rel.max() < BF16_TOLERANCE
+
+
+def test_bc_and_an_iteration_with_demos_run_on_the_gpu_fast_path(tmp_path):
+    """``hindex train``'s GPU defaults (CUDA graphs on) with demonstrations: BC encodes the demos with frozen
+    statistics. Capturing a graph used to restore the buffers after its warm-up with copies, which bump the buffers'
+    version counters, and DAPG refused: "encoding the demonstrations changed the feature extractor's statistics"."""
+    cfg = TrainConfig(
+        task="door",
+        weights="random",
+        demos="scripted",
+        num_demos=1,
+        n_envs=2,
+        vec_env="shm",
+        overlap=True,
+        device="cuda",
+        image_size=64,
+        horizon=10,
+        trajectories=2,
+        iterations=1,
+        video=False,
+        progress_bar=False,
+        out_dir=str(tmp_path),
+    )
+    env_id = resolve_task(cfg.task)
+    cfg = resolve_settings(cfg, env_id)
+    assert cfg.cuda_graphs
+    venv = make_venv(cfg, env_id)
+    try:
+        model = build_model(cfg, venv, load_demos(cfg, env_id), policy_spec=policy_setup(cfg))
+        model.pretrain_bc()
+        model.learn(1, callback=EMABatchNormCallback(cfg.ema_momentum) if cfg.ema_momentum else None)
+        assert replays(model) > 0 and model.num_timesteps == 2 * 10
+    finally:
+        venv.close()

@@ -38,6 +38,9 @@ class GraphCache:
         self.module = module
         self.max_graphs = int(max_graphs)
         self._graphs: OrderedDict[Hashable, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor]] = OrderedDict()
+        #: graphs captured and replays run since this cache was made (diagnostics: did a run really replay?)
+        self.captures = 0
+        self.replays = 0
 
     def __getstate__(self) -> dict:
         """Graphs hold device pointers of this process: copies and pickles start with an empty cache."""
@@ -76,6 +79,7 @@ class GraphCache:
         static_in, graph, static_out = entry
         static_in.copy_(x)
         graph.replay()
+        self.replays += 1
         return static_out.clone()
 
     def _capture(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
@@ -93,7 +97,11 @@ class GraphCache:
         autocast = torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False)
         with torch.no_grad(), autocast, torch.cuda.graph(graph):
             static_out = fn(static_in)
+        self.captures += 1
         with torch.no_grad():  # undo the warm-up's EMA updates: capture must not change the module's state
             for name, b in self.module.named_buffers():
-                b.copy_(saved[name])
+                # only where the warm-up changed them: a copy bumps the buffer's version counter, which callers
+                # read as "the statistics moved" (DAPG re-encodes its demonstrations on that signal)
+                if not torch.equal(b, saved[name]):
+                    b.copy_(saved[name])
         return static_in, graph, static_out
