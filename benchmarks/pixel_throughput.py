@@ -20,8 +20,7 @@ Components (``n`` = ``--n-envs``, the rollout batch size):
   envs do nothing else: what it costs to bring ``n`` frames to the trainer (for ``dummy``: Python overhead only).
 * ``encoder`` - the DAPG policy's feature extractor on a batch of ``n`` real frames + proprio, exactly as a
   rollout step calls it (numpy -> tensor, the run's settings: channels-last, CUDA graphs on a GPU, and an EMA-BN
-  per-frame update armed before each call when the momentum is > 0). No bf16: DAPG's extractor has no such
-  option, so a bf16 encoder would not be the encoder the rollout runs (``benchmarks/encoders.py`` measures it).
+  per-frame update armed before each call when the momentum is > 0), in the run's ``--precision`` (fp32 default).
 * ``policy`` - DAPG's action sampling on those features alone (``DAPG._sample_actions`` with the encoder replaced
   by the cached features: on the CPU the head runs row by row, as DAPG does, plus per-episode noise).
 
@@ -48,6 +47,12 @@ the same components is what the whole would be if nothing overlapped (the dummy 
 = ``1000 * (1 / whole - 1 / serial)`` is the time per frame spent outside every measured part (Python bookkeeping,
 copies, resets; negative when parts overlap, as env workers and the encoder can). Absolute numbers only hold on the
 machine that measured them.
+
+On a GPU, rendering (the workers' EGL contexts) and encoding (this process's CUDA context) run on the same chip, and
+a GPU time-slices the contexts of different processes rather than running them side by side (unless NVIDIA's MPS is
+set up), so those two parts add up even when the rollout overlaps them. Rows measured on CUDA therefore also give
+``render_plus_encoder`` = ``1 / (1 / render + 1 / encoder)``, the rate of that shared GPU when both are its work, and
+``<whole>_over_render_plus_encoder``.
 
 Prints progress to stderr, one JSON document (also written atomically to ``--json`` after each task) and a
 markdown table.
@@ -109,7 +114,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(tasks=["Door"], n_envs=2, image_size=224, vec_env=["dummy", "subproc"], repeats=3),
     # CI-sized: small frames, short episodes, one counted round
     "quick": dict(tasks=["Door"], n_envs=2, image_size=64, horizon=16, steps=24, repeats=1, num_demos=1),
-    # one GPU machine, door and a DexMV task at 224 px (estimated under 10 minutes; not timed yet)
+    # one GPU machine, door and a DexMV task at 224 px (H200, 16 cores: 2.6 min per task with --repeats 1)
     "gpu": dict(
         tasks=["Door", "Pour"],
         n_envs=32,
@@ -133,6 +138,7 @@ DEFAULTS: dict[str, Any] = {
     "demos": "scripted",
     "num_demos": 1,
     "ema_momentum": None,  # the paper's per task
+    "precision": "fp32",
 }
 
 
@@ -208,6 +214,7 @@ def _config(task: str, vec_env: str, opts: dict[str, Any]) -> tuple[TrainConfig,
         image_size=opts["image_size"],
         horizon=opts["horizon"],
         ema_momentum=opts["ema_momentum"],
+        precision=opts["precision"],
         iterations=1,
         video=False,
         progress_bar=False,
@@ -377,8 +384,11 @@ def bases_of(kinds: list[str]) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------- summary
-def summarise(rates: dict[str, float], vec_envs: list[str]) -> list[dict[str, Any]]:
-    """One row per VecEnv kind: the components that run there, the wholes, the slowest part and the ratios."""
+def summarise(rates: dict[str, float], vec_envs: list[str], shared_gpu: bool = False) -> list[dict[str, Any]]:
+    """One row per VecEnv kind: the components that run there, the wholes, the slowest part and the ratios.
+
+    :param shared_gpu: render and encoder ran on one GPU (a CUDA run): also their combined rate and the ratios to it.
+    """
     rows = []
     for kind in vec_envs:
         at = "@1" if kind == "dummy" else "@n"
@@ -398,6 +408,10 @@ def summarise(rates: dict[str, float], vec_envs: list[str]) -> list[dict[str, An
         # the share of the rollout's own time spent in encoder + policy: timed in the same window as the rollout,
         # so, unlike the ratios above, load that comes and goes on a shared machine does not move it
         row["act_share_of_rollout"] = row["rollout"] / row["act_in_rollout"] if row["act_in_rollout"] else None
+        if shared_gpu:
+            row["render_plus_encoder"] = 1.0 / (1.0 / parts["render"] + 1.0 / parts["encoder"])
+            for whole in WHOLES:
+                row[f"{whole}_over_render_plus_encoder"] = row[whole] / row["render_plus_encoder"]
         rows.append(row)
     return rows
 
@@ -420,8 +434,11 @@ def bench_task(task: str, opts: dict[str, Any]) -> dict[str, Any]:
     finally:
         bench.close()
     medians = {key: statistics.median(values) for key, values in samples.items()}
-    rows = summarise(medians, opts["vec_env"])
-    per_round = [summarise({k: v[i] for k, v in samples.items()}, opts["vec_env"]) for i in range(opts["repeats"])]
+    shared_gpu = torch.device(opts["device"]).type == "cuda"
+    rows = summarise(medians, opts["vec_env"], shared_gpu)
+    per_round = [
+        summarise({k: v[i] for k, v in samples.items()}, opts["vec_env"], shared_gpu) for i in range(opts["repeats"])
+    ]
     for i, row in enumerate(rows):  # ratios within each round: load that drifts between rounds cancels out
         for whole in WHOLES:
             row[f"{whole}_over_slowest_paired"] = statistics.median(r[i][f"{whole}_over_slowest"] for r in per_round)
@@ -473,6 +490,16 @@ def markdown(doc: dict[str, Any]) -> str:
         r = task["rates"]
         cells = [f"{r[k]:,.1f}" if k in r else "-" for k in ("physics@1", "physics@n", "render@1", "render@n")]
         lines.append(f"| {task['env_id'].split('/')[-1].removesuffix('-v0')} | " + " | ".join(cells) + " |")
+    gpu_rows = [(t, r) for t in doc["tasks"].values() for r in t["rows"] if "render_plus_encoder" in r]
+    if gpu_rows:
+        lines += ["", "| task | vec env | render + encoder on one GPU | rollout / it | iteration / it |"]
+        lines.append("|---|---|---|---|---|")
+        for task, row in gpu_rows:
+            name = task["env_id"].split("/")[-1].removesuffix("-v0")
+            lines.append(
+                f"| {name} | {row['vec_env']} | {row['render_plus_encoder']:,.1f} | "
+                f"{row['rollout_over_render_plus_encoder']:.2f} | {row['iteration_over_render_plus_encoder']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -499,6 +526,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--demos", default=None, help="scripted (none where a task has no demonstrator) or none")
     p.add_argument("--num-demos", type=int, default=None)
     p.add_argument("--ema-momentum", type=float, default=None, help="EMA-BN momentum (default: the paper's)")
+    p.add_argument("--precision", default=None, help="encoder precision: fp32 (default) or bf16")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--json", default=None, help="also write the JSON document here (after each task)")
     return p
@@ -514,6 +542,8 @@ def options(argv: list[str] | None) -> tuple[dict[str, Any], argparse.Namespace]
             raise SystemExit(f"--{name.replace('_', '-')} must be a positive integer, got {opts[name]!r}")
     if opts["steps"] < 10:
         raise SystemExit(f"--steps must be at least 10, got {opts['steps']}")
+    if opts["precision"] not in ("fp32", "bf16"):
+        raise SystemExit(f"--precision must be fp32 or bf16, got {opts['precision']!r}")
     if opts["demos"] not in ("scripted", "none"):
         raise SystemExit(f"--demos must be scripted or none, got {opts['demos']!r}")
     if opts["device"].startswith("cuda") and not torch.cuda.is_available():
@@ -544,7 +574,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mujoco_gl": os.environ.get("MUJOCO_GL"),
             "argv": list(sys.argv[1:] if argv is None else argv),
             "loadavg_before": list(os.getloadavg()),
-            **{k: opts[k] for k in ("n_envs", "image_size", "encoder", "repeats", "steps", "vec_env")},
+            **{k: opts[k] for k in ("n_envs", "image_size", "encoder", "precision", "repeats", "steps", "vec_env")},
         },
         "tasks": {},
     }

@@ -58,6 +58,27 @@ def test_summary_compares_each_vec_env_with_the_components_that_run_there(bench)
     assert subproc["iteration_over_slowest"] == pytest.approx(150.0 / 250.0)
 
 
+def test_on_a_gpu_render_and_encoder_also_count_as_one_shared_part(bench):
+    """Rates of the H200 door run (shm row): render and encoder add up on one GPU; off the GPU there is no such row."""
+    rates = {
+        "physics@n": 31204.2,
+        "render@n": 4061.0,
+        "transport[shm]": 15729.4,
+        "encoder": 6501.9,
+        "policy": 42087.4,
+        "rollout[shm]": 1815.8,
+        "iteration[shm]": 1603.7,
+        **{k: 1.0 for k in ("physics@1", "render@1")},
+    }
+    (gpu,) = bench.summarise(rates, ["shm"], shared_gpu=True)
+    assert gpu["render_plus_encoder"] == pytest.approx(1 / (1 / 4061.0 + 1 / 6501.9))  # 2,499.7
+    assert gpu["rollout_over_render_plus_encoder"] == pytest.approx(1815.8 / 2499.7, rel=1e-4)
+    assert gpu["iteration_over_render_plus_encoder"] == pytest.approx(1603.7 / 2499.7, rel=1e-4)
+    assert gpu["slowest"] == "render" and gpu["rollout_over_slowest"] == pytest.approx(1815.8 / 4061.0)
+    (cpu,) = bench.summarise(rates, ["shm"])
+    assert "render_plus_encoder" not in cpu
+
+
 def test_quick_run_measures_every_component_and_the_ratio_of_the_whole(bench, tmp_path):
     out = tmp_path / "pixel.json"
     doc = bench.main(["--quick", "--encoder", NAME, "--vec-env", "dummy", "subproc", "--json", str(out)])
