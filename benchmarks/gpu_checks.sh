@@ -3,11 +3,12 @@
 #   1. sanity: CUDA, headless EGL rendering of a pixel env, the package imports;
 #   2. benchmarks/pixel_throughput.py --preset gpu (door and a DexMV task, 32 envs, 224 px; REPEATS rounds);
 #   3. the CUDA-only tests: fast rollout path vs simple path, CUDA graphs, bf16 tolerance on rendered frames;
-#   4. benchmarks/precision.py on the GPU (bf16 + CUDA graphs against eager fp32).
+#   4. benchmarks/precision.py on the GPU (bf16 + CUDA graphs against eager fp32);
+#   5. benchmarks/render_batching.py: k scenes in one framebuffer with one read-back, against one per frame.
 # Each step has its own time limit, so one slow or failing step leaves the others' results. Usage, from the
 # repository root with the package importable (installed, or PYTHONPATH=$PWD):
 #   bash benchmarks/gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]
-# REPEATS (default 2) sets the throughput rounds counted; PRECISION=0 skips step 4.
+# REPEATS (default 2) sets the throughput rounds counted; PRECISION=0 skips step 4, RENDER=0 step 5.
 set -u
 out=${1:?usage: gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]}
 throughput_limit=${2:-300}
@@ -43,3 +44,5 @@ step gpu_tests 170 "$py" -m pytest -q -p no:cacheprovider -m "slow or not slow" 
     tests/test_gpu_fast_path.py tests/test_cuda_graphs.py "tests/test_precision.py::test_resnet50_bf16_features_on_rendered_frames_are_within_the_tolerance" \
     "tests/test_precision.py::test_resnet50_bf16_moves_features_no_more_than_one_grey_level_of_noise" -k "cuda or gpu or graph"
 [ "${PRECISION:-1}" = 1 ] && step precision 90 "$py" benchmarks/precision.py --device cuda --json "$out/precision.json"
+[ "${RENDER:-1}" = 1 ] && step render_batching 150 "$py" benchmarks/render_batching.py --tiles 1 4 16 \
+    --processes 1 16 --frames 400 --json "$out/render_batching.json"

@@ -1,0 +1,43 @@
+"""benchmarks/render_batching.py: tiles hold the right envs' frames, and the quick run reports both renderers."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "render_batching.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("render_batching", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_quick_run_tiles_match_the_single_renderer_and_rates_are_positive(bench, tmp_path):
+    out = tmp_path / "render.json"
+    doc = bench.main(["--quick", "--json", str(out)])
+    assert [(r["processes"], r["tiles"]) for r in doc["rows"]] == [(1, 1), (1, 4)]
+    for row in doc["rows"]:
+        assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("single", "tiled"))
+        # a tile showing another env's state, or an upside-down atlas, differs almost everywhere
+        assert row["diff_fraction"] < 1e-3, row
+    assert doc["rows"][0]["max_abs_diff"] == 0  # one tile is the single renderer's framebuffer
+    assert out.exists()
+
+
+def test_bad_counts_are_refused_by_name(bench):
+    with pytest.raises(SystemExit, match="--tiles"):
+        bench.main(["--tiles", "0"])
+    with pytest.raises(SystemExit, match="--processes"):
+        bench.main(["--processes", "1000"])
+    with pytest.raises(ValueError, match="image_size"):
+        bench.main(["--image-size", "4"])
