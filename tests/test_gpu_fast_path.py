@@ -9,14 +9,12 @@ the stated tolerance). On this CPU the fp32 gap measured 6e-7 (features) and 6e-
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.env_util import make_vec_env
 from test_overlap import record_paths
+from test_precision import _bench as precision_bench
 
 from hindex_sb3.callbacks import EMABatchNormCallback
 from hindex_sb3.dapg import DAPG
@@ -35,7 +33,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::hindex_sb3.encoders.RandomWeightsWarning"),
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV_KWARGS = {"image_size": 96, "max_episode_steps": 8}
 #: fp32 on the GPU, other batch sizes / graphs vs eager: float32 rounding through a ResNet-50 and an untrained head
 FP32_ATOL = 1e-4
@@ -46,18 +43,11 @@ def trunk() -> dict:
     """ResNet-50 weights shaped like a trained one (benchmarks/precision.py): random BN affine parameters with small
     residual-branch scales, BN statistics calibrated on rendered Door frames. A plain random ResNet-50 amplifies
     every rounding difference layer by layer, which would say nothing about the paths under test."""
-    bench = _precision_bench()
+    bench = precision_bench()
     torch.manual_seed(0)
     base = create_encoder("hindex", None)
     bench.calibrate(base, bench.render_frames(("HInDex/Door-v0",), 16, seed=1000), batch=8, residual_gamma=(0.05, 0.3))
     return base.backbone.state_dict()
-
-
-def _precision_bench():
-    spec = importlib.util.spec_from_file_location("precision_bench", ROOT / "benchmarks" / "precision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(trunk: dict, fast: bool, momentum: float, precision: str = "fp32") -> dict:
