@@ -165,7 +165,7 @@ class EMABatchNorm2d(nn.BatchNorm2d):
             shift = shift + self.bias
         compute = torch.promote_types(x.dtype, torch.float32)
         scale, shift = (t.to(compute)[:, :, None, None] for t in (scale, shift))
-        # bf16/fp16 activations: normalise in float32 and round once, as F.batch_norm does.
+        # bf16/fp16 on a GPU: normalise in float32 and round once, as F.batch_norm does (casts happen in the kernel).
         return torch.addcmul(shift, x, scale).to(x.dtype)
 
     def _normalise_frames(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
