@@ -155,6 +155,8 @@ class EMABatchNorm2d(nn.BatchNorm2d):
             self.running_mean.copy_(stats[-1, :c])
             self.running_var.copy_(stats[-1, c:])
             self.num_batches_tracked.add_(x.shape[0])
+        if x.device.type == "cpu" and x.dtype in _REDUCED:
+            return self._normalise_frames(x, stats)
         scale = torch.rsqrt(stats[:, c:] + self.eps)  # (N, C), statistics after each frame's own update
         if self.affine:
             scale = scale * self.weight
@@ -163,8 +165,23 @@ class EMABatchNorm2d(nn.BatchNorm2d):
             shift = shift + self.bias
         compute = torch.promote_types(x.dtype, torch.float32)
         scale, shift = (t.to(compute)[:, :, None, None] for t in (scale, shift))
-        # bf16/fp16 activations: normalise in float32 and round once, as F.batch_norm does.
+        # bf16/fp16 on a GPU: normalise in float32 and round once, as F.batch_norm does (casts happen in the kernel).
         return torch.addcmul(shift, x, scale).to(x.dtype)
+
+    def _normalise_frames(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+        """Frame i through ``F.batch_norm`` with its own statistics: exactly what a batch of one does with them.
+
+        For bf16/fp16 on the CPU. The eval kernel converts each element to float32, normalises and rounds once, in
+        one pass; ``addcmul`` with float32 scale and shift would first copy the whole activation to float32 and
+        write a float32 result (CPU type promotion makes temporaries), then round it in a third pass (measured
+        at (4, 64, 112, 112) channels-last: 17 ms against 1.1 ms for this loop).
+        """
+        c = self.num_features
+        frames = [
+            F.batch_norm(frame, s[:c], s[c:], self.weight, self.bias, False, 0.0, self.eps)
+            for frame, s in zip(x.split(1), stats, strict=True)
+        ]
+        return torch.cat(frames)
 
 
 def _ema_closed_form(frames: torch.Tensor, start: torch.Tensor, m: float) -> torch.Tensor:
@@ -179,6 +196,7 @@ def _ema_closed_form(frames: torch.Tensor, start: torch.Tensor, m: float) -> tor
     return weights @ torch.cat([start[None].to(acc), frames.to(acc)])
 
 
+_REDUCED = (torch.bfloat16, torch.float16)
 _WEIGHTS: dict[tuple, torch.Tensor] = {}
 _MAX_CACHED = 64  # entries; never evicted, see below
 
@@ -212,10 +230,10 @@ def _frame_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     over (H, W) in channels-last (measured at 64x112x112) and gives exactly the statistics of a batch-of-one
     forward. Elsewhere one ``var_mean`` kernel beats N launches.
     """
-    if x.dtype in (torch.bfloat16, torch.float16):
-        x = x.float()  # stats in the accumulation dtype, not rounded back to bf16
     if x.device.type == "cpu":
-        return _frame_mean_var_loop(x)
+        return _frame_mean_var_loop(x)  # bf16/fp16: each frame accumulates in float32 inside the kernel
+    if x.dtype in _REDUCED:
+        x = x.float()  # stats in the accumulation dtype, not rounded back to bf16
     return _frame_mean_var_reduce(x)
 
 
@@ -236,10 +254,14 @@ def _batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     kernel (one vectorised pass, any memory format); it is ~3x faster on CPU than ``var_mean`` over dims (0, 2, 3),
     which is what keeps the EMA forward close to a plain eval forward. Fallback for devices without the kernel.
     """
-    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
-        x = x.float()  # the CPU kernel returns stats in the input dtype; CUDA accumulates in float32 itself
+    running: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+    if x.device.type == "cpu" and x.dtype in _REDUCED:
+        # Without running buffers the CPU kernel rounds its float32-accumulated stats to the input dtype; given
+        # float32 ones it returns them in float32. These are scratch (momentum 0 leaves them as they are): they spare
+        # a float32 copy of the whole activation. CUDA accumulates and returns float32 by itself.
+        running = (torch.zeros(x.shape[1]), torch.ones(x.shape[1]))
     try:
-        return torch.batch_norm_update_stats(x, None, None, 0.0)
+        return torch.batch_norm_update_stats(x, *running, 0.0)
     except (RuntimeError, NotImplementedError):
         var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), correction=0)
         return mean, var

@@ -361,6 +361,93 @@ def test_bf16_autocast_per_frame_update():
     torch.testing.assert_close(first.running_var.double(), r, rtol=1e-5, atol=1e-6)
 
 
+def _reduced_frames(dtype: torch.dtype, fmt: torch.memory_format) -> torch.Tensor:
+    """Six frames whose channel means differ per frame and sit far from 0 (16-bit sums would drift visibly)."""
+    g = torch.Generator().manual_seed(7)
+    x = 2.0 * torch.randn(6, 16, 24, 20, generator=g) + 20.0 * torch.rand(6, 16, 1, 1, generator=g)
+    return x.to(dtype).contiguous(memory_format=fmt)
+
+
+def _within_one_ulp(y: torch.Tensor, ref: torch.Tensor) -> None:
+    """``y`` (bf16/fp16) is within one unit in the last place of ``y``'s dtype of the float32 ``ref``.
+
+    A float32 computation rounded once is within half a unit; another float32 evaluation order can round the other
+    way. Outputs that cancel to near 0 have tiny units, hence the absolute floor of float32 rounding of the terms.
+    """
+    ulp = torch.finfo(y.dtype).eps * 2.0 ** torch.frexp(ref.abs())[1].sub(1).float()
+    err = (y.float() - ref).abs()
+    floor = 1e-5 * float(ref.abs().max())
+    assert bool((err <= torch.maximum(ulp, torch.full_like(ulp, floor))).all()), float((err / ulp).max())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format], ids=["channels_last", "contiguous"])
+def test_reduced_precision_per_frame_layer_equals_float32_layer_on_the_same_values(dtype, fmt):
+    """A bf16/fp16 per-frame forward (CPU) = the float32 layer run on the same (upcast) values, frame order kept.
+
+    Statistics to float32 rounding (they accumulate in float32: a 16-bit accumulation is off by ~1e-3 here), each
+    output within one bf16/fp16 unit of the float32 output (normalisation in float32, rounded once), layout kept.
+    Frames with different means make any change of order, or normalising with the whole batch's final statistics,
+    visible in both.
+    """
+    x = _reduced_frames(dtype, fmt)
+    bn, ref = _bn(c=16, m=0.3), _bn(c=16, m=0.3)
+    mean, var = bn.running_mean.double().numpy().copy(), bn.running_var.double().numpy().copy()
+    with torch.no_grad():
+        y, y_ref = bn(x), ref(x.float())
+    assert y.dtype == dtype and y.is_contiguous(memory_format=fmt)
+    assert bn.running_mean.dtype == bn.running_var.dtype == torch.float32 and int(bn.num_batches_tracked) == 6
+    torch.testing.assert_close(bn.running_mean, ref.running_mean, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, ref.running_var, rtol=2e-6, atol=1e-6)
+    _within_one_ulp(y, y_ref)
+    # and against a float64 hand recursion, which shares no code with either layer
+    xn, y_hand = x.double().numpy(), []
+    for frame in xn:
+        mean = 0.7 * mean + 0.3 * frame.mean(axis=(1, 2))
+        var = 0.7 * var + 0.3 * frame.var(axis=(1, 2))
+        y_hand.append(_affine(bn, frame[None], mean[None], var[None])[0])
+    np.testing.assert_allclose(bn.running_mean.numpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(bn.running_var.numpy(), var, rtol=1e-5)
+    _within_one_ulp(y, torch.from_numpy(np.stack(y_hand)).float())
+
+
+def test_bf16_per_frame_forward_makes_no_float32_copy_of_the_activation():
+    """On the CPU the bf16 path works frame by frame in the kernels: no float32 tensor beyond (N, C) statistics.
+
+    The former path made three activation-sized float32 tensors per layer (the statistics' input copy, addcmul's
+    promoted input and its float32 result), which is where bf16 EMA-BN lost its speed.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestFloat32(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    x, bn = _reduced_frames(torch.bfloat16, torch.channels_last), _bn(c=16, m=0.3)
+    with torch.no_grad(), LargestFloat32() as mode:
+        bn(x)
+    assert 0 < mode.largest <= 2 * x.shape[0] * x.shape[1] + 2 * x.shape[1]  # stats, EMA weights, scratch
+    assert int(bn.num_batches_tracked) == 6
+
+
+def test_reduced_precision_per_frame_gradients_match_float32():
+    """The per-frame normalisation stays differentiable (input, weight and bias), as the float32 path is."""
+    x = _reduced_frames(torch.bfloat16, torch.channels_last).requires_grad_(True)
+    xf = x.detach().float().requires_grad_(True)
+    bn, ref = _bn(c=16, m=0.3), _bn(c=16, m=0.3)
+    bn(x).float().square().sum().backward()
+    ref(xf).square().sum().backward()
+    torch.testing.assert_close(x.grad.float(), xf.grad, rtol=2e-2, atol=1e-2)
+    torch.testing.assert_close(bn.weight.grad, ref.weight.grad, rtol=2e-2, atol=1e-2)
+    torch.testing.assert_close(bn.bias.grad, ref.bias.grad, rtol=2e-2, atol=1e-2)
+
+
 def test_update_mode_reaches_the_layers_through_the_sb3_factory():
     import gymnasium as gym
 
