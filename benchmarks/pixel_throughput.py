@@ -49,10 +49,10 @@ copies, resets; negative when parts overlap, as env workers and the encoder can)
 machine that measured them.
 
 On a GPU, rendering (the workers' EGL contexts) and encoding (this process's CUDA context) run on the same chip, and
-a GPU time-slices the contexts of different processes rather than running them side by side (unless NVIDIA's MPS is
-set up), so those two parts add up even when the rollout overlaps them. Rows measured on CUDA therefore also give
-``render_plus_encoder`` = ``1 / (1 / render + 1 / encoder)``, the rate of that shared GPU when both are its work, and
-``<whole>_over_render_plus_encoder``.
+a GPU time-slices the contexts of different processes rather than running them side by side (NVIDIA's MPS shares a
+GPU between CUDA processes only, not OpenGL ones), so those two parts add up even when the rollout overlaps them.
+Rows measured on CUDA therefore also give ``render_plus_encoder`` = ``1 / (1 / render + 1 / encoder)``, the rate
+of that shared GPU when both are its work, and ``<whole>_over_render_plus_encoder``.
 
 Prints progress to stderr, one JSON document (also written atomically to ``--json`` after each task) and a
 markdown table.
