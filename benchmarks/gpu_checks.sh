@@ -4,11 +4,13 @@
 #   2. benchmarks/pixel_throughput.py --preset gpu (door and a DexMV task, 32 envs, 224 px; REPEATS rounds);
 #   3. the CUDA-only tests: fast rollout path vs simple path, CUDA graphs, bf16 tolerance on rendered frames;
 #   4. benchmarks/precision.py on the GPU (bf16 + CUDA graphs against eager fp32);
-#   5. benchmarks/render_batching.py: k scenes in one framebuffer with one read-back, against one per frame.
+#   5. benchmarks/render_batching.py: k scenes in one framebuffer with one read-back, against one per frame;
+#   6. the door throughput again with the encoder in bf16 (shm + overlap only): does a smaller encoder share of the
+#      GPU lift the whole?
 # Each step has its own time limit, so one slow or failing step leaves the others' results. Usage, from the
 # repository root with the package importable (installed, or PYTHONPATH=$PWD):
 #   bash benchmarks/gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]
-# REPEATS (default 2) sets the throughput rounds counted; PRECISION=0 skips step 4, RENDER=0 step 5.
+# REPEATS (default 2) sets the throughput rounds counted; PRECISION=0 skips step 4, RENDER=0 step 5, BF16=0 step 6.
 set -u
 out=${1:?usage: gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]}
 throughput_limit=${2:-300}
@@ -46,3 +48,6 @@ step gpu_tests 170 "$py" -m pytest -q -p no:cacheprovider -m "slow or not slow" 
 [ "${PRECISION:-1}" = 1 ] && step precision 90 "$py" benchmarks/precision.py --device cuda --json "$out/precision.json"
 [ "${RENDER:-1}" = 1 ] && step render_batching 150 "$py" benchmarks/render_batching.py --tiles 1 4 16 \
     --processes 1 16 --frames 400 --json "$out/render_batching.json"
+[ "${BF16:-1}" = 1 ] && step throughput_bf16 200 "$py" benchmarks/pixel_throughput.py --preset gpu --tasks Door \
+    --vec-env shm+overlap --precision bf16 --repeats "${REPEATS:-2}" --json "$out/pixel_throughput_bf16.json"
+true  # a skipped last step is not a failure
