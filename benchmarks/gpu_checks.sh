@@ -7,10 +7,12 @@
 #   5. benchmarks/render_batching.py: k scenes in one framebuffer with one read-back, against one per frame;
 #   6. the door throughput again with the encoder in bf16 (shm + overlap only): does a smaller encoder share of the
 #      GPU lift the whole?
+#   7. `hindex train` end to end on the GPU (BC, EMA-BN, overlap, checkpoints, evaluation, video), then resumed.
 # Each step has its own time limit, so one slow or failing step leaves the others' results. Usage, from the
 # repository root with the package importable (installed, or PYTHONPATH=$PWD):
 #   bash benchmarks/gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]
-# REPEATS (default 2) sets the throughput rounds counted; PRECISION=0 skips step 4, RENDER=0 step 5, BF16=0 step 6.
+# REPEATS (default 2) sets the throughput rounds counted. THROUGHPUT=0 skips step 2, PRECISION=0 step 4, RENDER=0
+# step 5, BF16=0 step 6 and TRAIN=0 step 7.
 set -u
 out=${1:?usage: gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]}
 throughput_limit=${2:-300}
@@ -40,14 +42,19 @@ for _ in range(50):
 print("door pixels", obs["pixels"].shape, obs["pixels"].dtype, "mean", float(obs["pixels"].mean()),
       f"{time.perf_counter() - t:.1f} s for make + 50 steps")
 '
-step pixel_throughput "$throughput_limit" "$py" benchmarks/pixel_throughput.py --preset gpu --repeats "${REPEATS:-2}" \
+[ "${THROUGHPUT:-1}" = 1 ] && step pixel_throughput "$throughput_limit" "$py" benchmarks/pixel_throughput.py --preset gpu --repeats "${REPEATS:-2}" \
     --json "$out/pixel_throughput.json"
 step gpu_tests 170 "$py" -m pytest -q -p no:cacheprovider -m "slow or not slow" \
     tests/test_gpu_fast_path.py tests/test_cuda_graphs.py "tests/test_precision.py::test_resnet50_bf16_features_on_rendered_frames_are_within_the_tolerance" \
-    "tests/test_precision.py::test_resnet50_bf16_moves_features_no_more_than_one_grey_level_of_noise" -k "cuda or gpu or graph"
+    "tests/test_precision.py::test_resnet50_bf16_moves_features_no_more_than_one_grey_level_of_noise" \
+    tests/test_adapt.py tests/test_extractor.py -k "cuda or gpu or graph or True"
 [ "${PRECISION:-1}" = 1 ] && step precision 90 "$py" benchmarks/precision.py --device cuda --json "$out/precision.json"
 [ "${RENDER:-1}" = 1 ] && step render_batching 150 "$py" benchmarks/render_batching.py --tiles 1 4 16 \
     --processes 1 16 --frames 400 --json "$out/render_batching.json"
 [ "${BF16:-1}" = 1 ] && step throughput_bf16 200 "$py" benchmarks/pixel_throughput.py --preset gpu --tasks Door \
     --vec-env shm+overlap --precision bf16 --repeats "${REPEATS:-2}" --json "$out/pixel_throughput_bf16.json"
+train=(train door --weights random --n-envs 16 --trajectories 16 --horizon 50 --num-demos 1 --ema-momentum 0.1
+       --overlap --vec-env shm --checkpoint-every 1 --eval-episodes 4 --out /tmp/gpu_checks_train --no-progress)
+[ "${TRAIN:-1}" = 1 ] && step train 150 "$py" -m hindex_sb3.cli "${train[@]}" --iterations 2 --overwrite
+[ "${TRAIN:-1}" = 1 ] && step train_resume 120 "$py" -m hindex_sb3.cli "${train[@]}" --iterations 3 --resume
 true  # a skipped last step is not a failure
