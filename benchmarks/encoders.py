@@ -20,7 +20,6 @@ Prints a JSON document (also written to ``--json``) and markdown tables.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
-from hindex_sb3._io import write_json
+from hindex_sb3._io import atomic_write_text, to_json_text
 from hindex_sb3.ema_bn import set_ema_update
 from hindex_sb3.encoders import RandomWeightsWarning, create_encoder, get_encoder_spec, list_encoders
 from hindex_sb3.encoders.base import PRECISIONS
@@ -306,11 +305,11 @@ def main(argv: list[str] | None = None) -> dict:
         "ema_overhead": ema,
         "memory": bench_memory() if "memory" in sections else [],
     }
-    print(json.dumps(doc, indent=2))
-    print()
+    text = to_json_text(doc)
+    print(text)
     print(_markdown(doc))
     if args.json:
-        write_json(args.json, doc)
+        atomic_write_text(args.json, text)
     return doc
 
 

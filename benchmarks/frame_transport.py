@@ -17,7 +17,6 @@ JSON document and a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,6 +31,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
 import hindex_sb3
+from hindex_sb3._io import atomic_write_text, to_json_text
 from hindex_sb3.dapg.rollout import EpisodeRunner
 from hindex_sb3.vec_env import SharedMemoryVecEnv
 
@@ -130,13 +130,6 @@ def copy_cost_us(n_envs: int, repeats: int = 200) -> float:
     return round(statistics.median(times) * 1e6, 1)
 
 
-def _write_json(path: str, report: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
-
-
 def _table(report: dict[str, Any]) -> str:
     lines = [
         "| configuration | n_envs | subproc frames/s | shm frames/s | shm / subproc | main-process CPU us/frame "
@@ -177,12 +170,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in args.n_envs:
             row = {"config": name, "n_envs": n, **measure(name, n, steps, repeats)}
             report["results"].append(row)
-            print(json.dumps(row), flush=True)
+            print(to_json_text(row, indent=None), end="", flush=True)
     report["machine"]["load_after"] = os.getloadavg()
-    print(json.dumps(report, indent=2, allow_nan=False))
-    print("\n" + _table(report))
+    text = to_json_text(report)
+    print(text)
+    print(_table(report))
     if args.json:
-        _write_json(args.json, report)
+        atomic_write_text(args.json, text)
     return report
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import platform
 import sys
 import time
@@ -577,13 +576,12 @@ def main(argv: list[str] | None = None) -> int:
         result["versions"].update(warp=wp.__version__, mujoco_warp=mjw.__version__)
         result["device"] = str(wp.get_device())
     result.update(run_stages(args, wp, mjw, tasks))
-    text = json.dumps(result, indent=2, allow_nan=False)
-    if args.out is not None:
-        from hindex_sb3._io import atomic_write_text
+    from hindex_sb3._io import atomic_write_text, to_json_text
 
-        atomic_write_text(args.out, text + "\n")
+    text = to_json_text(result)
+    if args.out is not None:
+        atomic_write_text(args.out, text)
     print(text)
-    print()
     print(markdown(result))
     return 0
 

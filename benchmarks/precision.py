@@ -27,7 +27,6 @@ then amplifies any small perturbation layer by layer, bf16 rounding and grey-lev
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -42,7 +41,7 @@ import torch
 from torch import nn
 
 import hindex_sb3  # noqa: F401  (registers the envs)
-from hindex_sb3._io import write_json
+from hindex_sb3._io import atomic_write_text, to_json_text
 from hindex_sb3.encoders import RandomWeightsWarning, create_encoder
 
 TASKS = ("HInDex/Door-v0", "HInDex/Hammer-v0", "HInDex/Pen-v0", "HInDex/Relocate-v0")
@@ -270,11 +269,11 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "results": results,
     }
-    print(json.dumps(doc, indent=2, allow_nan=False))
-    print()
+    text = to_json_text(doc)
+    print(text)
     print(_markdown(results))
     if args.json:
-        write_json(args.json, doc)
+        atomic_write_text(args.json, text)
     return doc
 
 
