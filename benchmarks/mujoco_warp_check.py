@@ -53,7 +53,7 @@ DEXMV_EXPERTS = {
     "RelocateLargeClamp": "relocate-large_clamp",
     "RelocateFoamBrick": "relocate-foam_brick",
 }
-# The mug of H-InDex's place-inside demonstrations (see tests/test_dexmv_fidelity.py).
+# The mug of H-InDex's place-inside demonstrations. tests/test_dexmv_fidelity.py reads this table and the one above.
 ENV_KWARGS = {"PlaceInside": {"mug_scale": 1.5}}
 STAGES = ("models", "dynamics", "experts", "speed", "c-solver", "images")
 

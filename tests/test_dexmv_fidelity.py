@@ -12,22 +12,15 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from bench_scripts import load_benchmark
 
 from hindex_sb3.experts import NpzMLPPolicy
 
-EXPERTS = {
-    "Pour": "pour",
-    "PlaceInside": "place_inside",
-    "RelocateMug": "relocate-mug",
-    "RelocateMustardBottle": "relocate-mustard_bottle",
-    "RelocatePottedMeatCan": "relocate-potted_meat_can",
-    "RelocateTomatoSoupCan": "relocate-tomato_soup_can",
-    "RelocateSugarBox": "relocate-sugar_box",
-    "RelocateLargeClamp": "relocate-large_clamp",
-    "RelocateFoamBrick": "relocate-foam_brick",
-}
+# task -> expert file, and the demonstrations' mug: one table, shared with the MJWarp check that runs these experts
+_CHECK = load_benchmark("mujoco_warp_check")
+EXPERTS: dict[str, str] = _CHECK.DEXMV_EXPERTS
+KWARGS: dict[str, dict] = _CHECK.ENV_KWARGS
 TARGET = {name: (0.4 if name == "Pour" else 0.7) for name in EXPERTS}
-KWARGS = {"PlaceInside": {"mug_scale": 1.5}}
 
 
 def expert_success(shared_data, task: str, seeds, steps: int) -> float:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from bench_scripts import load_benchmark
 from stable_baselines3.common.env_util import make_vec_env
 from test_overlap import record_paths
-from test_precision import _bench as precision_bench
 
 from hindex_sb3.callbacks import EMABatchNormCallback
 from hindex_sb3.dapg import DAPG
@@ -43,7 +43,7 @@ def trunk() -> dict:
     """ResNet-50 weights shaped like a trained one (benchmarks/precision.py): random BN affine parameters with small
     residual-branch scales, BN statistics calibrated on rendered Door frames. A plain random ResNet-50 amplifies
     every rounding difference layer by layer, which would say nothing about the paths under test."""
-    bench = precision_bench()
+    bench = load_benchmark("precision")
     torch.manual_seed(0)
     base = create_encoder("hindex", None)
     bench.calibrate(base, bench.render_frames(("HInDex/Door-v0",), 16, seed=1000), batch=8, residual_gamma=(0.05, 0.3))

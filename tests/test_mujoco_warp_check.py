@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "mujoco_warp_check.py"
@@ -41,9 +42,7 @@ def test_missing_mujoco_warp_exits_with_one_line():
 
 
 def test_script_imports_without_mujoco_warp():
-    spec = importlib.util.spec_from_file_location("mujoco_warp_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("mujoco_warp_check")
     assert "mujoco_warp" in module.missing_backend()
 
 

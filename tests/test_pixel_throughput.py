@@ -7,27 +7,18 @@ the numbers.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from bench_scripts import load_benchmark
 from tiny_encoder import NAME
 
 from hindex_sb3._io import read_json
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pixel_throughput.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("pixel_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # registered before running: the script pickles itself by value for workers
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return load_benchmark("pixel_throughput")
 
 
 def _positive(x: float) -> bool:

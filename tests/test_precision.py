@@ -6,13 +6,13 @@ the stated tolerance (:data:`hindex_sb3.encoders.base.BF16_TOLERANCE`).
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from bench_scripts import load_benchmark
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 from test_extractor import TinyPixelEnv
@@ -24,8 +24,6 @@ from hindex_sb3.encoders.base import BF16_TOLERANCE, PRECISIONS
 from hindex_sb3.extractor import HIndexExtractor, baseline_extractor, encoder_extractor, hindex_extractor
 from hindex_sb3.runs.config import RESUMABLE_FIELDS, ConfigError, TrainConfig, TrainingError
 from hindex_sb3.vec_encode import VecEncode
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -195,10 +193,7 @@ def test_train_cli_has_a_precision_flag():
 
 # -- the ResNet-50 on rendered frames ----------------------------------------------------------------------------------
 def _bench():
-    spec = importlib.util.spec_from_file_location("precision_bench", ROOT / "benchmarks" / "precision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("precision")
 
 
 def _calibrated_runs(bench, residual_gamma, momentum, noise: bool = False, device: str = "cpu"):
