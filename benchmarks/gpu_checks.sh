@@ -11,7 +11,7 @@
 # Each step has its own time limit, so one slow or failing step leaves the others' results. Usage, from the
 # repository root with the package importable (installed, or PYTHONPATH=$PWD):
 #   bash benchmarks/gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]
-# REPEATS (default 2) sets the throughput rounds counted. THROUGHPUT=0 skips step 2, PRECISION=0 step 4, RENDER=0
+# REPEATS (default 2) sets the throughput rounds counted. THROUGHPUT=0 skips step 2, TESTS=0 step 3, PRECISION=0 step 4, RENDER=0
 # step 5, BF16=0 step 6 and TRAIN=0 step 7.
 set -u
 out=${1:?usage: gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]}
@@ -44,13 +44,13 @@ print("door pixels", obs["pixels"].shape, obs["pixels"].dtype, "mean", float(obs
 '
 [ "${THROUGHPUT:-1}" = 1 ] && step pixel_throughput "$throughput_limit" "$py" benchmarks/pixel_throughput.py --preset gpu --repeats "${REPEATS:-2}" \
     --json "$out/pixel_throughput.json"
-step gpu_tests 170 "$py" -m pytest -q -p no:cacheprovider -m "slow or not slow" \
+[ "${TESTS:-1}" = 1 ] && step gpu_tests 170 "$py" -m pytest -q -p no:cacheprovider -m "slow or not slow" \
     tests/test_gpu_fast_path.py tests/test_cuda_graphs.py "tests/test_precision.py::test_resnet50_bf16_features_on_rendered_frames_are_within_the_tolerance" \
     "tests/test_precision.py::test_resnet50_bf16_moves_features_no_more_than_one_grey_level_of_noise" \
     tests/test_adapt.py tests/test_extractor.py -k "cuda or gpu or graph or True"
 [ "${PRECISION:-1}" = 1 ] && step precision 90 "$py" benchmarks/precision.py --device cuda --json "$out/precision.json"
 [ "${RENDER:-1}" = 1 ] && step render_batching 150 "$py" benchmarks/render_batching.py --tiles 1 4 16 \
-    --processes 1 16 --frames 400 --json "$out/render_batching.json"
+    --processes 1 4 16 --frames 400 --json "$out/render_batching.json"
 [ "${BF16:-1}" = 1 ] && step throughput_bf16 200 "$py" benchmarks/pixel_throughput.py --preset gpu --tasks Door \
     --vec-env shm+overlap --precision bf16 --repeats "${REPEATS:-2}" --json "$out/pixel_throughput_bf16.json"
 train=(train door --weights random --n-envs 16 --trajectories 16 --horizon 50 --num-demos 1 --ema-momentum 0.1

@@ -15,6 +15,9 @@ Components (``n`` = ``--n-envs``, the rollout batch size):
   same loop in ``n`` worker processes at once, rate = ``n * steps / (slowest worker's time)``.
 * ``render@1`` / ``render@n`` - the offscreen renderer alone (fast quality, ``--image-size``) on a fixed scene,
   one process / ``n`` workers at once as above.
+* ``physics@n[k=K]`` / ``render@n[k=K]`` - for a VecEnv kind ``shm*K`` (``K`` envs per worker process, their frames
+  drawn in one tiled pass): the same in ``ceil(n / K)`` workers, each stepping ``K`` envs one after another /
+  drawing ``K`` different states of the task into one :class:`~hindex_sb3.envs.rendering.TiledRenderer` per round.
 * ``transport[V]`` - observations of the pixel env's shape (a constant uint8 frame + proprio) stepped through
   DAPG's own per-env sampler (:class:`~hindex_sb3.dapg.rollout.EpisodeRunner`) over a VecEnv of kind ``V`` whose
   envs do nothing else: what it costs to bring ``n`` frames to the trainer (for ``dummy``: Python overhead only).
@@ -38,7 +41,8 @@ encoder weights, ``--demos`` with ``--num-demos``; BC runs once before the round
   ``whole / encoder`` (where the encoder is the slowest part).
 
 ``slowest[V]`` = min over the components that run in that configuration: ``physics`` and ``render`` at ``@1`` for
-``dummy`` (the envs step one after another in the trainer process) and at ``@n`` otherwise (one env per worker),
+``dummy`` (the envs step one after another in the trainer process), at ``@n`` for one env per worker and at
+``@n[k=K]`` for ``shm*K``,
 ``transport[V]``, ``encoder`` and ``policy``. The goal is the ratio ``whole / slowest``: 1 means the rollout runs at
 the speed of its slowest part. It is computed from the medians, and also within each round
 (``<whole>_over_slowest_paired``: the median of the rounds' own ratios, robust to load that changes between rounds;
@@ -62,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import math
 import os
 import platform
@@ -88,6 +93,7 @@ from hindex_sb3.dapg.rollout import EpisodeRunner, noise_generator
 from hindex_sb3.demonstrators import available_demonstrators
 from hindex_sb3.ema_bn import set_ema_momentum
 from hindex_sb3.encoders import RandomWeightsWarning
+from hindex_sb3.envs.rendering import TiledRenderer
 from hindex_sb3.extractor import HIndexExtractor
 from hindex_sb3.runs.build import build_model, make_env_kwargs, make_venv, policy_setup
 from hindex_sb3.runs.config import TrainConfig, TrainingError, resolve_task
@@ -102,6 +108,8 @@ COMPONENTS = ("physics", "render", "transport", "encoder", "policy")
 WHOLES = ("rollout", "iteration")
 #: a ``--vec-env`` kind with this suffix runs the wholes with DAPG's ``overlap`` (two env groups in flight)
 OVERLAP = "+overlap"
+#: ``shm*K``: SharedMemoryVecEnv with ``K`` envs per worker process (frames drawn in one tiled pass)
+PER_WORKER = "*"
 #: VecEnv kinds whose probe (transport) env this script can build; any kind hindex_sb3.runs knows runs the wholes
 PROBE_VEC_ENVS: dict[str, type[VecEnv]] = {
     "dummy": DummyVecEnv,
@@ -151,6 +159,7 @@ class ProbeEnv(gym.Env):
         self.env_id, self.pixel_kwargs, self.state_kwargs = env_id, pixel_kwargs, state_kwargs
         self._pixel_env: gym.Env | None = None
         self._state_env: gym.Env | None = None
+        self._tiled: Any = None
         spec_env = gym.make(f"hindex_sb3:{env_id}", **pixel_kwargs)
         self.observation_space, self.action_space = spec_env.observation_space, spec_env.action_space
         spec_env.close()
@@ -188,14 +197,39 @@ class ProbeEnv(gym.Env):
             renderer.render_chw(base.data, base.camera_id)
         return time.perf_counter() - start
 
+    def time_render_tiled(self, rounds: int, seed: int, k: int) -> float:
+        """``rounds`` tiled passes over ``k`` different states of the task (what a worker of ``shm*k`` draws)."""
+        if self._pixel_env is None:
+            self._pixel_env = gym.make(f"hindex_sb3:{self.env_id}", **self.pixel_kwargs)
+        env, base = self._pixel_env, self._pixel_env.unwrapped
+        scenes = []
+        for i in range(k):
+            env.reset(seed=seed + i)
+            rng = np.random.default_rng(seed + i)
+            for _ in range(10):
+                env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+            scenes.append((copy.deepcopy(base.model), copy.deepcopy(base.data), base.camera_id))
+        if self._tiled is None or self._tiled.tiles != k:
+            if self._tiled is not None:
+                self._tiled.close()
+            size = (base.image_height, base.image_width)
+            self._tiled = TiledRenderer(copy.deepcopy(base.model), *size, k, base.render_quality)
+        out = [np.empty((3, base.image_height, base.image_width), np.uint8) for _ in range(k)]
+        start = time.perf_counter()
+        for _ in range(rounds):
+            self._tiled.render_into(scenes, out)
+        return time.perf_counter() - start
+
     def close(self) -> None:
+        if self._tiled is not None:
+            self._tiled.close()
         for env in (self._pixel_env, self._state_env):
             if env is not None:
                 env.close()
 
 
 # ---------------------------------------------------------------------------------------------- setup
-def _config(task: str, vec_env: str, opts: dict[str, Any]) -> tuple[TrainConfig, str]:
+def _config(task: str, kind: str, opts: dict[str, Any]) -> tuple[TrainConfig, str]:
     """The run's settings as ``hindex train`` would resolve them (paper horizon, camera, momentum)."""
     env_id = resolve_task(task)
     demos = opts["demos"]
@@ -209,7 +243,7 @@ def _config(task: str, vec_env: str, opts: dict[str, Any]) -> tuple[TrainConfig,
         num_demos=opts["num_demos"],
         trajectories=opts["trajectories"] or opts["n_envs"],
         n_envs=opts["n_envs"],
-        vec_env=vec_env,
+        **_venv_settings(_base(kind)),
         device=opts["device"],
         image_size=opts["image_size"],
         horizon=opts["horizon"],
@@ -234,18 +268,21 @@ class TaskBench:
         self.opts = opts
         self.n = opts["n_envs"]
         self.steps = opts["steps"]
-        self.cfg, self.env_id = _config(task, _base(opts["vec_env"][0]), opts)
+        self.cfg, self.env_id = _config(task, opts["vec_env"][0], opts)
         pixel_kwargs = make_env_kwargs(self.cfg)
         state_kwargs = make_env_kwargs(self.cfg, obs_mode="state")
         make_probe = partial(ProbeEnv, self.env_id, pixel_kwargs, state_kwargs)
         self.local_probe = make_probe()
         bases = [_base(v) for v in opts["vec_env"]]
-        probe_kinds = list(dict.fromkeys(v for v in bases if v in PROBE_VEC_ENVS))
+        probe_kinds = list(dict.fromkeys(v for v in bases if _split_kind(v)[0] in PROBE_VEC_ENVS))
         if any(v != "dummy" for v in opts["vec_env"]) and "subproc" not in probe_kinds:
             probe_kinds.append("subproc")  # the @n (parallel) physics and render rates
-        self.probes = {v: PROBE_VEC_ENVS[v]([make_probe] * self.n) for v in probe_kinds}
+        self.probes = {v: _probe_venv(v, [make_probe] * self.n) for v in probe_kinds}
+        per_worker = sorted({k for b in bases for k in [_split_kind(b)[1]] if k > 1})
+        # the grouped physics and render rates: one probe per worker of shm*k, which runs k envs' worth of each
+        self.group_probes = {k: SubprocVecEnv([make_probe] * -(-self.n // k)) for k in per_worker}
         # one VecEnv per worker kind: shm and shm+overlap step the same envs (the rollout mode is DAPG's setting)
-        by_base = {b: make_venv(self.cfg.replace(vec_env=b), self.env_id) for b in bases_of(opts["vec_env"])}
+        by_base = {b: make_venv(self.cfg.replace(**_venv_settings(b)), self.env_id) for b in bases_of(opts["vec_env"])}
         self.venvs: dict[str, VecEnv] = {v: by_base[_base(v)] for v in opts["vec_env"]}
         self.model = self._model(self.venvs[opts["vec_env"][0]])
         self.obs_batch = self._real_frames(pixel_kwargs)
@@ -283,7 +320,8 @@ class TaskBench:
         return {k: np.stack([f[k] for f in frames]) for k in frames[0]}
 
     def close(self) -> None:
-        for venv in {id(v): v for v in [*self.probes.values(), *self.venvs.values()]}.values():
+        venvs = [*self.probes.values(), *self.group_probes.values(), *self.venvs.values()]
+        for venv in {id(v): v for v in venvs}.values():
             venv.close()
         self.local_probe.close()
 
@@ -304,6 +342,10 @@ class TaskBench:
             workers = self.probes["subproc"]
             rates["physics@n"] = n * 5 * steps / max(workers.env_method("time_physics", 5 * steps, seed))
             rates["render@n"] = n * steps / max(workers.env_method("time_render", steps, seed))
+        for k, workers in self.group_probes.items():
+            frames = workers.num_envs * k * steps  # each worker runs k envs' worth
+            rates[f"physics@n[k={k}]"] = 5 * frames / max(workers.env_method("time_physics", 5 * steps * k, seed))
+            rates[f"render@n[k={k}]"] = frames / max(workers.env_method("time_render_tiled", steps, seed, k))
         for kind, probe in self.probes.items():
             if kind in bases_of(self.opts["vec_env"]):
                 rates[f"transport[{kind}]"] = self._transport(probe, steps)
@@ -379,6 +421,27 @@ def _base(kind: str) -> str:
     return kind.removesuffix(OVERLAP)
 
 
+def _split_kind(base: str) -> tuple[str, int]:
+    """``shm*4`` -> ``("shm", 4)``; ``shm`` -> ``("shm", 1)``."""
+    name, _, k = base.partition(PER_WORKER)
+    if not k:
+        return name, 1
+    if name != "shm" or not k.isdigit() or int(k) < 1:
+        raise SystemExit(f"--vec-env {base!r}: envs per worker go with shm only, as shm*K with K >= 1")
+    return name, int(k)
+
+
+def _venv_settings(base: str) -> dict[str, Any]:
+    """The TrainConfig fields that build the VecEnv of kind ``base``."""
+    name, k = _split_kind(base)
+    return {"vec_env": name, "envs_per_worker": k}
+
+
+def _probe_venv(base: str, env_fns: list) -> VecEnv:
+    name, k = _split_kind(base)
+    return PROBE_VEC_ENVS[name](env_fns, envs_per_worker=k) if k > 1 else PROBE_VEC_ENVS[name](env_fns)
+
+
 def bases_of(kinds: list[str]) -> set[str]:
     return {_base(k) for k in kinds}
 
@@ -391,7 +454,8 @@ def summarise(rates: dict[str, float], vec_envs: list[str], shared_gpu: bool = F
     """
     rows = []
     for kind in vec_envs:
-        at = "@1" if kind == "dummy" else "@n"
+        k = _split_kind(_base(kind))[1]
+        at = "@1" if kind == "dummy" else "@n" if k == 1 else f"@n[k={k}]"
         parts = {"physics": rates[f"physics{at}"], "render": rates[f"render{at}"], "encoder": rates["encoder"]}
         parts["policy"] = rates["policy"]
         if f"transport[{_base(kind)}]" in rates:
@@ -485,10 +549,12 @@ def markdown(doc: dict[str, Any]) -> str:
         name = task["env_id"].split("/")[-1].removesuffix("-v0")
         for row in task["rows"]:
             lines.append(f"| {name} | {row['vec_env']} | " + " | ".join(_row_cells(row)) + " |")
-    lines += ["", "| task | physics@1 | physics@n | render@1 | render@n |", "|---|---|---|---|---|"]
+    alone = sorted({k for t in doc["tasks"].values() for k in t["rates"] if k.startswith(("physics@", "render@"))})
+    alone.sort(key=lambda k: (not k.startswith("physics"), len(k), k))  # physics first, @1 before @n before @n[k]
+    lines += ["", "| task | " + " | ".join(alone) + " |", "|---" * (len(alone) + 1) + "|"]
     for task in doc["tasks"].values():
         r = task["rates"]
-        cells = [f"{r[k]:,.1f}" if k in r else "-" for k in ("physics@1", "physics@n", "render@1", "render@n")]
+        cells = [f"{r[k]:,.1f}" if k in r else "-" for k in alone]
         lines.append(f"| {task['env_id'].split('/')[-1].removesuffix('-v0')} | " + " | ".join(cells) + " |")
     gpu_rows = [(t, r) for t in doc["tasks"].values() for r in t["rows"] if "render_plus_encoder" in r]
     if gpu_rows:
@@ -517,7 +583,8 @@ def _parser() -> argparse.ArgumentParser:
         "--vec-env",
         nargs="+",
         default=None,
-        help="dummy, subproc, shm; a worker kind + '+overlap' (shm+overlap) runs DAPG with overlap=True",
+        help="dummy, subproc, shm, shm*K (K envs per worker, frames drawn tiled); a worker kind + '+overlap' "
+        "(shm+overlap, shm*4+overlap) runs DAPG with overlap=True",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1")
     p.add_argument("--repeats", type=int, default=None, help="counted rounds (one more warms up)")
@@ -551,7 +618,7 @@ def options(argv: list[str] | None) -> tuple[dict[str, Any], argparse.Namespace]
     try:
         for task in opts["tasks"]:
             for kind in opts["vec_env"]:
-                _config(task, _base(kind), opts)
+                _config(task, kind, opts)
     except TrainingError as err:
         raise SystemExit(f"pixel_throughput: {err}") from None
     return opts, args

@@ -145,11 +145,18 @@ class _UpdateInputs:
         return th.cat([self.rl(), self.algo.policy.features(self.algo._obs_to_tensor(obs))])
 
 
-def _env_groups(n_envs: int, overlap: bool) -> list[list[int]]:
-    """The envs driven together: all of them, or (overlap) the lower and the upper half, each in env order."""
+def _env_groups(n_envs: int, overlap: bool, envs_per_worker: int = 1) -> list[list[int]]:
+    """The envs driven together: all of them, or (overlap) the lower and the upper half, each in env order.
+
+    Where worker processes host several envs each, the halves split at a worker boundary when one is available, so
+    that no worker serves both halves (it would step them one after the other, and draw each half's frames apart).
+    """
     if not overlap or n_envs < 2:
         return [list(range(n_envs))]
     half = (n_envs + 1) // 2
+    aligned = -(-half // envs_per_worker) * envs_per_worker
+    if aligned < n_envs:
+        half = aligned
     return [list(range(half)), list(range(half, n_envs))]
 
 
@@ -518,7 +525,7 @@ class DAPG(OnPolicyAlgorithm):
         paths: list[_Path | None] = [None] * self.n_trajectories
         n_used = min(runner.num_envs, self.n_trajectories)
         self._start_episodes(runner, running, schedule, range(n_used))
-        groups = _env_groups(n_used, self.overlap and runner.can_overlap)
+        groups = _env_groups(n_used, self.overlap and runner.can_overlap, runner.envs_per_worker)
         self._last_obs = self._batch_obs(running, groups[0])  # the first action's input (the EMA-BN callback arms it)
         callback.on_rollout_start()
         self.last_timings = {"rollout": 0.0, "policy_forward": 0.0}

@@ -106,6 +106,8 @@ class EpisodeRunner:
         # a VecEnv with its own per-env calls (SharedMemoryVecEnv) passes frames its own way, not through env_method
         direct = callable(getattr(base, "reset_envs", None)) and callable(getattr(base, "step_envs", None))
         self._direct: Any = base if direct else None
+        #: envs hosted by one worker process (SharedMemoryVecEnv's envs_per_worker; 1 otherwise)
+        self.envs_per_worker = int(getattr(self._direct, "envs_per_worker", 1))
         #: whether the envs step in worker processes, so that this process can work while some of them step
         self.can_overlap = self._remotes is not None or (
             self._direct is not None and callable(getattr(self._direct, "step_envs_send", None))

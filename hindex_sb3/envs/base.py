@@ -111,6 +111,8 @@ class ManipulationEnv(gym.Env):
 
         self._renderer: OffscreenRenderer | None = None
         self._last_pixels: np.ndarray | None = None
+        self._deferred_frames: tuple[np.ndarray, np.ndarray] | None = None  # see defer_frames()
+        self._frame_pending = False
         self.timings = {"simulate": 0.0, "render": 0.0}
         self._goal_steps = 0
         self._elapsed = 0
@@ -201,7 +203,7 @@ class ManipulationEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to the constructor")
             return None
-        if self._last_pixels is not None:
+        if self._last_pixels is not None and not self._frame_pending:
             return np.ascontiguousarray(self._last_pixels.transpose(1, 2, 0))
         return self._get_renderer().render(self.data, self.camera_id).copy()
 
@@ -221,9 +223,13 @@ class ManipulationEnv(gym.Env):
         if self.obs_mode == "state":
             self._last_pixels = None
             return self._state()
-        start = time.perf_counter()
-        pixels = self._get_renderer().render_chw(self.data, self.camera_id)
-        self.timings["render"] += time.perf_counter() - start
+        if self._deferred_frames is not None:
+            pixels = self._deferred_frames[self._last_pixels is self._deferred_frames[0]]
+            self._frame_pending = True
+        else:
+            start = time.perf_counter()
+            pixels = self._get_renderer().render_chw(self.data, self.camera_id)
+            self.timings["render"] += time.perf_counter() - start
         self._last_pixels = pixels
         if self.obs_mode == "rgb":
             return pixels
@@ -231,6 +237,34 @@ class ManipulationEnv(gym.Env):
         if self.obs_mode == "all":
             obs["state"] = self._state()
         return obs
+
+    # ------------------------------------------------------------------ frames drawn for several envs at once
+    def defer_frames(self) -> None:
+        """Let the caller draw this env's frames: observations then carry a ``(3, H, W)`` buffer not yet drawn.
+
+        For a process that hosts several envs of one task and draws all their frames in one
+        :class:`~hindex_sb3.envs.rendering.TiledRenderer` pass (:class:`~hindex_sb3.vec_env.SharedMemoryVecEnv`
+        with ``envs_per_worker > 1``). After each ``step``/``reset`` it must draw :meth:`pending_frame` and call
+        :meth:`frame_drawn` before the observation is used. Two buffers take turns, so an observation stays valid
+        until the step after next (and consecutive observations share no array, as Gymnasium's checker wants).
+        """
+        if self.obs_mode == "state":
+            raise ValueError("defer_frames() needs an observation with pixels; this env has obs_mode='state'")
+        if self._deferred_frames is None:
+            shape = (3, self.image_height, self.image_width)
+            self._deferred_frames = (np.zeros(shape, dtype=np.uint8), np.zeros(shape, dtype=np.uint8))
+
+    def pending_frame(self) -> tuple[mujoco.MjModel, mujoco.MjData, int, np.ndarray] | None:
+        """What the deferred frame shows (model, data, observation camera) and the buffer it goes into, if pending."""
+        if not self._frame_pending:
+            return None
+        assert self._last_pixels is not None
+        return self.model, self.data, self.camera_id, self._last_pixels
+
+    def frame_drawn(self, seconds: float = 0.0) -> None:
+        """The deferred frame is in its buffer; ``seconds`` is this env's share of the drawing time."""
+        self._frame_pending = False
+        self.timings["render"] += seconds
 
     def reset_timings(self) -> dict[str, float]:
         """Return the seconds spent simulating and rendering since the last call, and restart the count."""

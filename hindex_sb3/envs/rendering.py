@@ -13,6 +13,7 @@ We drive MuJoCo's renderer directly rather than through ``mujoco.Renderer`` or G
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import Literal
 
@@ -71,7 +72,10 @@ def resolve_camera(model: mujoco.MjModel, camera: str | int) -> int:
 
 
 def configure_model_visuals(model: mujoco.MjModel, height: int, width: int, quality: str) -> None:
-    """Set the model's visual options that the GL context reads at creation time."""
+    """Set the model's visual options that the GL context reads at creation time.
+
+    ``height`` and ``width`` are those of the framebuffer: one image, or a whole atlas of tiles.
+    """
     if quality not in RENDER_QUALITIES:
         raise ValueError(f"render_quality must be one of {RENDER_QUALITIES}, got {quality!r}")
     if quality == "fast":
@@ -150,3 +154,65 @@ class OffscreenRenderer:
     def __del__(self):  # best effort; explicit close() is the contract
         with contextlib.suppress(Exception):
             self.close()
+
+
+#: The tiled framebuffer's longest side: well inside every GL implementation's renderbuffer limit (>= 8192 on
+#: Mesa and NVIDIA), and 16 tiles of 224 px need only 896.
+MAX_ATLAS_SIDE = 4096
+
+
+class TiledRenderer:
+    """Renders the scenes of several envs of one task into the tiles of one offscreen buffer, read back once.
+
+    Why: on a GPU, one context per env and one blocking ``mjr_readPixels`` per frame leave the renderer waiting on
+    the GPU after every frame, and worker processes do not add up (a lent H200 rendered ~4,300 door frames/s at
+    224 px with 4 or 16 processes alike). Drawing ``k`` scenes into one atlas and reading it back once per round
+    reached ~13,000 frames/s there with 16 tiles per process. On a CPU rasteriser it neither helps nor hurts.
+
+    A tile's frame is the frame :class:`OffscreenRenderer` draws for the same state, except at a few edge pixels
+    (the rasteriser's rounding depends on where the viewport sits: about 5 in 100,000 values differ).
+
+    The scenes must share the meshes and textures of ``model`` (envs of one task do: their randomised placements
+    are read from each env's own model and data when its scene is built).
+    """
+
+    def __init__(self, model: mujoco.MjModel, height: int, width: int, tiles: int, quality: str = "fast",
+                 max_geom: int = 2000) -> None:  # fmt: skip
+        if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles < 1:
+            raise ValueError(f"tiles must be a positive int, got {tiles!r}")
+        self.height, self.width = height, width
+        per_side = (MAX_ATLAS_SIDE // height) * (MAX_ATLAS_SIDE // width)
+        self.tiles = min(tiles, per_side)  # more scenes than fit are drawn in several rounds
+        self.cols = math.ceil(math.sqrt(self.tiles))
+        self.rows = math.ceil(self.tiles / self.cols)
+        self._renderer = OffscreenRenderer(model, self.rows * height, self.cols * width, quality, max_geom)
+        self._atlas = self._renderer._buffer
+
+    @property
+    def closed(self) -> bool:
+        return self._renderer.closed
+
+    def render_into(self, scenes: list[tuple[mujoco.MjModel, mujoco.MjData, int]], out: list[np.ndarray]) -> None:
+        """Draw scene ``i`` = ``(model, data, camera_id)`` and write its ``(3, H, W)`` uint8 frame into ``out[i]``."""
+        if len(scenes) != len(out):
+            raise ValueError(f"{len(scenes)} scenes for {len(out)} output frames")
+        for start in range(0, len(scenes), self.tiles):
+            self._round(scenes[start : start + self.tiles], out[start : start + self.tiles])
+
+    def _round(self, scenes: list[tuple[mujoco.MjModel, mujoco.MjData, int]], out: list[np.ndarray]) -> None:
+        r, h, w = self._renderer, self.height, self.width
+        r._gl.make_current()
+        for i, (model, data, camera_id) in enumerate(scenes):
+            row, col = divmod(i, self.cols)  # tile i sits row i // cols counted from the bottom (GL's origin)
+            r._camera.fixedcamid = camera_id
+            mujoco.mjv_updateScene(model, data, r._option, r._perturb, r._camera, mujoco.mjtCatBit.mjCAT_ALL, r._scene)
+            mujoco.mjr_render(mujoco.MjrRect(col * w, row * h, w, h), r._scene, r._con)
+        used_rows = -(-len(scenes) // self.cols)
+        atlas = self._atlas[: used_rows * h]  # only the rows holding tiles are read back
+        mujoco.mjr_readPixels(atlas, None, mujoco.MjrRect(0, 0, self.cols * w, used_rows * h), r._con)
+        for i, frame in enumerate(out):
+            row, col = divmod(i, self.cols)
+            np.copyto(frame, atlas[row * h : (row + 1) * h, col * w : (col + 1) * w][::-1].transpose(2, 0, 1))
+
+    def close(self) -> None:
+        self._renderer.close()

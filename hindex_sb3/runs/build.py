@@ -41,6 +41,8 @@ def vec_env_class(cfg: TrainConfig) -> str:
     """
     if cfg.vec_env != "auto":
         return cfg.vec_env if cfg.n_envs > 1 else "dummy"
+    if cfg.envs_per_worker > 1:  # asked for workers that tile their frames: only shm has them
+        return "shm"
     on_gpu = cfg.encoder != "state" and (
         cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     )
@@ -67,6 +69,7 @@ def make_venv(cfg: TrainConfig, env_id: str) -> Any:
             seed=cfg.seed,
             env_kwargs=make_env_kwargs(cfg),
             vec_env_cls=vec_env_cls,
+            vec_env_kwargs={"envs_per_worker": cfg.envs_per_worker} if kind == "shm" else None,
         )
     return make_vec_env(env_id, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=make_env_kwargs(cfg))
 

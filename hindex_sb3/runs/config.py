@@ -89,6 +89,9 @@ class TrainConfig:
     vec_env: str = _opt("auto", "run", "envs in this process (dummy), one worker process each with frames pickled "
                         "through pipes (subproc) or passed in shared memory (shm), or auto (shm on GPU machines)",
                         choices=("auto", "dummy", "subproc", "shm"), resumable=True)  # fmt: skip
+    envs_per_worker: int = _opt(1, "run", "with shm: envs per worker process; above 1 a worker draws all its envs' "
+                                "frames in one tiled pass (pays on a GPU, see docs/training.md)", lo=1, hi=4096,
+                                resumable=True)  # fmt: skip
     overlap: bool = _opt(False, "run", "with worker-process envs (subproc, shm), keep two halves of the envs "
                          "in flight: encode one while the other steps (same episodes and actions)",
                          resumable=True)  # fmt: skip
@@ -175,6 +178,10 @@ class TrainConfig:
             if self.encoder not in list_encoders():
                 raise ConfigError("encoder", f"unknown encoder {self.encoder!r}; choose 'state' or one of "
                                   f"{list_encoders()}")  # fmt: skip
+        if self.envs_per_worker > 1 and self.vec_env in ("dummy", "subproc"):
+            raise ConfigError("envs_per_worker", f"needs vec_env shm (or auto), not {self.vec_env!r}")
+        if self.envs_per_worker > self.n_envs:
+            raise ConfigError("envs_per_worker", f"{self.envs_per_worker} is more than n_envs ({self.n_envs})")
         if self.encoder == "state" and self.precision != "fp32":
             raise ConfigError("precision", "applies to the pixel encoder; encoder 'state' has none (use fp32)")
         if self.device != "auto":

@@ -22,13 +22,16 @@ chosen envs in gymnasium's API without auto-reset, for DAPG's exact-episode samp
 from __future__ import annotations
 
 import contextlib
+import copy
 import multiprocessing as mp
 import os
 import shutil
+import time
 import traceback
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
@@ -113,14 +116,21 @@ def _check_size(size: int, max_bytes: int, space: spaces.Space, n_envs: int) -> 
 
 
 class _FrameWriter:
-    """The worker's side: writes its env's frames into its row of the shared buffer, returns the rest of the obs."""
+    """The worker's side for one env: writes its frames into its row of the shared buffer, returns the rest."""
 
-    def __init__(self, space: spaces.Space, name: str | None, slots: list[FrameSlot], n_envs: int, row: int) -> None:
-        self.space, self.slots, self.row = space, slots, row
-        self.shm = shared_memory.SharedMemory(name=name) if name is not None else None
-        self.views = {s.key: s.view(self.shm.buf, n_envs)[row] for s in slots} if self.shm is not None else {}
+    def __init__(self, space: spaces.Space, shm: shared_memory.SharedMemory | None, slots: list[FrameSlot],
+                 n_envs: int, row: int) -> None:  # fmt: skip
+        self.space, self.slots = space, slots
+        self.views = {s.key: s.view(shm.buf, n_envs)[row] for s in slots} if shm is not None else {}
 
-    def put(self, obs: Any) -> Any:
+    def put(self, obs: Any, drawn: np.ndarray | None = None) -> Any:
+        """Write ``obs``'s frames; ``drawn`` is the buffer a tiled pass drew this env's frame into, if any."""
+        if drawn is not None and not any((obs if s.key is None else obs[s.key]) is drawn for s in self.slots):
+            raise RuntimeError(
+                "a wrapper changed the pixel observation, so the frame drawn for this env in its worker's tiled "
+                "pass would not be the one returned: build the SharedMemoryVecEnv with tiled_render=False (or "
+                "apply that wrapper as a VecEnvWrapper)"
+            )
         for slot in self.slots:
             frame = np.asarray(obs if slot.key is None else obs[slot.key])
             if frame.shape != slot.shape:
@@ -133,85 +143,193 @@ class _FrameWriter:
             return {key: obs[key] for key in self.space.spaces if key not in self.views}
         return None
 
+
+def tiling_problem(envs: Sequence[gym.Env]) -> str | None:
+    """Why the frames of ``envs`` cannot be drawn in one tiled pass (``None`` when they can).
+
+    They can when each env defers its frames (our ``HInDex/*`` pixel envs do: ``defer_frames``) and all show one
+    task at one image size and quality: the atlas's GL context holds the first env's meshes and textures.
+    """
+    bases = [env.unwrapped for env in envs]
+    if not all(callable(getattr(b, "defer_frames", None)) for b in bases):
+        return "its envs do not defer their frames (only hindex_sb3's pixel envs do)"
+    if any(getattr(b, "obs_mode", None) == "state" for b in bases):
+        return "its envs observe no pixels (obs_mode='state')"
+
+    def signature(b: Any) -> tuple:
+        m = b.model
+        assets = (m.nmesh, m.nmeshvert, m.nmeshface, m.ntex, m.ntexdata, m.nmat, m.ngeom, m.nskin)
+        return type(b), b.image_height, b.image_width, b.render_quality, assets
+
+    if len({signature(b) for b in bases}) > 1:
+        return "its envs differ in task, image size, render quality or scene assets"
+    return None
+
+
+class _TiledFrames:
+    """Draws the deferred frames of one worker's envs in :class:`~hindex_sb3.envs.rendering.TiledRenderer` passes."""
+
+    def __init__(self, envs: Sequence[gym.Env]) -> None:
+        from hindex_sb3.envs.rendering import TiledRenderer
+
+        self.bases = [env.unwrapped for env in envs]
+        for base in self.bases:
+            base.defer_frames()
+        self.drawn: list[np.ndarray | None] = [None] * len(envs)  # where each env's last frame was drawn
+        first = self.bases[0]
+        self.renderer = TiledRenderer(
+            copy.deepcopy(first.model), first.image_height, first.image_width, len(envs), first.render_quality
+        )
+
+    def draw(self) -> None:
+        pending = [(i, frame) for i, b in enumerate(self.bases) if (frame := b.pending_frame()) is not None]
+        if not pending:
+            return
+        start = time.perf_counter()
+        self.renderer.render_into([f[:3] for _, f in pending], [f[3] for _, f in pending])
+        share = (time.perf_counter() - start) / len(pending)
+        for i, frame in pending:
+            self.drawn[i] = frame[3]
+            self.bases[i].frame_drawn(share)
+
     def close(self) -> None:
-        self.views = {}
-        if self.shm is not None:
-            self.shm.close()
+        self.renderer.close()
 
 
 class _Worker:
-    """One env in its own process, answering ``(command, data)`` messages with ``("ok", reply)`` or ``("error", tb)``.
+    """The envs of one worker process, answering ``(command, data)`` with ``("ok", reply)`` or ``("error", ...)``.
 
-    SB3's auto-reset semantics (``step``) are those of ``SubprocVecEnv``'s worker; ``step_env`` is gymnasium's step.
+    The worker hosts envs ``first .. first + len(envs) - 1`` of the VecEnv. With ``tiled`` it draws the frames of
+    all envs stepped by one command in one tiled pass (after the physics of every one of them), which is what makes
+    several envs per worker pay on a GPU. SB3's auto-reset semantics (``step``) are those of ``SubprocVecEnv``'s
+    worker; ``step_env`` is gymnasium's step.
     """
 
-    def __init__(self, env: gym.Env) -> None:
-        self.env = env
-        self.frames: _FrameWriter | None = None
-        self.reset_info: dict[str, Any] = {}
+    def __init__(self, envs: list[gym.Env], first: int, tiled: bool | None) -> None:
+        self.envs, self.first = envs, first
+        self.current: int | None = None  # the env being worked on, named in an error's reply
+        self.frames: list[_FrameWriter] = []
+        self.shm: shared_memory.SharedMemory | None = None
+        self.reset_infos: list[dict[str, Any]] = [{} for _ in envs]
+        problem = tiling_problem(envs) if tiled is not False else "tiled_render=False"
+        if tiled and problem is not None:
+            raise ValueError(f"tiled_render=True, but {problem}")
+        self.tiles = _TiledFrames(envs) if problem is None and (tiled or len(envs) > 1) else None
+
+    # ------------------------------------------------------------------ running the envs
+    def _each(self, locals_: Iterable[int], fn: Callable[[int, gym.Env], Any]) -> list[Any]:
+        """``fn(i, env_i)`` for each local index ``i``, remembering which env is at work for an error's reply."""
+        out = []
+        for i in locals_:
+            self.current = self.first + i
+            out.append(fn(i, self.envs[i]))
+        self.current = None
+        return out
+
+    def _draw(self) -> None:
+        if self.tiles is not None:
+            self.tiles.draw()
+
+    def _put(self, i: int, obs: Any) -> Any:
+        self.current = self.first + i
+        drawn = self.tiles.drawn[i] if self.tiles is not None else None
+        rest = self.frames[i].put(obs, drawn)
+        self.current = None
+        return rest
 
     def attach(self, data: tuple) -> None:
-        name, slots, n_envs, row = data
-        self.frames = _FrameWriter(self.env.observation_space, name, slots, n_envs, row)
+        name, slots, n_envs = data
+        self.shm = shared_memory.SharedMemory(name=name) if name is not None else None
+        self.frames = [
+            _FrameWriter(env.observation_space, self.shm, slots, n_envs, self.first + i)
+            for i, env in enumerate(self.envs)
+        ]
 
-    def _put(self, obs: Any) -> Any:
-        assert self.frames is not None, "attach first"
-        return self.frames.put(obs)
+    def step(self, actions: Sequence[Any]) -> list[tuple]:
+        everyone = range(len(self.envs))
+        results = self._each(everyone, lambda i, env: list(env.step(actions[i])))
+        self._draw()
+        dones = []
+        for i, result in enumerate(results):
+            obs, _, terminated, truncated, info = result
+            done = terminated or truncated
+            info["TimeLimit.truncated"] = truncated and not terminated
+            if done:  # a copy: the frame buffers are overwritten by the next episode's first frame
+                info["terminal_observation"] = copy.deepcopy(obs)
+                result[0], self.reset_infos[i] = self._each([i], lambda _, env: env.reset())[0]
+            dones.append(done)
+        self._draw()  # the first frames of the episodes just started
+        return [
+            (self._put(i, r[0]), r[1], done, r[4], self.reset_infos[i])
+            for i, (r, done) in enumerate(zip(results, dones, strict=True))
+        ]
 
-    def step(self, action: Any) -> tuple:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        done = terminated or truncated
-        info["TimeLimit.truncated"] = truncated and not terminated
-        if done:
-            info["terminal_observation"] = obs  # pickled with the reply: a copy, not the buffer the next frame fills
-            obs, self.reset_info = self.env.reset()
-        return self._put(obs), reward, done, info, self.reset_info
+    def reset(self, data: Sequence[tuple]) -> list[tuple]:
+        def reset(i: int, env: gym.Env) -> tuple:
+            seed, options = data[i]
+            return env.reset(seed=seed, **({"options": options} if options else {}))
 
-    def reset(self, data: tuple) -> tuple:
-        seed, options = data
-        obs, self.reset_info = self.env.reset(seed=seed, **({"options": options} if options else {}))
-        return self._put(obs), self.reset_info
+        results = self._each(range(len(self.envs)), reset)
+        self._draw()
+        self.reset_infos = [info for _, info in results]
+        return [(self._put(i, obs), info) for i, (obs, info) in enumerate(results)]
 
-    def step_env(self, action: Any) -> tuple:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return self._put(obs), reward, terminated, truncated, info
+    def step_env(self, actions: dict[int, Any]) -> dict[int, tuple]:
+        results = self._each(list(actions), lambda i, env: env.step(actions[i]))
+        self._draw()
+        return {i: (self._put(i, r[0]), *r[1:]) for i, r in zip(actions, results, strict=True)}
 
-    def reset_env(self, seed: int | None) -> tuple:
-        obs, info = self.env.reset(seed=seed)
-        return self._put(obs), info
+    def reset_env(self, seeds: dict[int, int | None]) -> dict[int, tuple]:
+        results = self._each(list(seeds), lambda i, env: env.reset(seed=seeds[i]))
+        self._draw()
+        return {i: (self._put(i, obs), info) for i, (obs, info) in zip(seeds, results, strict=True)}
 
-    def render(self, _: Any) -> Any:
-        return self.env.render()
+    # ------------------------------------------------------------------ the rest of the VecEnv API
+    def render(self, _: Any) -> list[Any]:
+        return self._each(range(len(self.envs)), lambda _, env: env.render())
 
     def get_spaces(self, _: Any) -> tuple:
-        return self.env.observation_space, self.env.action_space
+        return self.envs[0].observation_space, self.envs[0].action_space
 
-    def env_method(self, data: tuple) -> Any:
-        name, args, kwargs = data
-        return self.env.get_wrapper_attr(name)(*args, **kwargs)
+    def env_method(self, data: tuple) -> list[Any]:
+        locals_, (name, args, kwargs) = data
+        out = self._each(locals_, lambda _, env: env.get_wrapper_attr(name)(*args, **kwargs))
+        self._draw()  # a method that observes (reset, step) returns its env's frame buffer: draw it before sending
+        return out
 
-    def get_attr(self, name: str) -> Any:
-        return self.env.get_wrapper_attr(name)
+    def get_attr(self, data: tuple) -> list[Any]:
+        locals_, name = data
+        return self._each(locals_, lambda _, env: env.get_wrapper_attr(name))
 
     def has_attr(self, name: str) -> bool:
-        try:
-            self.env.get_wrapper_attr(name)
-        except AttributeError:
-            return False
-        return True
+        def has(_: int, env: gym.Env) -> bool:
+            try:
+                env.get_wrapper_attr(name)
+            except AttributeError:
+                return False
+            return True
 
-    def set_attr(self, data: tuple) -> None:
-        setattr(self.env, data[0], data[1])
+        return all(self._each(range(len(self.envs)), has))
 
-    def is_wrapped(self, wrapper_class: type) -> bool:
+    def set_attr(self, data: tuple) -> list[None]:
+        locals_, (name, value) = data
+        return self._each(locals_, lambda _, env: setattr(env, name, value))
+
+    def is_wrapped(self, data: tuple) -> list[bool]:
         from stable_baselines3.common.env_util import is_wrapped
 
-        return is_wrapped(self.env, wrapper_class)
+        locals_, wrapper_class = data
+        return self._each(locals_, lambda _, env: is_wrapped(env, wrapper_class))
 
     def close(self) -> None:
-        self.env.close()
-        if self.frames is not None:
-            self.frames.close()
+        try:
+            self._each(range(len(self.envs)), lambda _, env: env.close())
+            if self.tiles is not None:
+                self.tiles.close()
+        finally:
+            self.frames = []
+            if self.shm is not None:
+                self.shm.close()
 
 
 _COMMANDS = frozenset(
@@ -232,9 +350,15 @@ _COMMANDS = frozenset(
 )
 
 
-def _worker(remote: Any, parent_remote: Any, env_fn_wrapper: CloudpickleWrapper) -> None:
+def _worker(remote: Any, parent_remote: Any, env_fns: CloudpickleWrapper, first: int, tiled: bool | None) -> None:
     parent_remote.close()
-    worker = _Worker(_patch_env(env_fn_wrapper.var()))
+    try:
+        worker = _Worker([_patch_env(fn()) for fn in env_fns.var], first, tiled)
+    except Exception:  # e.g. envs that cannot be tiled: the first request raises it in the main process
+        remote.send(("error", (None, traceback.format_exc())))
+        remote.close()
+        return
+    remote.send(("ok", None))
     while True:
         try:
             cmd, data = remote.recv()
@@ -249,7 +373,8 @@ def _worker(remote: Any, parent_remote: Any, env_fn_wrapper: CloudpickleWrapper)
                 raise NotImplementedError(f"`{cmd}` is not implemented in the worker")
             reply = ("ok", getattr(worker, cmd)(data))
         except Exception:  # the main process raises it, with this traceback, instead of losing the worker
-            reply = ("error", traceback.format_exc())
+            reply = ("error", (worker.current, traceback.format_exc()))
+            worker.current = None
         remote.send(reply)
 
 
@@ -264,13 +389,20 @@ def _release(shm: shared_memory.SharedMemory | None) -> None:
 
 
 class SharedMemoryVecEnv(VecEnv):
-    """One worker process per env, like ``SubprocVecEnv``, with image observations passed through shared memory.
+    """Worker processes like ``SubprocVecEnv``'s, with image observations passed through shared memory.
 
     :param env_fns: functions that build the envs (pickled with cloudpickle into the workers)
     :param start_method: multiprocessing start method; as ``SubprocVecEnv``, ``forkserver`` where available, else
         ``spawn`` (both safe with threads; wrap scripts in ``if __name__ == "__main__":``)
     :param max_shared_bytes: the largest shared buffer to allocate (it is also never larger than the free space of
         /dev/shm, where an oversized segment would crash the workers with SIGBUS on their first write)
+    :param envs_per_worker: envs hosted by each worker process (consecutive envs; the last worker may hold fewer).
+        1 is ``SubprocVecEnv``'s layout. More pays on a GPU with ``HInDex/*`` pixel envs: a worker steps the physics
+        of all its envs, then draws all their frames in one tiled pass with one read-back (``tiled_render``).
+    :param tiled_render: draw the frames of a worker's envs in one tiled pass. ``None`` (default): whenever a worker
+        holds several envs that can be tiled (one task, image size and quality; see :func:`tiling_problem`);
+        ``True``: always (an error where the envs cannot be); ``False``: never. Tiled frames equal the one-by-one
+        frames except at a few edge pixels, where the rasteriser rounds differently.
     """
 
     def __init__(
@@ -278,15 +410,26 @@ class SharedMemoryVecEnv(VecEnv):
         env_fns: list[Callable[[], gym.Env]],
         start_method: str | None = None,
         max_shared_bytes: int = DEFAULT_MAX_SHARED_BYTES,
+        envs_per_worker: int = 1,
+        tiled_render: bool | None = None,
     ) -> None:
         max_shared_bytes = check_int("max_shared_bytes", max_shared_bytes, minimum=1)
         if not env_fns:
             raise ValueError("env_fns must hold at least one env function")
+        envs_per_worker = check_int("envs_per_worker", envs_per_worker, minimum=1, maximum=len(env_fns))
+        if tiled_render is not None and not isinstance(tiled_render, bool):
+            raise TypeError(f"tiled_render must be True, False or None, got {tiled_render!r}")
         self.waiting, self.closed = False, False
         self._shm: shared_memory.SharedMemory | None = None
         self._views: dict[str | None, np.ndarray] = {}
-        self._start_workers(env_fns, start_method)
+        n = len(env_fns)
+        self.groups = [range(i, min(i + envs_per_worker, n)) for i in range(0, n, envs_per_worker)]
+        self._worker_of = [w for w, group in enumerate(self.groups) for _ in group]
+        self._sent: list[deque[list[int]]] = [deque() for _ in self.groups]  # step_env batches not yet received
+        self._stash: dict[int, tuple] = {}  # their replies, received while waiting for another batch
+        self._start_workers(env_fns, start_method, tiled_render)
         try:
+            self._gather(range(len(self.groups)))  # each worker built its envs (or says why not)
             observation_space, action_space = self._request([0], "get_spaces", None)[0]
             self._attach(observation_space, len(env_fns), max_shared_bytes)
             super().__init__(len(env_fns), observation_space, action_space)  # asks the workers for render_mode
@@ -295,14 +438,15 @@ class SharedMemoryVecEnv(VecEnv):
             raise
 
     # ------------------------------------------------------------------ processes and the shared buffer
-    def _start_workers(self, env_fns: list[Callable[[], gym.Env]], start_method: str | None) -> None:
+    def _start_workers(self, env_fns: list[Callable[[], gym.Env]], start_method: str | None,
+                       tiled: bool | None) -> None:  # fmt: skip
         if start_method is None:
             start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(start_method)
         remotes, self.processes = [], []
-        for env_fn in env_fns:  # one pipe at a time: even a forked worker then holds no other worker's end
+        for group in self.groups:  # one pipe at a time: even a forked worker then holds no other worker's end
             remote, work_remote = ctx.Pipe()
-            args = (work_remote, remote, CloudpickleWrapper(env_fn))
+            args = (work_remote, remote, CloudpickleWrapper([env_fns[j] for j in group]), group.start, tiled)
             process = ctx.Process(target=_worker, args=args, daemon=True)  # type: ignore[attr-defined]
             process.start()
             remotes.append(remote)
@@ -319,56 +463,86 @@ class SharedMemoryVecEnv(VecEnv):
             self._views = {s.key: s.view(self._shm.buf, n_envs) for s in self._slots}
         self._finalizer = weakref.finalize(self, _release, self._shm)
         name = self._shm.name if self._shm is not None else None
-        for j in range(n_envs):
-            self._send(j, ("attach", (name, self._slots, n_envs, j)))
-        self._gather(range(n_envs))
+        self._request(range(len(self.groups)), "attach", (name, self._slots, n_envs))
+
+    @property
+    def envs_per_worker(self) -> int:
+        """Envs hosted by each worker process (the last one may hold fewer)."""
+        return len(self.groups[0])
 
     @property
     def shared_memory_name(self) -> str | None:
         """Name of the shared segment (``None`` when no part of the observation is a frame)."""
         return self._shm.name if self._shm is not None else None
 
-    def _dead(self, j: int) -> RuntimeError:
-        process = self.processes[j]
+    def _envs_of(self, w: int) -> str:
+        group = self.groups[w]
+        return f"env {group.start}" if len(group) == 1 else f"envs {group.start}-{group.stop - 1}"
+
+    def _dead(self, w: int) -> RuntimeError:
+        process = self.processes[w]
         process.join(timeout=1.0)
         return RuntimeError(
-            f"SharedMemoryVecEnv: the worker process of env {j} (pid {process.pid}) died (exit code "
+            f"SharedMemoryVecEnv: the worker process of {self._envs_of(w)} (pid {process.pid}) died (exit code "
             f"{process.exitcode}); close() this VecEnv and build a new one"
         )
 
-    def _send(self, j: int, message: tuple) -> None:
+    def _send(self, w: int, message: tuple) -> None:
         try:
-            self.remotes[j].send(message)
+            self.remotes[w].send(message)
         except (BrokenPipeError, ConnectionResetError, EOFError) as err:
-            raise self._dead(j) from err
+            raise self._dead(w) from err
 
-    def _recv(self, j: int) -> Any:
+    def _recv(self, w: int) -> Any:
         # A blocking recv, not a poll loop (poll costs ~100 us a reply, more than the frame saves): a dead worker
         # still ends it with EOF, since no other process holds the worker's end of the pipe (see _start_workers).
         try:
-            status, payload = self.remotes[j].recv()
+            status, payload = self.remotes[w].recv()
         except (EOFError, ConnectionResetError) as err:
-            raise self._dead(j) from err
+            raise self._dead(w) from err
         if status == "error":
-            raise RuntimeError(f"env {j} raised in its worker process:\n{payload}")
+            env, tb = payload
+            who = f"env {env}" if env is not None else self._envs_of(w)
+            raise RuntimeError(f"{who} raised in its worker process:\n{tb}")
         return payload
 
-    def _gather(self, indices: Sequence[int] | range) -> list[Any]:
-        """Every reply of ``indices`` (all are read, so the pipes stay in step, before the first error is raised)."""
+    def _gather(self, workers: Iterable[int]) -> list[Any]:
+        """Every reply of ``workers`` (all are read, so the pipes stay in step, before the first error is raised)."""
         replies, error = [], None
-        for j in indices:
+        for w in workers:
             try:
-                replies.append(self._recv(j))
+                replies.append(self._recv(w))
             except RuntimeError as err:
                 error = error or err
         if error is not None:
             raise error
         return replies
 
-    def _request(self, indices: Sequence[int] | range, cmd: str, data: Any) -> list[Any]:
+    def _request(self, workers: Iterable[int], cmd: str, data: Any) -> list[Any]:
+        workers = list(workers)
+        self._collect_sent()
+        for w in workers:
+            self._send(w, (cmd, data))
+        return self._gather(workers)
+
+    def _by_worker(self, indices: Iterable[int]) -> dict[int, list[int]]:
+        """Env indices grouped by the worker that hosts them, as that worker's local indices."""
+        out: dict[int, list[int]] = {}
         for j in indices:
-            self._send(j, (cmd, data))
-        return self._gather(indices)
+            w = self._worker_of[j]
+            out.setdefault(w, []).append(j - self.groups[w].start)
+        return out
+
+    def _per_env(self, indices: Sequence[int], cmd: str, data: Any) -> list[Any]:
+        """``cmd`` for the envs ``indices``, one message per worker; the replies in the order of ``indices``."""
+        by_worker = self._by_worker(indices)
+        self._collect_sent()
+        for w, locals_ in by_worker.items():
+            self._send(w, (cmd, (locals_, data)))
+        answers: dict[int, Any] = {}
+        for (w, locals_), replies in zip(by_worker.items(), self._gather(by_worker), strict=True):
+            answers.update({self.groups[w].start + i: r for i, r in zip(locals_, replies, strict=True)})
+        return [answers[j] for j in indices]
 
     # ------------------------------------------------------------------ observations
     def _batch_obs(self, rests: Sequence[Any]) -> VecEnvObs:
@@ -395,13 +569,14 @@ class SharedMemoryVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ the VecEnv API
     def step_async(self, actions: np.ndarray) -> None:
-        for j, action in enumerate(actions):
-            self._send(j, ("step", action))
+        self._collect_sent()
+        for w, group in enumerate(self.groups):
+            self._send(w, ("step", actions[group.start : group.stop]))
         self.waiting = True
 
     def step_wait(self) -> VecEnvStepReturn:
         try:
-            replies = self._gather(range(self.num_envs))
+            replies = [r for group in self._gather(range(len(self.groups))) for r in group]
         finally:
             self.waiting = False
         rests, rewards, dones, infos, reset_infos = zip(*replies, strict=True)
@@ -409,9 +584,11 @@ class SharedMemoryVecEnv(VecEnv):
         return self._batch_obs(rests), np.stack(rewards), np.stack(dones), list(infos)
 
     def reset(self) -> VecEnvObs:
-        for j in range(self.num_envs):
-            self._send(j, ("reset", (self._seeds[j], self._options[j])))
-        replies = self._gather(range(self.num_envs))
+        seeds = [[(self._seeds[j], self._options[j]) for j in group] for group in self.groups]
+        self._collect_sent()
+        for w, data in enumerate(seeds):
+            self._send(w, ("reset", data))
+        replies = [r for group in self._gather(range(len(self.groups))) for r in group]
         rests, reset_infos = zip(*replies, strict=True)
         self.reset_infos = list(reset_infos)
         self._reset_seeds()
@@ -421,10 +598,16 @@ class SharedMemoryVecEnv(VecEnv):
     def reset_envs(self, seeds: dict[int, int | None]) -> dict[int, tuple[Any, dict]]:
         """Reset env ``j`` with ``seeds[j]`` for each key (in parallel); gymnasium's ``(obs, info)`` per env."""
         indices = self._check_indices(seeds)
-        for j in indices:
-            self._send(j, ("reset_env", seeds[j]))
-        replies = self._gather(indices)
-        return {j: (self._env_obs(j, rest), info) for j, (rest, info) in zip(indices, replies, strict=True)}
+        self._collect_sent()
+        by_worker = self._by_worker(indices)
+        for w, locals_ in by_worker.items():
+            self._send(w, ("reset_env", {i: seeds[self.groups[w].start + i] for i in locals_}))
+        out = {}
+        for w, replies in zip(by_worker, self._gather(by_worker), strict=True):
+            for i, (rest, info) in replies.items():
+                j = self.groups[w].start + i
+                out[j] = (self._env_obs(j, rest), info)
+        return {j: out[j] for j in indices}
 
     def step_envs(self, actions: dict[int, np.ndarray]) -> dict[int, tuple[Any, Any, bool, bool, dict]]:
         """Step env ``j`` with ``actions[j]`` for each key, no other env, and no auto-reset (gymnasium's 5-tuple)."""
@@ -432,14 +615,46 @@ class SharedMemoryVecEnv(VecEnv):
         return self.step_envs_recv(list(actions))
 
     def step_envs_send(self, actions: dict[int, np.ndarray]) -> None:
-        """The first half of :meth:`step_envs`: the chosen envs start stepping; this process is free meanwhile."""
-        for j in self._check_indices(actions):
-            self._send(j, ("step_env", actions[j]))
+        """The first half of :meth:`step_envs`: the chosen envs start stepping; this process is free meanwhile.
+
+        Several batches may be in flight at once (DAPG's overlap steps one half of the envs while it encodes the
+        other's frames); each worker answers its batches in the order they were sent.
+        """
+        indices = self._check_indices(actions)
+        if any(j in self._stash or any(j in b for b in self._sent[self._worker_of[j]]) for j in indices):
+            raise RuntimeError("SharedMemoryVecEnv: step_envs_send for an env whose last step was not received")
+        for w, locals_ in self._by_worker(indices).items():
+            start = self.groups[w].start
+            self._send(w, ("step_env", {i: actions[start + i] for i in locals_}))
+            self._sent[w].append([start + i for i in locals_])
 
     def step_envs_recv(self, indices: Sequence[int]) -> dict[int, tuple[Any, Any, bool, bool, dict]]:
         """The second half of :meth:`step_envs`: wait for the steps sent to ``indices`` and return them."""
-        replies = self._gather(indices)
-        return {j: (self._env_obs(j, r[0]), *r[1:]) for j, r in zip(indices, replies, strict=True)}
+        for j in indices:
+            w = self._worker_of[j]
+            while j not in self._stash:
+                if not self._sent[w]:
+                    raise RuntimeError(f"SharedMemoryVecEnv: step_envs_recv for env {j}, which was not sent a step")
+                self._receive_batch(w)
+        out = {}
+        for j in indices:
+            rest, *result = self._stash.pop(j)
+            out[j] = (self._env_obs(j, rest), *result)
+        return out
+
+    def _receive_batch(self, w: int) -> None:
+        """Receive worker ``w``'s oldest outstanding ``step_env`` batch into the stash."""
+        batch = self._sent[w].popleft()
+        replies = self._recv(w)
+        start = self.groups[w].start
+        self._stash.update({start + i: r for i, r in replies.items()})
+        assert sorted(self._stash.keys() & set(batch)) == sorted(batch)
+
+    def _collect_sent(self) -> None:
+        """Receive the ``step_env`` batches still in flight before another command takes the pipes."""
+        for w, sent in enumerate(self._sent):
+            while sent:
+                self._receive_batch(w)
 
     def _check_indices(self, keyed: dict[int, Any]) -> list[int]:
         if self.waiting:
@@ -457,11 +672,13 @@ class SharedMemoryVecEnv(VecEnv):
 
     def _shutdown(self) -> None:
         """Stop every worker (ending those that do not stop) and unlink the shared buffer, even after a failure."""
+        pending = [w for w, sent in enumerate(self._sent) for _ in sent]
         if self.waiting:
-            for remote in self.remotes:
-                with contextlib.suppress(EOFError, ConnectionResetError):
-                    remote.recv()
-            self.waiting = False
+            pending += list(range(len(self.remotes)))
+        for w in pending:
+            with contextlib.suppress(EOFError, ConnectionResetError):
+                self.remotes[w].recv()
+        self.waiting = False
         for remote in self.remotes:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):
                 remote.send(("close", None))
@@ -485,20 +702,20 @@ class SharedMemoryVecEnv(VecEnv):
                 f"The render mode is {self.render_mode}, but this method assumes it is `rgb_array` to obtain images.",
                 stacklevel=2,
             )
-            return [None for _ in self.remotes]
-        return self._request(range(self.num_envs), "render", None)
+            return [None for _ in range(self.num_envs)]
+        return [image for group in self._request(range(len(self.groups)), "render", None) for image in group]
 
     def has_attr(self, attr_name: str) -> bool:
-        return all(self._request(range(self.num_envs), "has_attr", attr_name))
+        return all(self._request(range(len(self.groups)), "has_attr", attr_name))
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return self._request(list(self._get_indices(indices)), "get_attr", attr_name)
+        return self._per_env(list(self._get_indices(indices)), "get_attr", attr_name)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        self._request(list(self._get_indices(indices)), "set_attr", (attr_name, value))
+        self._per_env(list(self._get_indices(indices)), "set_attr", (attr_name, value))
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        return self._request(list(self._get_indices(indices)), "env_method", (method_name, method_args, method_kwargs))
+        return self._per_env(list(self._get_indices(indices)), "env_method", (method_name, method_args, method_kwargs))
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return self._request(list(self._get_indices(indices)), "is_wrapped", wrapper_class)
+        return self._per_env(list(self._get_indices(indices)), "is_wrapped", wrapper_class)
