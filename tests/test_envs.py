@@ -343,3 +343,49 @@ def test_subproc_vec_env():
     obs, rewards, _, infos = venv.step(np.zeros((2, 28), dtype=np.float32))
     assert rewards.shape == (2,) and "goal_achieved" in infos[0]
     venv.close()
+
+
+@pytest.mark.parametrize("quality", ["fast", "paper"])
+def test_tiled_renderer_draws_each_scene_into_its_own_frame(quality):
+    from hindex_sb3.envs.rendering import TiledRenderer
+
+    envs = [DoorEnv(image_size=40, render_quality=quality) for _ in range(5)]
+    reference = []
+    for i, env in enumerate(envs):
+        env.reset(seed=i)
+        for _ in range(3):
+            env.step(np.random.default_rng(i).uniform(-1, 1, 28))
+        reference.append(env._get_renderer().render_chw(env.data, env.camera_id))
+    tiled = TiledRenderer(envs[0].model, 40, 40, tiles=4, quality=quality)  # 5 scenes: two rounds
+    try:
+        out = [np.zeros((3, 40, 40), np.uint8) for _ in envs]
+        tiled.render_into([(e.model, e.data, e.camera_id) for e in envs], out)
+        for got, ref in zip(out, reference, strict=True):
+            assert np.mean(got != ref) < 2e-3  # but for a few edge pixels: each its own scene, upright
+        assert not np.array_equal(out[0], out[1])  # the scenes differ, and so do their frames
+        with pytest.raises(ValueError, match="2 scenes for 1 output frames"):
+            tiled.render_into([(e.model, e.data, e.camera_id) for e in envs[:2]], out[:1])
+    finally:
+        tiled.close()
+        for env in envs:
+            env.close()
+    with pytest.raises(ValueError, match="tiles"):
+        TiledRenderer(envs[0].model, 40, 40, tiles=0)
+
+
+def test_deferred_frames_alternate_buffers_and_are_refused_without_pixels():
+    env = DoorEnv(image_size=32)
+    env.defer_frames()
+    first, _ = env.reset(seed=0)
+    model, data, camera, buffer = env.pending_frame()
+    assert (model, data, camera) == (env.model, env.data, env.camera_id)
+    assert buffer is first["pixels"] and not buffer.any()  # not drawn yet
+    env.frame_drawn(0.5)
+    assert env.pending_frame() is None and env.reset_timings()["render"] == 0.5
+    second, *_ = env.step(np.zeros(28))
+    assert second["pixels"] is not first["pixels"]  # two buffers take turns
+    third, *_ = env.step(np.zeros(28))
+    assert third["pixels"] is first["pixels"]
+    env.close()
+    with pytest.raises(ValueError, match="obs_mode='state'"):
+        DoorEnv(obs_mode="state").defer_frames()

@@ -104,8 +104,34 @@ def test_quick_run_measures_every_component_and_the_ratio_of_the_whole(bench, tm
     assert read_json(out)["tasks"]["HInDex/Door-v0"]["rows"] == task["rows"]
 
 
+def test_workers_of_several_envs_are_compared_with_their_grouped_physics_and_tiled_render(bench):
+    rates = {
+        "physics@n": 30000.0,
+        "render@n": 4000.0,
+        "physics@n[k=4]": 20000.0,
+        "render@n[k=4]": 9000.0,
+        "transport[shm]": 15000.0,
+        "transport[shm*4]": 16000.0,
+        "encoder": 9500.0,
+        "policy": 40000.0,
+        "rollout[shm+overlap]": 1000.0,
+        "iteration[shm+overlap]": 1000.0,
+        "rollout[shm*4+overlap]": 2000.0,
+        "iteration[shm*4+overlap]": 2000.0,
+        **{k: 1.0 for k in ("physics@1", "render@1")},
+    }  # fmt: skip
+    one, four = bench.summarise(rates, ["shm+overlap", "shm*4+overlap"])
+    assert one["components"]["render"] == 4000.0 and one["components"]["transport"] == 15000.0
+    assert four["components"] == {"physics": 20000.0, "render": 9000.0, "encoder": 9500.0, "policy": 40000.0,
+                                       "transport": 16000.0}  # fmt: skip
+    assert four["slowest"] == "render" and four["iteration_over_slowest"] == pytest.approx(2000.0 / 9000.0)
+
+
 def test_bad_options_stop_before_any_work(bench):
     with pytest.raises(SystemExit, match="n-envs"):
         bench.main(["--quick", "--n-envs", "0"])
     with pytest.raises(SystemExit, match="vec_env"):
         bench.main(["--quick", "--vec-env", "nosuchkind"])
+    for bad in ("subproc*2", "shm*0", "shm*x"):
+        with pytest.raises(SystemExit, match=r"envs per worker go with shm only, as shm\*K"):
+            bench.main(["--quick", "--vec-env", bad])

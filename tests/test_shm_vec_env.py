@@ -264,14 +264,19 @@ def test_bad_sizes_and_shapes_are_refused_by_name(monkeypatch):
 
 def test_train_config_builds_it_and_auto_picks_it_where_it_picked_subprocesses(monkeypatch):
     base = {"task": "door", "n_envs": 2, "image_size": 32, "horizon": 7}
-    venv = make_venv(TrainConfig(**base, vec_env="shm"), "HInDex/Door-v0")
+    venv = make_venv(TrainConfig(**base, vec_env="shm", envs_per_worker=2), "HInDex/Door-v0")
     try:
-        assert isinstance(venv, SharedMemoryVecEnv) and venv.num_envs == 2
+        assert isinstance(venv, SharedMemoryVecEnv) and venv.num_envs == 2 and venv.envs_per_worker == 2
         assert venv.reset()["pixels"].shape == (2, 3, 32, 32)
     finally:
         venv.close()
     with pytest.raises(ConfigError, match="vec_env"):
         TrainConfig(**base, vec_env="shared")
+    with pytest.raises(ConfigError, match=r"envs_per_worker.*needs vec_env shm"):
+        TrainConfig(**base, vec_env="subproc", envs_per_worker=2)
+    with pytest.raises(ConfigError, match=r"envs_per_worker.*more than n_envs \(2\)"):
+        TrainConfig(**base, envs_per_worker=3)
+    assert vec_env_class(TrainConfig(**base, envs_per_worker=2, device="cpu")) == "shm"  # auto: only shm tiles
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert vec_env_class(TrainConfig(**base, device="cuda")) == "shm"
     assert vec_env_class(TrainConfig(**base, device="cpu")) == "dummy"
@@ -298,3 +303,142 @@ def test_pixel_dapg_with_shared_memory_workers_is_bit_identical_to_one_process()
     reference = run(make_vec_env("HInDex/Door-v0", n_envs=1, env_kwargs=kwargs))
     shm = make_vec_env("hindex_sb3:HInDex/Door-v0", n_envs=2, env_kwargs=kwargs, vec_env_cls=SharedMemoryVecEnv)
     assert th.equal(reference, run(shm))
+
+
+# ---------------------------------------------------------------------------------------------- several envs a worker
+def _grouped(n_envs=3, env_kwargs=DOOR, **kwargs):
+    return make_vec_env(
+        "hindex_sb3:HInDex/Door-v0", n_envs=n_envs, seed=0, env_kwargs=env_kwargs, vec_env_cls=SharedMemoryVecEnv,
+        vec_env_kwargs=kwargs,
+    )  # fmt: skip
+
+
+def _frames_close(a, b, max_fraction=1e-3):
+    """Tiled frames are the one-by-one frames but for a few edge pixels (the rasteriser's rounding depends on where
+    the viewport sits); a tile with another env's state, or flipped, differs almost everywhere."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        np.testing.assert_array_equal(a["proprio"], b["proprio"])  # the physics is the same, bit for bit
+        a, b = a["pixels"], b["pixels"]
+    assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
+    assert np.mean(a != b) <= max_fraction, np.mean(a != b)
+
+
+def test_several_envs_per_worker_without_tiles_step_bit_identically_to_dummy():
+    got = _trace(_grouped(3, envs_per_worker=2, tiled_render=False))  # workers of 2 and 1 envs
+    ref = _trace(_door(DummyVecEnv, n_envs=3))
+    _assert_same_trace(
+        [(k, (x[0], x[1].astype(np.float32), *x[2:]) if k == "step" else x) for k, x in got], ref, np.float32
+    )
+
+
+def test_tiled_workers_give_the_same_steps_with_frames_equal_but_for_edge_pixels():
+    venv = _grouped(4, envs_per_worker=2)
+    assert venv.envs_per_worker == 2 and [list(g) for g in venv.groups] == [[0, 1], [2, 3]]
+    got, ref = _trace(venv), _trace(_door(DummyVecEnv, n_envs=4))
+    n_done = 0
+    for (kind, g), (_, r) in zip(got, ref, strict=True):
+        if kind == "reset":
+            _frames_close(g, r)
+            continue
+        _frames_close(g[0], r[0])
+        np.testing.assert_array_equal(g[1].astype(np.float32), r[1])  # float64 from workers, as SubprocVecEnv
+        np.testing.assert_array_equal(g[2], r[2])
+        for info_g, info_r in zip(g[3], r[3], strict=True):
+            if "terminal_observation" in info_r:  # drawn before the reset, kept apart from the next frame
+                n_done += 1
+                _frames_close(info_g["terminal_observation"], info_r["terminal_observation"])
+    assert n_done >= 8
+    # and the frames are real: not the zeros a frame never drawn would be
+    assert got[-1][1][0]["pixels"].mean() > 20
+
+
+def test_tiled_steps_of_chosen_envs_in_flight_together_come_back_to_the_right_envs():
+    venv = _grouped(4, env_kwargs={"image_size": 32}, envs_per_worker=2)
+    ref = DummyVecEnv([lambda: gym.make("HInDex/Door-v0", image_size=32)] * 4)
+    try:
+        seeds = {0: 5, 1: 6, 2: 7, 3: 8}
+        first = venv.reset_envs(seeds)
+        for j, s in seeds.items():
+            _frames_close(first[j][0], ref.envs[j].reset(seed=s)[0])
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            actions = {j: rng.uniform(-1, 1, 28).astype(np.float32) for j in range(4)}
+            venv.step_envs_send({j: actions[j] for j in (1, 3)})  # one env of each worker: two batches in flight
+            venv.step_envs_send({j: actions[j] for j in (0, 2)})
+            got = venv.step_envs_recv([2, 0]) | venv.step_envs_recv([3, 1])  # received out of order: stashed
+            for j in range(4):
+                expected = ref.envs[j].step(actions[j])
+                _frames_close(got[j][0], expected[0])
+                assert got[j][1:4] == expected[1:4]
+        with pytest.raises(RuntimeError, match="was not sent a step"):
+            venv.step_envs_recv([1])
+        venv.step_envs_send({0: actions[0]})
+        with pytest.raises(RuntimeError, match="last step was not received"):
+            venv.step_envs_send({0: actions[0]})
+        assert venv.get_attr("camera_id", indices=[3, 0]) == [ref.envs[3].unwrapped.camera_id] * 2  # drains first
+    finally:
+        venv.close()
+        ref.close()
+
+
+def test_grouped_workers_refuse_bad_settings_and_name_the_env_that_failed():
+    with pytest.raises(ValueError, match="envs_per_worker"):
+        _venv([FrameEnv, FrameEnv], envs_per_worker=3)
+    with pytest.raises(TypeError, match="envs_per_worker"):
+        _venv([FrameEnv, FrameEnv], envs_per_worker=True)
+    with pytest.raises(TypeError, match="tiled_render"):
+        _venv([FrameEnv, FrameEnv], tiled_render="yes")
+    with pytest.raises(RuntimeError, match=r"envs 0-1 raised(.|\n)*tiled_render=True, but its envs do not defer"):
+        _venv([FrameEnv, FrameEnv], envs_per_worker=2, tiled_render=True)
+    venv = _venv([FrameEnv, lambda: FrameEnv(fail_at=2), FrameEnv], envs_per_worker=2)
+    try:
+        assert venv.reset().shape == (3, 12, 10, 3)  # FrameEnvs cannot be tiled: auto leaves them one by one
+        venv.step(np.zeros((3, 1), np.float32))
+        with pytest.raises(RuntimeError, match=r"env 1 raised in its worker process:(.|\n)*fails on purpose"):
+            venv.step(np.zeros((3, 1), np.float32))
+        assert venv.get_attr("length") == [4, 4, 4]
+        os.kill(venv.processes[0].pid, signal.SIGKILL)
+        venv.processes[0].join(5)
+        with pytest.raises(RuntimeError, match=r"worker process of envs 0-1 .* died"):
+            venv.step(np.zeros((3, 1), np.float32))
+    finally:
+        venv.close()
+
+
+class _CopyPixels(gym.ObservationWrapper):
+    def observation(self, obs):
+        return {**obs, "pixels": obs["pixels"].copy()}
+
+
+def test_a_wrapper_that_replaces_the_frame_is_refused_under_tiling():
+    # the default start method: a forked worker that renders can hang on the GL state of a parent that rendered
+    fn = lambda: _CopyPixels(gym.make("HInDex/Door-v0", image_size=32))  # noqa: E731
+    venv = SharedMemoryVecEnv([fn, fn], envs_per_worker=2)
+    try:
+        with pytest.raises(RuntimeError, match="a wrapper changed the pixel observation"):
+            venv.reset()
+    finally:
+        venv.close()
+    venv = SharedMemoryVecEnv([fn, fn], envs_per_worker=2, tiled_render=False)
+    try:
+        assert venv.reset()["pixels"].mean() > 20
+    finally:
+        venv.close()
+
+
+@pytest.mark.filterwarnings("ignore::hindex_sb3.encoders.RandomWeightsWarning")
+def test_pixel_dapg_with_overlap_and_grouped_untiled_workers_matches_one_env_per_worker():
+    from tiny_encoder import tiny_policy_kwargs
+
+    def run(**kwargs):
+        venv = _grouped(4, env_kwargs={"image_size": 32, "max_episode_steps": 5}, **kwargs)
+        try:
+            model = DAPG("MultiInputPolicy", venv, n_trajectories=6, overlap=True, bc_epochs=0,
+                         policy_kwargs=tiny_policy_kwargs(), seed=2, device="cpu")  # fmt: skip
+            model.learn(1)
+            return get_flat_params(list(model.policy.parameters()))
+        finally:
+            venv.close()
+
+    assert th.equal(run(), run(envs_per_worker=2, tiled_render=False))
