@@ -213,7 +213,7 @@ class ProbeEnv(gym.Env):
             if self._tiled is not None:
                 self._tiled.close()
             size = (base.image_height, base.image_width)
-            self._tiled = TiledRenderer(copy.deepcopy(base.model), *size, k, base.render_quality)
+            self._tiled = TiledRenderer(copy.deepcopy(base.model), *size, k)
         out = [np.empty((3, base.image_height, base.image_width), np.uint8) for _ in range(k)]
         start = time.perf_counter()
         for _ in range(rounds):

@@ -1,22 +1,22 @@
 """Does rendering several envs' scenes into one framebuffer, read back once, beat one read-back per frame?
 
 On a lent H200 (docs/benchmarks.md, "Pixel throughput") one process rendered 3,766 door frames/s at 224 px and 32
-worker processes only 4,061-5,926 together: the renderer, one GL context and one blocking ``mjr_readPixels`` per
-env and frame, is bound by the GPU side, and it caps a pixel rollout far below the 5,000 frames/s goal. This script
-measures the alternative before anything is built on it: ``k`` scenes rendered into the ``k`` tiles of one offscreen
-buffer (one GL context), then one read-back of the whole buffer, split into ``k`` channel-first frames.
-
-Measured per tile count ``k`` (fast quality, as the envs render by default), in frames/s:
+worker processes only 4,061-5,926 together: one GL context and one blocking ``mjr_readPixels`` per env and frame is
+bound by the GPU side. The alternative: ``k`` scenes into one offscreen buffer (one GL context), then one read-back
+of the buffer, split into ``k`` channel-first frames. Measured per scene count ``k`` (fast quality), in frames/s:
 
 * ``single`` - the envs' own renderer (:class:`hindex_sb3.envs.rendering.OffscreenRenderer`): ``render_chw`` for each
-  of the ``k`` states, one context, one read-back per frame (what a worker does today);
-* ``tiled`` - the same ``k`` states into one ``k``-tile buffer, one read-back per round of ``k`` frames.
+  of the ``k`` states, one read-back per frame (what a worker with one env per process does);
+* ``tiled`` - :class:`hindex_sb3.envs.rendering.TiledRenderer`, what ``SharedMemoryVecEnv(envs_per_worker=k)``
+  workers run: each scene drawn at the buffer's origin, as ``single`` draws it, then copied on the GPU to its tile;
+* ``viewport`` - each scene drawn straight into its tile (the first design, measured on the H200: 13,000 frames/s
+  at ``k = 16``; its frames differ from ``single``'s at a few edge pixels, which is why the package copies instead).
 
 With ``--processes P`` (one value or several) the same runs in ``P`` processes at once (spawned, each with its own GL
 context) and the rate is ``P * frames / slowest process's time``: what ``P`` env workers would get from one GPU.
-Each measurement first compares every tile with the single renderer's frame of the same state and reports the
-largest pixel difference and the share of pixel values that differ at all (on Mesa's llvmpipe: none in most tiles,
-a few edge pixels in others, about 2 in 10,000 values), so that a faster tiled path cannot be a wrong one unnoticed.
+Each measurement first compares every tile with the single renderer's frame of the same state and reports, for
+``tiled`` and ``viewport``, the largest pixel difference and the share of pixel values that differ at all (``tiled``
+must be 0: the package's tests hold it to that on the CPU), so that a faster path cannot be a wrong one unnoticed.
 
     python benchmarks/render_batching.py --quick                       # CPU-sized check (64 px, k in 1 4)
     python benchmarks/render_batching.py --tiles 1 4 8 16 --processes 1 4 16 --json out.json   # a GPU machine
@@ -44,11 +44,13 @@ import numpy as np
 
 import hindex_sb3
 from hindex_sb3._io import to_json_text, write_json
-from hindex_sb3.envs.rendering import OffscreenRenderer, _gl_context_class, validate_image_size
+from hindex_sb3.envs.rendering import OffscreenRenderer, TiledRenderer, _gl_context_class, validate_image_size
+
+RENDERERS = ("single", "tiled", "viewport")
 
 
-class TiledRenderer:
-    """Renders up to ``tiles`` scenes of one model into the tiles of one offscreen buffer; one read-back for all."""
+class ViewportTiles:
+    """Draws up to ``tiles`` scenes of one model straight into the tiles of one offscreen buffer; one read-back."""
 
     def __init__(self, model: mujoco.MjModel, height: int, width: int, tiles: int, max_geom: int = 2000) -> None:
         self.model, self.height, self.width, self.tiles = model, height, width, tiles
@@ -122,7 +124,7 @@ def _states(task: str, image_size: int, k: int, seed: int) -> tuple[gym.Env, lis
 
 
 def measure(task: str, image_size: int, k: int, frames: int, seed: int, barrier: Any = None) -> dict[str, float]:
-    """Seconds of the single and tiled renderers on the same ``k`` states in this process, and their max difference.
+    """Seconds of each renderer on the same ``k`` states in this process, and how far its frames are from single's.
 
     :param barrier: shared by processes measured together, so that all of them time the same renderer at once.
     """
@@ -130,27 +132,33 @@ def measure(task: str, image_size: int, k: int, frames: int, seed: int, barrier:
     base = env.unwrapped
     single = OffscreenRenderer(copy.deepcopy(base.model), image_size, image_size)
     tiled = TiledRenderer(copy.deepcopy(base.model), image_size, image_size, k)
+    viewport = ViewportTiles(copy.deepcopy(base.model), image_size, image_size, k)
+    scenes = [(base.model, d, base.camera_id) for d in datas]
+    out = [np.empty((3, image_size, image_size), np.uint8) for _ in datas]
+    renderers = {
+        "single": lambda: np.stack([single.render_chw(d, base.camera_id) for d in datas]),
+        "tiled": lambda: tiled.render_into(scenes, out) or np.stack(out),
+        "viewport": lambda: viewport.render_chw(datas, base.camera_id),
+    }
     rounds = max(frames // k, 1)
-    times = {}
+    result: dict[str, float] = {"frames": rounds * k}
     try:
-        reference = np.stack([single.render_chw(d, base.camera_id) for d in datas])
-        got = tiled.render_chw(datas, base.camera_id)
-        diff = np.abs(got.astype(np.int16) - reference.astype(np.int16))
-        for name, render in (
-            ("single", lambda: [single.render_chw(d, base.camera_id) for d in datas]),
-            ("tiled", lambda: tiled.render_chw(datas, base.camera_id)),
-        ):
+        reference = renderers["single"]()
+        for name in ("tiled", "viewport"):
+            diff = np.abs(renderers[name]().astype(np.int16) - reference.astype(np.int16))
+            result[f"{name}_max_abs_diff"], result[f"{name}_diff_fraction"] = int(diff.max()), float((diff > 0).mean())
+        for name, render in renderers.items():
             if barrier is not None:
                 barrier.wait()
             start = time.perf_counter()
             for _ in range(rounds):
                 render()
-            times[name] = time.perf_counter() - start
+            result[name] = time.perf_counter() - start
     finally:
-        single.close()
-        tiled.close()
+        for renderer in (single, tiled, viewport):
+            renderer.close()
         env.close()
-    return {**times, "max_abs_diff": int(diff.max()), "diff_fraction": float((diff > 0).mean()), "frames": rounds * k}
+    return result
 
 
 def _worker(args: tuple, barrier: Any, results: Any) -> None:
@@ -178,22 +186,25 @@ def measure_processes(task: str, image_size: int, k: int, frames: int, processes
             w.join()
     total = sum(r["frames"] for r in runs)
     out: dict[str, Any] = {"processes": processes, "frames": total}
-    for name in ("single", "tiled"):
+    for name in RENDERERS:
         out[name] = total / max(r[name] for r in runs)
-    out["max_abs_diff"] = max(r["max_abs_diff"] for r in runs)
-    out["diff_fraction"] = max(r["diff_fraction"] for r in runs)
+    for key in ("tiled_max_abs_diff", "tiled_diff_fraction", "viewport_max_abs_diff", "viewport_diff_fraction"):
+        out[key] = max(r[key] for r in runs)
     return out
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| processes | tiles | single frames/s | tiled frames/s | tiled / single | max pixel diff | values differing |",
+        "| processes | tiles | single frames/s | tiled frames/s (/ single) | viewport frames/s (/ single) "
+        "| tiled: values differing | viewport: values differing (max diff) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['processes']} | {r['tiles']} | {r['single']:,.0f} | {r['tiled']:,.0f} | "
-            f"{r['tiled'] / r['single']:.2f} | {r['max_abs_diff']} | {r['diff_fraction']:.1e} |"
+            f"| {r['processes']} | {r['tiles']} | {r['single']:,.0f} "
+            f"| {r['tiled']:,.0f} ({r['tiled'] / r['single']:.2f}) "
+            f"| {r['viewport']:,.0f} ({r['viewport'] / r['single']:.2f}) "
+            f"| {r['tiled_diff_fraction']:.1e} | {r['viewport_diff_fraction']:.1e} ({r['viewport_max_abs_diff']}) |"
         )
     return "\n".join(lines)
 
@@ -222,8 +233,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row = {"tiles": k, **measure_processes(args.task, args.image_size, k, args.frames, procs, args.seed)}
             rows.append(row)
             print(
-                f"  P={procs} k={k}: single {row['single']:,.0f} tiled {row['tiled']:,.0f} frames/s, "
-                f"max diff {row['max_abs_diff']}",
+                f"  P={procs} k={k}: single {row['single']:,.0f} tiled {row['tiled']:,.0f} viewport "
+                f"{row['viewport']:,.0f} frames/s, tiled max diff {row['tiled_max_abs_diff']}",
                 file=sys.stderr,
                 flush=True,
             )

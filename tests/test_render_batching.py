@@ -18,10 +18,11 @@ def test_quick_run_tiles_match_the_single_renderer_and_rates_are_positive(bench,
     doc = bench.main(["--quick", "--json", str(out)])
     assert [(r["processes"], r["tiles"]) for r in doc["rows"]] == [(1, 1), (1, 4)]
     for row in doc["rows"]:
-        assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("single", "tiled"))
+        assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("single", "tiled", "viewport"))
+        assert row["tiled_max_abs_diff"] == 0, row  # the package's tiles are the single renderer's frames exactly
         # a tile showing another env's state, or an upside-down atlas, differs almost everywhere
-        assert row["diff_fraction"] < 1e-3, row
-    assert doc["rows"][0]["max_abs_diff"] == 0  # one tile is the single renderer's framebuffer
+        assert row["viewport_diff_fraction"] < 1e-3, row
+    assert doc["rows"][0]["viewport_max_abs_diff"] == 0  # one tile is the single renderer's framebuffer
     assert out.exists()
 
 

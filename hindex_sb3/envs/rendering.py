@@ -162,31 +162,37 @@ MAX_ATLAS_SIDE = 4096
 
 
 class TiledRenderer:
-    """Renders the scenes of several envs of one task into the tiles of one offscreen buffer, read back once.
+    """Renders the scenes of several envs of one task into one offscreen buffer, read back once.
 
     Why: on a GPU, one context per env and one blocking ``mjr_readPixels`` per frame leave the renderer waiting on
     the GPU after every frame, and worker processes do not add up (a lent H200 rendered ~4,300 door frames/s at
-    224 px with 4 or 16 processes alike). Drawing ``k`` scenes into one atlas and reading it back once per round
-    reached ~13,000 frames/s there with 16 tiles per process. On a CPU rasteriser it neither helps nor hurts.
+    224 px with 4 or 16 processes alike). Drawing ``k`` scenes into one buffer and reading it back once per round
+    reached 9,000-13,000 frames/s there with 4-16 scenes per process. On a CPU rasteriser it neither helps nor hurts.
 
-    A tile's frame is the frame :class:`OffscreenRenderer` draws for the same state, except at a few edge pixels
-    (the rasteriser's rounding depends on where the viewport sits: about 5 in 100,000 values differ).
+    Each scene is drawn where :class:`OffscreenRenderer` draws it, at the buffer's origin, then copied on the GPU
+    (``glBlitFramebuffer``, no read-back) to its own tile: drawing each scene straight into its tile would move its
+    viewport, and the rasteriser rounds a few edge pixels differently there (~5 in 100,000 values). So a frame is
+    bit for bit the frame :class:`OffscreenRenderer` draws for the same state, whichever tile it went through, and
+    results do not depend on how many envs a worker hosts. Fast quality only: a multisampled buffer (paper quality)
+    cannot be copied between tiles before it is resolved.
 
     The scenes must share the meshes and textures of ``model`` (envs of one task do: their randomised placements
     are read from each env's own model and data when its scene is built).
     """
 
-    def __init__(self, model: mujoco.MjModel, height: int, width: int, tiles: int, quality: str = "fast",
-                 max_geom: int = 2000) -> None:  # fmt: skip
+    def __init__(self, model: mujoco.MjModel, height: int, width: int, tiles: int, max_geom: int = 2000) -> None:
         if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles < 1:
             raise ValueError(f"tiles must be a positive int, got {tiles!r}")
         self.height, self.width = height, width
-        per_side = (MAX_ATLAS_SIDE // height) * (MAX_ATLAS_SIDE // width)
-        self.tiles = min(tiles, per_side)  # more scenes than fit are drawn in several rounds
-        self.cols = math.ceil(math.sqrt(self.tiles))
-        self.rows = math.ceil(self.tiles / self.cols)
-        self._renderer = OffscreenRenderer(model, self.rows * height, self.cols * width, quality, max_geom)
+        slots = (MAX_ATLAS_SIDE // height) * (MAX_ATLAS_SIDE // width)  # slot 0 is where every scene is drawn
+        self.tiles = min(tiles, slots - 1)  # more scenes than fit are drawn in several rounds
+        self.cols = math.ceil(math.sqrt(self.tiles + 1))
+        self.rows = math.ceil((self.tiles + 1) / self.cols)
+        self._renderer = OffscreenRenderer(model, self.rows * height, self.cols * width, "fast", max_geom)
         self._atlas = self._renderer._buffer
+        from OpenGL import GL  # PyOpenGL: a dependency of mujoco, already loaded for the chosen GL backend
+
+        self._gl_api = GL
 
     @property
     def closed(self) -> bool:
@@ -199,20 +205,30 @@ class TiledRenderer:
         for start in range(0, len(scenes), self.tiles):
             self._round(scenes[start : start + self.tiles], out[start : start + self.tiles])
 
+    def _slot(self, i: int) -> tuple[int, int]:
+        """Pixel origin of scene ``i``'s tile (slot ``i + 1``), counted from the bottom-left as GL counts."""
+        row, col = divmod(i + 1, self.cols)
+        return col * self.width, row * self.height
+
     def _round(self, scenes: list[tuple[mujoco.MjModel, mujoco.MjData, int]], out: list[np.ndarray]) -> None:
-        r, h, w = self._renderer, self.height, self.width
+        r, h, w, gl = self._renderer, self.height, self.width, self._gl_api
         r._gl.make_current()
+        origin = mujoco.MjrRect(0, 0, w, h)
+        fbo = r._con.offFBO
         for i, (model, data, camera_id) in enumerate(scenes):
-            row, col = divmod(i, self.cols)  # tile i sits row i // cols counted from the bottom (GL's origin)
             r._camera.fixedcamid = camera_id
             mujoco.mjv_updateScene(model, data, r._option, r._perturb, r._camera, mujoco.mjtCatBit.mjCAT_ALL, r._scene)
-            mujoco.mjr_render(mujoco.MjrRect(col * w, row * h, w, h), r._scene, r._con)
-        used_rows = -(-len(scenes) // self.cols)
+            mujoco.mjr_render(origin, r._scene, r._con)
+            x, y = self._slot(i)
+            gl.glBindFramebuffer(gl.GL_READ_FRAMEBUFFER, fbo)
+            gl.glBindFramebuffer(gl.GL_DRAW_FRAMEBUFFER, fbo)
+            gl.glBlitFramebuffer(0, 0, w, h, x, y, x + w, y + h, gl.GL_COLOR_BUFFER_BIT, gl.GL_NEAREST)
+        used_rows = -(-(len(scenes) + 1) // self.cols)
         atlas = self._atlas[: used_rows * h]  # only the rows holding tiles are read back
         mujoco.mjr_readPixels(atlas, None, mujoco.MjrRect(0, 0, self.cols * w, used_rows * h), r._con)
         for i, frame in enumerate(out):
-            row, col = divmod(i, self.cols)
-            np.copyto(frame, atlas[row * h : (row + 1) * h, col * w : (col + 1) * w][::-1].transpose(2, 0, 1))
+            x, y = self._slot(i)
+            np.copyto(frame, atlas[y : y + h, x : x + w][::-1].transpose(2, 0, 1))
 
     def close(self) -> None:
         self._renderer.close()

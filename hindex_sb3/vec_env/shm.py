@@ -147,8 +147,9 @@ class _FrameWriter:
 def tiling_problem(envs: Sequence[gym.Env]) -> str | None:
     """Why the frames of ``envs`` cannot be drawn in one tiled pass (``None`` when they can).
 
-    They can when each env defers its frames (our ``HInDex/*`` pixel envs do: ``defer_frames``) and all show one
-    task at one image size and quality: the atlas's GL context holds the first env's meshes and textures.
+    They can when each env defers its frames (our ``HInDex/*`` pixel envs do: ``defer_frames``), all render in fast
+    quality (the default) and all show one task at one image size: the GL context holds the first env's meshes and
+    textures.
     """
     bases = [env.unwrapped for env in envs]
     if not all(callable(getattr(b, "defer_frames", None)) for b in bases):
@@ -156,13 +157,16 @@ def tiling_problem(envs: Sequence[gym.Env]) -> str | None:
     if any(getattr(b, "obs_mode", None) == "state" for b in bases):
         return "its envs observe no pixels (obs_mode='state')"
 
+    if any(b.render_quality != "fast" for b in bases):
+        return "its envs render in paper quality (multisampled frames are drawn one by one)"
+
     def signature(b: Any) -> tuple:
         m = b.model
         assets = (m.nmesh, m.nmeshvert, m.nmeshface, m.ntex, m.ntexdata, m.nmat, m.ngeom, m.nskin)
-        return type(b), b.image_height, b.image_width, b.render_quality, assets
+        return type(b), b.image_height, b.image_width, assets
 
     if len({signature(b) for b in bases}) > 1:
-        return "its envs differ in task, image size, render quality or scene assets"
+        return "its envs differ in task, image size or scene assets"
     return None
 
 
@@ -177,9 +181,7 @@ class _TiledFrames:
             base.defer_frames()
         self.drawn: list[np.ndarray | None] = [None] * len(envs)  # where each env's last frame was drawn
         first = self.bases[0]
-        self.renderer = TiledRenderer(
-            copy.deepcopy(first.model), first.image_height, first.image_width, len(envs), first.render_quality
-        )
+        self.renderer = TiledRenderer(copy.deepcopy(first.model), first.image_height, first.image_width, len(envs))
 
     def draw(self) -> None:
         pending = [(i, frame) for i, b in enumerate(self.bases) if (frame := b.pending_frame()) is not None]
@@ -400,9 +402,10 @@ class SharedMemoryVecEnv(VecEnv):
         1 is ``SubprocVecEnv``'s layout. More pays on a GPU with ``HInDex/*`` pixel envs: a worker steps the physics
         of all its envs, then draws all their frames in one tiled pass with one read-back (``tiled_render``).
     :param tiled_render: draw the frames of a worker's envs in one tiled pass. ``None`` (default): whenever a worker
-        holds several envs that can be tiled (one task, image size and quality; see :func:`tiling_problem`);
-        ``True``: always (an error where the envs cannot be); ``False``: never. Tiled frames equal the one-by-one
-        frames except at a few edge pixels, where the rasteriser rounds differently.
+        holds several envs that can be tiled (one task and image size, fast quality; see :func:`tiling_problem`);
+        ``True``: always (an error where the envs cannot be); ``False``: never. Tiled frames are bit for bit the
+        one-by-one frames (see :class:`~hindex_sb3.envs.rendering.TiledRenderer`), so the steps do not depend on
+        ``envs_per_worker``.
     """
 
     def __init__(
