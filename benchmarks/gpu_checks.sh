@@ -2,17 +2,18 @@
 # The GPU checks of the pixel-throughput work in one go, for a machine with a GPU lent for a few minutes:
 #   1. sanity: CUDA, headless EGL rendering of a pixel env, the package imports;
 #   2. benchmarks/pixel_throughput.py --preset gpu (door and a DexMV task, 32 envs, 224 px; REPEATS rounds);
-#   3. the CUDA-only tests: fast rollout path vs simple path, CUDA graphs, bf16 tolerance on rendered frames;
+#   3. the CUDA-only tests: fast rollout path vs simple path, CUDA graphs, bf16 tolerance on rendered frames; the
+#      tiled-rendering tests (exact frames) on NVIDIA's EGL;
 #   4. benchmarks/precision.py on the GPU (bf16 + CUDA graphs against eager fp32);
 #   5. benchmarks/render_batching.py: k scenes in one framebuffer with one read-back, against one per frame;
-#   6. the door throughput again with the encoder in bf16 (shm + overlap only): does a smaller encoder share of the
-#      GPU lift the whole?
+#   6. the whole iteration with tiled workers (K envs per worker, frames drawn in one pass), encoder in bf16:
+#      door with K = 1, 2, 4 at 32 envs, door with K = 4 at 64 envs (16 workers), pour with K = 1 and 4;
 #   7. `hindex train` end to end on the GPU (BC, EMA-BN, overlap, checkpoints, evaluation, video), then resumed.
 # Each step has its own time limit, so one slow or failing step leaves the others' results. Usage, from the
 # repository root with the package importable (installed, or PYTHONPATH=$PWD):
 #   bash benchmarks/gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]
-# REPEATS (default 2) sets the throughput rounds counted. THROUGHPUT=0 skips step 2, TESTS=0 step 3, PRECISION=0 step 4, RENDER=0
-# step 5, BF16=0 step 6 and TRAIN=0 step 7.
+# REPEATS (default 2) sets the throughput rounds counted. THROUGHPUT=0 skips step 2, TESTS=0 step 3, PRECISION=0 step 4,
+# RENDER=0 step 5, TILED=0 step 6 and TRAIN=0 step 7.
 set -u
 out=${1:?usage: gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]}
 throughput_limit=${2:-300}
@@ -48,13 +49,25 @@ print("door pixels", obs["pixels"].shape, obs["pixels"].dtype, "mean", float(obs
     tests/test_gpu_fast_path.py tests/test_cuda_graphs.py "tests/test_precision.py::test_resnet50_bf16_features_on_rendered_frames_are_within_the_tolerance" \
     "tests/test_precision.py::test_resnet50_bf16_moves_features_no_more_than_one_grey_level_of_noise" \
     tests/test_adapt.py tests/test_extractor.py -k "cuda or gpu or graph or True"
+# tiled frames bit for bit the one-by-one frames, with NVIDIA's EGL (on the CPU, with Mesa's, they are)
+[ "${TESTS:-1}" = 1 ] && step tiled_tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_envs.py \
+    tests/test_shm_vec_env.py -k "tiled or deferred"
 [ "${PRECISION:-1}" = 1 ] && step precision 90 "$py" benchmarks/precision.py --device cuda --json "$out/precision.json"
 [ "${RENDER:-1}" = 1 ] && step render_batching 150 "$py" benchmarks/render_batching.py --tiles 1 4 16 \
     --processes 1 4 16 --frames 400 --json "$out/render_batching.json"
-[ "${BF16:-1}" = 1 ] && step throughput_bf16 200 "$py" benchmarks/pixel_throughput.py --preset gpu --tasks Door \
-    --vec-env shm+overlap --precision bf16 --repeats "${REPEATS:-2}" --json "$out/pixel_throughput_bf16.json"
+tiled() {  # tiled NAME LIMIT ARGS...: the bf16 throughput table for tiled workers
+    local name=$1 limit=$2
+    shift 2
+    step "$name" "$limit" "$py" benchmarks/pixel_throughput.py --preset gpu --precision bf16 --repeats "${REPEATS:-2}" \
+        "$@" --json "$out/$name.json"
+}
+if [ "${TILED:-1}" = 1 ]; then
+    tiled tiled_door 300 --tasks Door --vec-env shm+overlap "shm*2+overlap" "shm*4+overlap"
+    tiled tiled_door_64 200 --tasks Door --n-envs 64 --vec-env "shm*4+overlap"
+    tiled tiled_pour 300 --tasks Pour --vec-env shm+overlap "shm*4+overlap"
+fi
 train=(train door --weights random --n-envs 16 --trajectories 16 --horizon 50 --num-demos 1 --ema-momentum 0.1
-       --overlap --vec-env shm --checkpoint-every 1 --eval-episodes 4 --out /tmp/gpu_checks_train --no-progress)
+       --overlap --vec-env shm --envs-per-worker 4 --checkpoint-every 1 --eval-episodes 4 --out /tmp/gpu_checks_train --no-progress)
 [ "${TRAIN:-1}" = 1 ] && step train 150 "$py" -m hindex_sb3.cli "${train[@]}" --iterations 2 --overwrite
 [ "${TRAIN:-1}" = 1 ] && step train_resume 120 "$py" -m hindex_sb3.cli "${train[@]}" --iterations 3 --resume
 true  # a skipped last step is not a failure
