@@ -14,6 +14,11 @@ while the workers already write the next step into the same buffer, so a view wo
 first frame), as in ``SubprocVecEnv``. Rewards come back as ``SubprocVecEnv`` returns them (float64), so switching
 between the two changes no number.
 
+A worker may host several consecutive envs (``envs_per_worker``). With our pixel envs it then steps the physics of
+all of them and draws all their frames in one :class:`~hindex_sb3.envs.rendering.TiledRenderer` pass with one
+read-back, which on a GPU lifts the ~4,300 frames/s that one read-back per frame allows (the frames are the same,
+bit for bit).
+
 Besides the ``VecEnv`` API, :meth:`SharedMemoryVecEnv.reset_envs` and :meth:`SharedMemoryVecEnv.step_envs` drive
 chosen envs in gymnasium's API without auto-reset, for DAPG's exact-episode sampler
 (:class:`~hindex_sb3.dapg.rollout.EpisodeRunner`).
