@@ -7,7 +7,8 @@
 #   4. benchmarks/precision.py on the GPU (bf16 + CUDA graphs against eager fp32);
 #   5. benchmarks/render_batching.py: k scenes in one framebuffer with one read-back, against one per frame;
 #   6. the whole iteration with tiled workers (K envs per worker, frames drawn in one pass), encoder in bf16:
-#      door with K = 1, 2, 4 at 32 envs, door with K = 4 at 64 envs (16 workers), pour with K = 1 and 4;
+#      door with K = 1, 2, 4 at 32 envs (and K = 4 in lockstep: overlap leaves half the workers idle), door with
+#      K = 4 at 64 envs (16 workers), pour with K = 1 and 4;
 #   7. `hindex train` end to end on the GPU (BC, EMA-BN, overlap, checkpoints, evaluation, video), then resumed.
 # Each step has its own time limit, so one slow or failing step leaves the others' results. Usage, from the
 # repository root with the package importable (installed, or PYTHONPATH=$PWD):
@@ -62,7 +63,7 @@ tiled() {  # tiled NAME LIMIT ARGS...: the bf16 throughput table for tiled worke
         "$@" --json "$out/$name.json"
 }
 if [ "${TILED:-1}" = 1 ]; then
-    tiled tiled_door 300 --tasks Door --vec-env shm+overlap "shm*2+overlap" "shm*4+overlap"
+    tiled tiled_door 330 --tasks Door --vec-env shm+overlap "shm*2+overlap" "shm*4" "shm*4+overlap"
     tiled tiled_door_64 200 --tasks Door --n-envs 64 --vec-env "shm*4+overlap"
     tiled tiled_pour 300 --tasks Pour --vec-env shm+overlap "shm*4+overlap"
 fi
