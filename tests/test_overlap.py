@@ -89,6 +89,11 @@ def test_env_groups_split_the_used_envs_in_order():
     assert _env_groups(2, True) == [[0], [1]]
     assert _env_groups(1, True) == [[0]]
     assert _env_groups(4, False) == [[0, 1, 2, 3]]
+    # workers of several envs: the halves split between workers, so that no worker serves both
+    assert _env_groups(32, True, 4) == [list(range(16)), list(range(16, 32))]
+    assert _env_groups(10, True, 4) == [list(range(8)), [8, 9]]
+    assert _env_groups(12, True, 8) == [list(range(8)), [8, 9, 10, 11]]
+    assert _env_groups(4, True, 4) == [[0, 1], [2, 3]]  # one worker: no boundary to split at
 
 
 @pytest.mark.parametrize(("kind", "n_envs"), [(SharedMemoryVecEnv, 3), (SubprocVecEnv, 4)])
