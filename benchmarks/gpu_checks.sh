@@ -15,6 +15,9 @@
 #   bash benchmarks/gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]
 # REPEATS (default 2) sets the throughput rounds counted. THROUGHPUT=0 skips step 2, TESTS=0 step 3, PRECISION=0 step 4,
 # RENDER=0 step 5, TILED=0 step 6 and TRAIN=0 step 7.
+# With REPEATS=1 and THROUGHPUT=0, steps 1, 3-5 and 7 take about 5 minutes and step 6 about 10 (H200, 16 cores): more
+# than one device call allows (10 min), so run them as two calls, e.g. TILED=0 first, then TESTS=0 PRECISION=0
+# RENDER=0 TRAIN=0.
 set -u
 out=${1:?usage: gpu_checks.sh OUT_DIR [THROUGHPUT_SECONDS]}
 throughput_limit=${2:-300}
