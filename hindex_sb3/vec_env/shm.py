@@ -161,7 +161,6 @@ def tiling_problem(envs: Sequence[gym.Env]) -> str | None:
         return "its envs do not defer their frames (only hindex_sb3's pixel envs do)"
     if any(getattr(b, "obs_mode", None) == "state" for b in bases):
         return "its envs observe no pixels (obs_mode='state')"
-
     if any(b.render_quality != "fast" for b in bases):
         return "its envs render in paper quality (multisampled frames are drawn one by one)"
 
@@ -218,10 +217,11 @@ class _Worker:
         self.frames: list[_FrameWriter] = []
         self.shm: shared_memory.SharedMemory | None = None
         self.reset_infos: list[dict[str, Any]] = [{} for _ in envs]
-        problem = tiling_problem(envs) if tiled is not False else "tiled_render=False"
+        wanted = len(envs) > 1 if tiled is None else tiled  # one env alone has nothing to share a pass with
+        problem = tiling_problem(envs) if wanted else None
         if tiled and problem is not None:
             raise ValueError(f"tiled_render=True, but {problem}")
-        self.tiles = _TiledFrames(envs) if problem is None and (tiled or len(envs) > 1) else None
+        self.tiles = _TiledFrames(envs) if wanted and problem is None else None
 
     # ------------------------------------------------------------------ running the envs
     def _each(self, locals_: Iterable[int], fn: Callable[[int, gym.Env], Any]) -> list[Any]:
@@ -526,6 +526,10 @@ class SharedMemoryVecEnv(VecEnv):
             raise error
         return replies
 
+    def _gather_envs(self) -> list[Any]:
+        """The replies of every worker to a command about all its envs, one per env in env order."""
+        return [reply for group in self._gather(range(len(self.groups))) for reply in group]
+
     def _request(self, workers: Iterable[int], cmd: str, data: Any) -> list[Any]:
         workers = list(workers)
         self._collect_sent()
@@ -584,7 +588,7 @@ class SharedMemoryVecEnv(VecEnv):
 
     def step_wait(self) -> VecEnvStepReturn:
         try:
-            replies = [r for group in self._gather(range(len(self.groups))) for r in group]
+            replies = self._gather_envs()
         finally:
             self.waiting = False
         rests, rewards, dones, infos, reset_infos = zip(*replies, strict=True)
@@ -596,7 +600,7 @@ class SharedMemoryVecEnv(VecEnv):
         self._collect_sent()
         for w, data in enumerate(seeds):
             self._send(w, ("reset", data))
-        replies = [r for group in self._gather(range(len(self.groups))) for r in group]
+        replies = self._gather_envs()
         rests, reset_infos = zip(*replies, strict=True)
         self.reset_infos = list(reset_infos)
         self._reset_seeds()
