@@ -18,6 +18,8 @@ Components (``n`` = ``--n-envs``, the rollout batch size):
 * ``physics@n[k=K]`` / ``render@n[k=K]`` - for a VecEnv kind ``shm*K`` (``K`` envs per worker process, their frames
   drawn in one tiled pass): the same in ``ceil(n / K)`` workers, each stepping ``K`` envs one after another /
   drawing ``K`` different states of the task into one :class:`~hindex_sb3.envs.rendering.TiledRenderer` per round.
+  ``physics@n[k=K,t=T]`` - for ``shm*K/T`` (each worker steps its ``K`` envs in ``T`` threads): the same, each
+  worker stepping ``K`` physics-only envs through the worker's own threaded loop.
 * ``transport[V]`` - observations of the pixel env's shape (a constant uint8 frame + proprio) stepped through
   DAPG's own per-env sampler (:class:`~hindex_sb3.dapg.rollout.EpisodeRunner`) over a VecEnv of kind ``V`` whose
   envs do nothing else: what it costs to bring ``n`` frames to the trainer (for ``dummy``: Python overhead only).
@@ -42,7 +44,7 @@ encoder weights, ``--demos`` with ``--num-demos``; BC runs once before the round
 
 ``slowest[V]`` = min over the components that run in that configuration: ``physics`` and ``render`` at ``@1`` for
 ``dummy`` (the envs step one after another in the trainer process), at ``@n`` for one env per worker and at
-``@n[k=K]`` for ``shm*K``,
+``@n[k=K]`` for ``shm*K`` (physics at ``@n[k=K,t=T]`` for ``shm*K/T``),
 ``transport[V]``, ``encoder`` and ``policy``. The goal is the ratio ``whole / slowest``: 1 means the rollout runs at
 the speed of its slowest part. It is computed from the medians, and also within each round
 (``<whole>_over_slowest_paired``: the median of the rounds' own ratios, robust to load that changes between rounds;
@@ -100,6 +102,7 @@ from hindex_sb3.runs.config import TrainConfig, TrainingError, resolve_task
 from hindex_sb3.runs.demos import load_demos
 from hindex_sb3.runs.paper import resolve_settings
 from hindex_sb3.vec_env import SharedMemoryVecEnv
+from hindex_sb3.vec_env.shm import _Worker
 
 # workers of SubprocVecEnv unpickle the probe env; this file is not an importable module there
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -108,8 +111,10 @@ COMPONENTS = ("physics", "render", "transport", "encoder", "policy")
 WHOLES = ("rollout", "iteration")
 #: a ``--vec-env`` kind with this suffix runs the wholes with DAPG's ``overlap`` (two env groups in flight)
 OVERLAP = "+overlap"
-#: ``shm*K``: SharedMemoryVecEnv with ``K`` envs per worker process (frames drawn in one tiled pass)
+#: ``shm*K``: SharedMemoryVecEnv with ``K`` envs per worker process (frames drawn in one tiled pass);
+#: ``shm*K/T``: the same, each worker stepping its envs' physics in ``T`` threads
 PER_WORKER = "*"
+THREADS = "/"
 #: VecEnv kinds whose probe (transport) env this script can build; any kind hindex_sb3.runs knows runs the wholes
 PROBE_VEC_ENVS: dict[str, type[VecEnv]] = {
     "dummy": DummyVecEnv,
@@ -160,6 +165,7 @@ class ProbeEnv(gym.Env):
         self._pixel_env: gym.Env | None = None
         self._state_env: gym.Env | None = None
         self._tiled: Any = None
+        self._threaded: _Worker | None = None
         spec_env = gym.make(f"hindex_sb3:{env_id}", **pixel_kwargs)
         self.observation_space, self.action_space = spec_env.observation_space, spec_env.action_space
         spec_env.close()
@@ -184,6 +190,29 @@ class ProbeEnv(gym.Env):
             _, _, terminated, truncated, _ = env.step(a)
             if terminated or truncated:
                 env.reset()
+        return time.perf_counter() - start
+
+    def time_physics_threaded(self, n: int, seed: int, k: int, t: int) -> float:
+        """``n`` steps of ``k`` physics-only envs, shared out over ``t`` threads as a worker of ``shm*k/t`` does."""
+        if self._threaded is None or len(self._threaded.envs) != k or self._threaded.threads != t:
+            if self._threaded is not None:
+                self._threaded.close()
+            envs = [gym.make(f"hindex_sb3:{self.env_id}", **self.state_kwargs) for _ in range(k)]
+            self._threaded = _Worker(envs, 0, tiled=False, threads=t)
+        worker = self._threaded
+        rng = np.random.default_rng(seed)
+        for i, env in enumerate(worker.envs):
+            env.reset(seed=seed + i)
+        actions = rng.uniform(-1, 1, (n, k, *worker.envs[0].action_space.shape)).astype(np.float32)
+
+        def step(i: int, env: gym.Env, a: np.ndarray) -> None:
+            _, _, terminated, truncated, _ = env.step(a[i])
+            if terminated or truncated:
+                env.reset()
+
+        start = time.perf_counter()
+        for a in actions:
+            worker._each_threaded(range(k), partial(step, a=a))
         return time.perf_counter() - start
 
     def time_render(self, n: int, seed: int) -> float:
@@ -223,6 +252,8 @@ class ProbeEnv(gym.Env):
     def close(self) -> None:
         if self._tiled is not None:
             self._tiled.close()
+        if self._threaded is not None:
+            self._threaded.close()
         for env in (self._pixel_env, self._state_env):
             if env is not None:
                 env.close()
@@ -278,9 +309,9 @@ class TaskBench:
         if any(v != "dummy" for v in opts["vec_env"]) and "subproc" not in probe_kinds:
             probe_kinds.append("subproc")  # the @n (parallel) physics and render rates
         self.probes = {v: _probe_venv(v, [make_probe] * self.n) for v in probe_kinds}
-        per_worker = sorted({k for b in bases for k in [_split_kind(b)[1]] if k > 1})
-        # the grouped physics and render rates: one probe per worker of shm*k, which runs k envs' worth of each
-        self.group_probes = {k: SubprocVecEnv([make_probe] * -(-self.n // k)) for k in per_worker}
+        per_worker = sorted({_split_kind(b)[1:] for b in bases if _split_kind(b)[1] > 1})
+        # the grouped physics and render rates: one probe per worker of shm*k(/t), which runs k envs' worth of each
+        self.group_probes = {kt: SubprocVecEnv([make_probe] * -(-self.n // kt[0])) for kt in per_worker}
         # one VecEnv per worker kind: shm and shm+overlap step the same envs (the rollout mode is DAPG's setting)
         by_base = {b: make_venv(self.cfg.replace(**_venv_settings(b)), self.env_id) for b in bases_of(opts["vec_env"])}
         self.venvs: dict[str, VecEnv] = {v: by_base[_base(v)] for v in opts["vec_env"]}
@@ -342,10 +373,15 @@ class TaskBench:
             workers = self.probes["subproc"]
             rates["physics@n"] = n * 5 * steps / max(workers.env_method("time_physics", 5 * steps, seed))
             rates["render@n"] = n * steps / max(workers.env_method("time_render", steps, seed))
-        for k, workers in self.group_probes.items():
+        for (k, t), workers in self.group_probes.items():
             frames = workers.num_envs * k * steps  # each worker runs k envs' worth
-            rates[f"physics@n[k={k}]"] = 5 * frames / max(workers.env_method("time_physics", 5 * steps * k, seed))
-            rates[f"render@n[k={k}]"] = frames / max(workers.env_method("time_render_tiled", steps, seed, k))
+            if t == 1:
+                times = workers.env_method("time_physics", 5 * steps * k, seed)
+            else:
+                times = workers.env_method("time_physics_threaded", 5 * steps, seed, k, t)
+            rates[_at("physics", k, t)] = 5 * frames / max(times)
+            if _at("render", k, t) not in rates:
+                rates[_at("render", k, t)] = frames / max(workers.env_method("time_render_tiled", steps, seed, k))
         for kind, probe in self.probes.items():
             if kind in bases_of(self.opts["vec_env"]):
                 rates[f"transport[{kind}]"] = self._transport(probe, steps)
@@ -421,24 +457,36 @@ def _base(kind: str) -> str:
     return kind.removesuffix(OVERLAP)
 
 
-def _split_kind(base: str) -> tuple[str, int]:
-    """``shm*4`` -> ``("shm", 4)``; ``shm`` -> ``("shm", 1)``."""
-    name, _, k = base.partition(PER_WORKER)
-    if not k:
-        return name, 1
-    if name != "shm" or not k.isdigit() or int(k) < 1:
-        raise SystemExit(f"--vec-env {base!r}: envs per worker go with shm only, as shm*K with K >= 1")
-    return name, int(k)
+def _split_kind(base: str) -> tuple[str, int, int]:
+    """``shm*16/4`` -> ``("shm", 16, 4)``; ``shm*4`` -> ``("shm", 4, 1)``; ``shm`` -> ``("shm", 1, 1)``."""
+    name, _, grouping = base.partition(PER_WORKER)
+    if not grouping:
+        return name, 1, 1
+    k, _, t = grouping.partition(THREADS)
+    t = t or "1"
+    if name != "shm" or not (k.isdigit() and t.isdigit()) or not 1 <= int(t) <= int(k):
+        raise SystemExit(
+            f"--vec-env {base!r}: envs per worker go with shm only, as shm*K or shm*K/T (T threads, 1 <= T <= K)"
+        )
+    return name, int(k), int(t)
+
+
+def _at(part: str, k: int, t: int) -> str:
+    """The component key of ``part`` (physics, render) in a worker of ``k`` envs stepped in ``t`` threads."""
+    if k == 1:
+        return f"{part}@n"
+    return f"{part}@n[k={k},t={t}]" if part == "physics" and t > 1 else f"{part}@n[k={k}]"
 
 
 def _venv_settings(base: str) -> dict[str, Any]:
     """The TrainConfig fields that build the VecEnv of kind ``base``."""
-    name, k = _split_kind(base)
-    return {"vec_env": name, "envs_per_worker": k}
+    name, k, t = _split_kind(base)
+    return {"vec_env": name, "envs_per_worker": k, "threads_per_worker": t}
 
 
 def _probe_venv(base: str, env_fns: list) -> VecEnv:
-    name, k = _split_kind(base)
+    """The transport probe of kind ``base``: its envs do no physics, so a worker's threads would change nothing."""
+    name, k, _ = _split_kind(base)
     return PROBE_VEC_ENVS[name](env_fns, envs_per_worker=k) if k > 1 else PROBE_VEC_ENVS[name](env_fns)
 
 
@@ -454,9 +502,9 @@ def summarise(rates: dict[str, float], vec_envs: list[str], shared_gpu: bool = F
     """
     rows = []
     for kind in vec_envs:
-        k = _split_kind(_base(kind))[1]
-        at = "@1" if kind == "dummy" else "@n" if k == 1 else f"@n[k={k}]"
-        parts = {"physics": rates[f"physics{at}"], "render": rates[f"render{at}"], "encoder": rates["encoder"]}
+        _, k, t = _split_kind(_base(kind))
+        physics, render = ("physics@1", "render@1") if kind == "dummy" else (_at("physics", k, t), _at("render", k, t))
+        parts = {"physics": rates[physics], "render": rates[render], "encoder": rates["encoder"]}
         parts["policy"] = rates["policy"]
         if f"transport[{_base(kind)}]" in rates:
             parts["transport"] = rates[f"transport[{_base(kind)}]"]
@@ -583,7 +631,8 @@ def _parser() -> argparse.ArgumentParser:
         "--vec-env",
         nargs="+",
         default=None,
-        help="dummy, subproc, shm, shm*K (K envs per worker, frames drawn tiled); a worker kind + '+overlap' "
+        help="dummy, subproc, shm, shm*K (K envs per worker, frames drawn tiled), shm*K/T (their physics in T "
+        "threads); a worker kind + '+overlap' "
         "(shm+overlap, shm*4+overlap) runs DAPG with overlap=True",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1")

@@ -127,11 +127,28 @@ def test_workers_of_several_envs_are_compared_with_their_grouped_physics_and_til
     assert four["slowest"] == "render" and four["iteration_over_slowest"] == pytest.approx(2000.0 / 9000.0)
 
 
+def test_workers_stepping_in_threads_use_the_threaded_physics_rate_and_the_tiled_render(bench, tmp_path):
+    rates = {"physics@n[k=4]": 5000.0, "physics@n[k=4,t=2]": 9000.0, "render@n[k=4]": 8000.0,
+             "transport[shm*4]": 16000.0, "transport[shm*4/2]": 16000.0, "encoder": 9500.0, "policy": 40000.0,
+             **{f"{w}[{k}]": 1000.0 for w in ("rollout", "iteration") for k in ("shm*4", "shm*4/2")}}  # fmt: skip
+    serial, threaded = bench.summarise(rates, ["shm*4", "shm*4/2"])
+    assert serial["components"]["physics"] == 5000.0 and serial["slowest"] == "physics"
+    assert threaded["components"]["physics"] == 9000.0 and threaded["components"]["render"] == 8000.0
+    assert threaded["slowest"] == "render"
+    # the real probe: two envs per worker, stepped in two threads of it
+    doc = bench.main(["--quick", "--encoder", NAME, "--vec-env", "shm*2/2", "--json", str(tmp_path / "t.json")])
+    task = doc["tasks"]["HInDex/Door-v0"]
+    (row,) = task["rows"]
+    assert row["components"]["physics"] == task["rates"]["physics@n[k=2,t=2]"] > 0
+    assert row["components"]["render"] == task["rates"]["render@n[k=2]"] > 0
+    assert row["iteration"] > 0
+
+
 def test_bad_options_stop_before_any_work(bench):
     with pytest.raises(SystemExit, match="n-envs"):
         bench.main(["--quick", "--n-envs", "0"])
     with pytest.raises(SystemExit, match="vec_env"):
         bench.main(["--quick", "--vec-env", "nosuchkind"])
-    for bad in ("subproc*2", "shm*0", "shm*x"):
-        with pytest.raises(SystemExit, match=r"envs per worker go with shm only, as shm\*K"):
+    for bad in ("subproc*2", "shm*0", "shm*x", "shm*2/3", "shm*2/x", "shm*2/0"):
+        with pytest.raises(SystemExit, match=r"envs per worker go with shm only, as shm\*K or shm\*K/T"):
             bench.main(["--quick", "--vec-env", bad])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from functools import partial
 from multiprocessing import shared_memory
 
@@ -21,7 +22,7 @@ from hindex_sb3.dapg.rollout import EpisodeRunner
 from hindex_sb3.runs.build import make_venv, vec_env_class
 from hindex_sb3.runs.config import ConfigError, TrainConfig
 from hindex_sb3.vec_env import SharedMemoryVecEnv
-from hindex_sb3.vec_env.shm import tiling_problem
+from hindex_sb3.vec_env.shm import threading_problem, tiling_problem
 
 DOOR = {"image_size": 32, "max_episode_steps": 7}  # 7-step episodes: 30 steps cross four auto-resets
 
@@ -428,4 +429,100 @@ def test_pixel_dapg_with_overlap_and_tiled_workers_is_bit_identical_to_one_env_p
         finally:
             venv.close()
 
-    assert th.equal(run(), run(envs_per_worker=2))
+    reference = run()
+    assert th.equal(reference, run(envs_per_worker=2))
+    assert th.equal(reference, run(envs_per_worker=2, threads_per_worker=2))
+
+
+# ---------------------------------------------------------------------------------------------- stepping in threads
+class _StepThreads(gym.Wrapper):
+    """Remembers the thread of every step (the frame passes through untouched, so tiling still applies)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.main_thread = threading.get_ident()
+        self.step_threads = []
+
+    def step(self, action):
+        self.step_threads.append(threading.get_ident())
+        return self.env.step(action)
+
+
+def test_threaded_tiled_workers_step_bit_identically_to_dummy_in_several_threads():
+    fn = lambda: _StepThreads(gym.make("HInDex/Door-v0", **DOOR))  # noqa: E731
+    venv = SharedMemoryVecEnv([fn] * 4, envs_per_worker=4, threads_per_worker=2)
+    assert venv.threads_per_worker == 2
+    venv.seed(0)
+    try:
+        rng = np.random.default_rng(1)
+        got = [venv.reset()]
+        for _ in range(12):
+            got.append(venv.step(rng.uniform(-1, 1, (4, 28)).astype(np.float32)))
+        threads = venv.get_attr("step_threads")
+        main = venv.get_attr("main_thread")[0]
+    finally:
+        venv.close()
+    # envs 0-1 step in the worker's own thread, 2-3 in another
+    assert all(len(set(t)) == 1 for t in threads) and threads[0][0] == threads[1][0] != threads[2][0]
+    assert threads[0][0] == main and threads[2][0] == threads[3][0]
+    ref = _door(DummyVecEnv, n_envs=4)
+    rng = np.random.default_rng(1)
+    expected = [ref.reset()] + [ref.step(rng.uniform(-1, 1, (4, 28)).astype(np.float32)) for _ in range(12)]
+    ref.close()
+    _assert_obs_equal(got[0], expected[0])
+    for g, r in zip(got[1:], expected[1:], strict=True):
+        _assert_obs_equal(g[0], r[0])
+        np.testing.assert_array_equal(g[1].astype(np.float32), r[1])  # DummyVecEnv keeps float32 rewards
+        np.testing.assert_array_equal(g[2], r[2])
+        for info_g, info_r in zip(g[3], r[3], strict=True):
+            if "terminal_observation" in info_r:
+                _assert_obs_equal(info_g["terminal_observation"], info_r["terminal_observation"])
+    assert sum("terminal_observation" in i for g in got[1:] for i in g[3]) == 4  # crossed the auto-resets
+
+
+def test_threaded_state_workers_match_dummy_and_a_failing_env_is_named():
+    state = {"obs_mode": "state", "max_episode_steps": 7}
+    venv = _grouped(4, env_kwargs=state, envs_per_worker=4, threads_per_worker=3)  # shares of 1, 1 and 2 envs
+    ref = DummyVecEnv([lambda: gym.make("HInDex/Door-v0", obs_mode="state")] * 4)
+    try:
+        seeds = {0: 5, 1: 6, 2: 7, 3: 8}
+        first = venv.reset_envs(seeds)
+        for j, s in seeds.items():
+            np.testing.assert_array_equal(first[j][0], ref.envs[j].reset(seed=s)[0])
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            actions = {j: rng.uniform(-1, 1, 28).astype(np.float32) for j in range(4)}
+            got = venv.step_envs(actions)
+            for j in range(4):
+                expected = ref.envs[j].step(actions[j])
+                np.testing.assert_array_equal(got[j][0], expected[0])
+                assert got[j][1:4] == expected[1:4]
+        bad = {j: np.zeros(28, np.float32) for j in range(4)}
+        bad[3][5] = np.nan  # env 3 fails in its thread; env 1 steps fine in another
+        with pytest.raises(RuntimeError, match=r"env 3 raised in its worker process:(.|\n)*NaN"):
+            venv.step_envs(bad)
+        assert len(venv.get_attr("camera_id")) == 4  # the worker still answers
+    finally:
+        venv.close()
+        ref.close()
+
+
+def test_threads_per_worker_is_refused_where_a_step_could_draw_in_a_thread():
+    with pytest.raises(ValueError, match="threads_per_worker"):
+        _venv([FrameEnv, FrameEnv], envs_per_worker=2, threads_per_worker=3)
+    with pytest.raises(TypeError, match="threads_per_worker"):
+        _venv([FrameEnv, FrameEnv], envs_per_worker=2, threads_per_worker=True)
+    with pytest.raises(RuntimeError, match=r"threads_per_worker=2, but its envs are not hindex_sb3's"):
+        _venv([FrameEnv, FrameEnv], envs_per_worker=2, threads_per_worker=2)
+    door = partial(gym.make, "HInDex/Door-v0", image_size=32)
+    assert "inside their step" in threading_problem([door(), door()], tiled=False)
+    assert threading_problem([door(), door()], tiled=True) is None
+    assert threading_problem([door(obs_mode="state")] * 2, tiled=False) is None
+    base = {"task": "door", "encoder": "state", "n_envs": 4, "vec_env": "shm"}
+    with pytest.raises(ConfigError, match=r"threads_per_worker.*more than envs_per_worker \(2\)"):
+        TrainConfig(**base, envs_per_worker=2, threads_per_worker=3)
+    venv = make_venv(TrainConfig(**base, envs_per_worker=2, threads_per_worker=2), "HInDex/Door-v0")
+    try:
+        assert venv.envs_per_worker == 2 and venv.threads_per_worker == 2
+    finally:
+        venv.close()

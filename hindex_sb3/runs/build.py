@@ -69,7 +69,11 @@ def make_venv(cfg: TrainConfig, env_id: str) -> Any:
             seed=cfg.seed,
             env_kwargs=make_env_kwargs(cfg),
             vec_env_cls=vec_env_cls,
-            vec_env_kwargs={"envs_per_worker": cfg.envs_per_worker} if kind == "shm" else None,
+            vec_env_kwargs=(
+                {"envs_per_worker": cfg.envs_per_worker, "threads_per_worker": cfg.threads_per_worker}
+                if kind == "shm"
+                else None
+            ),
         )
     return make_vec_env(env_id, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=make_env_kwargs(cfg))
 

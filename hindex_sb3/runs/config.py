@@ -92,6 +92,9 @@ class TrainConfig:
     envs_per_worker: int = _opt(1, "run", "with shm: envs per worker process; above 1 a worker draws all its envs' "
                                 "frames in one tiled pass (pays on a GPU, see docs/training.md)", lo=1, hi=4096,
                                 resumable=True)  # fmt: skip
+    threads_per_worker: int = _opt(1, "run", "with envs_per_worker > 1: threads in which a worker steps the physics "
+                                   "of its envs (at most envs_per_worker; same steps)", lo=1, hi=4096,
+                                   resumable=True)  # fmt: skip
     overlap: bool = _opt(False, "run", "with worker-process envs (subproc, shm), keep two halves of the envs "
                          "in flight: encode one while the other steps (same episodes and actions)",
                          resumable=True)  # fmt: skip
@@ -182,6 +185,9 @@ class TrainConfig:
             raise ConfigError("envs_per_worker", f"needs vec_env shm (or auto), not {self.vec_env!r}")
         if self.envs_per_worker > self.n_envs:
             raise ConfigError("envs_per_worker", f"{self.envs_per_worker} is more than n_envs ({self.n_envs})")
+        if self.threads_per_worker > self.envs_per_worker:
+            raise ConfigError("threads_per_worker", f"{self.threads_per_worker} is more than envs_per_worker "
+                              f"({self.envs_per_worker}): a thread steps at least one env")  # fmt: skip
         if self.encoder == "state" and self.precision != "fp32":
             raise ConfigError("precision", "applies to the pixel encoder; encoder 'state' has none (use fp32)")
         if self.device != "auto":

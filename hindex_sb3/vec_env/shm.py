@@ -17,7 +17,8 @@ between the two changes no number.
 A worker may host several consecutive envs (``envs_per_worker``). With our pixel envs it then steps the physics of
 all of them and draws all their frames in one :class:`~hindex_sb3.envs.rendering.TiledRenderer` pass with one
 read-back, which on a GPU lifts the ~4,300 frames/s that one read-back per frame allows (the frames are the same,
-bit for bit).
+bit for bit). The physics of those envs may run in ``threads_per_worker`` threads of the worker (MuJoCo's step
+releases the GIL), so that few GL contexts with many scenes each do not also mean few cores stepping physics.
 
 Besides the ``VecEnv`` API, :meth:`SharedMemoryVecEnv.reset_envs` and :meth:`SharedMemoryVecEnv.step_envs` drive
 chosen envs in gymnasium's API without auto-reset, for DAPG's exact-episode sampler
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import multiprocessing as mp
 import os
 import shutil
@@ -37,7 +39,9 @@ import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import shared_memory
 from typing import Any
 
@@ -56,7 +60,14 @@ from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
 from hindex_sb3._validation import check_int
 
-__all__ = ["DEFAULT_MAX_SHARED_BYTES", "FrameSlot", "SharedMemoryVecEnv", "frame_slots"]
+__all__ = [
+    "DEFAULT_MAX_SHARED_BYTES",
+    "FrameSlot",
+    "SharedMemoryVecEnv",
+    "frame_slots",
+    "threading_problem",
+    "tiling_problem",
+]
 
 #: Refuse shared buffers larger than this unless the caller raises it (32 GiB; 4096 envs of 224x224x3 need 0.6 GiB).
 DEFAULT_MAX_SHARED_BYTES = 32 * 2**30
@@ -174,6 +185,32 @@ def tiling_problem(envs: Sequence[gym.Env]) -> str | None:
     return None
 
 
+def threading_problem(envs: Sequence[gym.Env], tiled: bool) -> str | None:
+    """Why the envs of one worker cannot step in threads (``None`` when they can).
+
+    Stepping in threads is safe where a step touches nothing but its own env and draws no frame: a GL context is
+    current in one thread at a time, so an env that renders inside ``step`` must stay in the worker's main thread.
+    Our envs qualify when their frames are drawn in the worker's tiled pass, or when they observe no pixels.
+    """
+    bases = [env.unwrapped for env in envs]
+    if not all(callable(getattr(b, "defer_frames", None)) for b in bases):
+        return "its envs are not hindex_sb3's (only their steps are known to be safe in threads)"
+    if not tiled and any(getattr(b, "obs_mode", None) != "state" for b in bases):
+        return (
+            "its envs draw their frames inside their step (a GL context cannot move between threads): use "
+            "envs_per_worker > 1 with tiled rendering, or obs_mode='state'"
+        )
+    return None
+
+
+class _EnvError(Exception):
+    """An env's exception raised in a stepping thread, with the local index of the env that raised it."""
+
+    def __init__(self, local: int, error: BaseException) -> None:
+        super().__init__(local)
+        self.local, self.error = local, error
+
+
 class _TiledFrames:
     """Draws the deferred frames of one worker's envs in :class:`~hindex_sb3.envs.rendering.TiledRenderer` passes."""
 
@@ -207,11 +244,12 @@ class _Worker:
 
     The worker hosts envs ``first .. first + len(envs) - 1`` of the VecEnv. With ``tiled`` it draws the frames of
     all envs stepped by one command in one tiled pass (after the physics of every one of them), which is what makes
-    several envs per worker pay on a GPU. SB3's auto-reset semantics (``step``) are those of ``SubprocVecEnv``'s
-    worker; ``step_env`` is gymnasium's step.
+    several envs per worker pay on a GPU. With ``threads`` > 1 the steps and resets of one command run in that many
+    threads, each taking a contiguous share of the envs (every env steps exactly as alone: nothing is shared). SB3's
+    auto-reset semantics (``step``) are those of ``SubprocVecEnv``'s worker; ``step_env`` is gymnasium's step.
     """
 
-    def __init__(self, envs: list[gym.Env], first: int, tiled: bool | None) -> None:
+    def __init__(self, envs: list[gym.Env], first: int, tiled: bool | None, threads: int = 1) -> None:
         self.envs, self.first = envs, first
         self.current: int | None = None  # the env being worked on, named in an error's reply
         self.frames: list[_FrameWriter] = []
@@ -222,6 +260,13 @@ class _Worker:
         if tiled and problem is not None:
             raise ValueError(f"tiled_render=True, but {problem}")
         self.tiles = _TiledFrames(envs) if wanted and problem is None else None
+        self.pool: ThreadPoolExecutor | None = None
+        if threads > 1:
+            problem = threading_problem(envs, self.tiles is not None)
+            if problem is not None:
+                raise ValueError(f"threads_per_worker={threads}, but {problem}")
+            self.pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="hindex-env")  # + the worker's own
+        self.threads = threads
 
     # ------------------------------------------------------------------ running the envs
     def _each(self, locals_: Iterable[int], fn: Callable[[int, gym.Env], Any]) -> list[Any]:
@@ -232,6 +277,43 @@ class _Worker:
             out.append(fn(i, self.envs[i]))
         self.current = None
         return out
+
+    def _each_threaded(self, locals_: Sequence[int], fn: Callable[[int, gym.Env], Any]) -> list[Any]:
+        """:meth:`_each` with the envs shared out over the worker's threads (its own included) in contiguous runs,
+        one task a thread: a task per env would cost more to hand out than a door step takes. An env's error is
+        raised here, as :meth:`_each` raises it, naming the first env in order that failed."""
+        locals_ = list(locals_)
+        if self.pool is None or len(locals_) < 2:
+            return self._each(locals_, fn)
+        parts = min(self.threads, len(locals_))
+        bounds = [len(locals_) * p // parts for p in range(parts + 1)]
+
+        def run(share: list[int]) -> list[Any]:
+            out = []
+            for i in share:
+                try:
+                    out.append(fn(i, self.envs[i]))
+                except Exception as err:
+                    raise _EnvError(i, err) from err
+            return out
+
+        def outcome(get: Callable[[], list[Any]]) -> tuple[list[Any], _EnvError | None]:
+            try:
+                return get(), None
+            except _EnvError as err:
+                return [], err
+
+        shares = [locals_[a:b] for a, b in itertools.pairwise(bounds)]
+        futures = [self.pool.submit(run, share) for share in shares[1:]]
+        # this thread takes the first share; then it waits for every other one, so that no thread still touches an
+        # env when the reply goes out, even after an error
+        outcomes = [outcome(partial(run, shares[0]))] + [outcome(future.result) for future in futures]
+        results = [r for share_results, _ in outcomes for r in share_results]
+        failed = next((err for _, err in outcomes if err is not None), None)
+        if failed is not None:
+            self.current = self.first + failed.local
+            raise failed.error
+        return results
 
     def _draw(self) -> None:
         if self.tiles is not None:
@@ -254,7 +336,7 @@ class _Worker:
 
     def step(self, actions: Sequence[Any]) -> list[tuple]:
         everyone = range(len(self.envs))
-        results = self._each(everyone, lambda i, env: list(env.step(actions[i])))
+        results = self._each_threaded(everyone, lambda i, env: list(env.step(actions[i])))
         self._draw()
         dones = []
         for i, result in enumerate(results):
@@ -276,18 +358,18 @@ class _Worker:
             seed, options = data[i]
             return env.reset(seed=seed, **({"options": options} if options else {}))
 
-        results = self._each(range(len(self.envs)), reset)
+        results = self._each_threaded(range(len(self.envs)), reset)
         self._draw()
         self.reset_infos = [info for _, info in results]
         return [(self._put(i, obs), info) for i, (obs, info) in enumerate(results)]
 
     def step_env(self, actions: dict[int, Any]) -> dict[int, tuple]:
-        results = self._each(list(actions), lambda i, env: env.step(actions[i]))
+        results = self._each_threaded(list(actions), lambda i, env: env.step(actions[i]))
         self._draw()
         return {i: (self._put(i, r[0]), *r[1:]) for i, r in zip(actions, results, strict=True)}
 
     def reset_env(self, seeds: dict[int, int | None]) -> dict[int, tuple]:
-        results = self._each(list(seeds), lambda i, env: env.reset(seed=seeds[i]))
+        results = self._each_threaded(list(seeds), lambda i, env: env.reset(seed=seeds[i]))
         self._draw()
         return {i: (self._put(i, obs), info) for i, (obs, info) in zip(seeds, results, strict=True)}
 
@@ -329,6 +411,8 @@ class _Worker:
         return self._each(locals_, lambda _, env: is_wrapped(env, wrapper_class))
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
         try:
             self._each(range(len(self.envs)), lambda _, env: env.close())
             if self.tiles is not None:
@@ -357,10 +441,11 @@ _COMMANDS = frozenset(
 )
 
 
-def _worker(remote: Any, parent_remote: Any, env_fns: CloudpickleWrapper, first: int, tiled: bool | None) -> None:
+def _worker(remote: Any, parent_remote: Any, env_fns: CloudpickleWrapper, first: int, tiled: bool | None,
+            threads: int) -> None:  # fmt: skip
     parent_remote.close()
     try:
-        worker = _Worker([_patch_env(fn()) for fn in env_fns.var], first, tiled)
+        worker = _Worker([_patch_env(fn()) for fn in env_fns.var], first, tiled, threads)
     except Exception:  # e.g. envs that cannot be tiled: the first request raises it in the main process
         remote.send(("error", (None, traceback.format_exc())))
         remote.close()
@@ -411,6 +496,11 @@ class SharedMemoryVecEnv(VecEnv):
         ``True``: always (an error where the envs cannot be); ``False``: never. Tiled frames are bit for bit the
         one-by-one frames (see :class:`~hindex_sb3.envs.rendering.TiledRenderer`), so the steps do not depend on
         ``envs_per_worker``.
+    :param threads_per_worker: threads in which a worker steps (and resets) its envs, each taking a contiguous share
+        of them; the frames are still drawn in the worker's one tiled pass. Lets a worker with many envs per GL
+        context use several cores for physics (MuJoCo's step releases the GIL). Our envs only, tiled or with
+        ``obs_mode="state"`` (see :func:`threading_problem`); at most ``envs_per_worker``. The steps do not depend
+        on it.
     """
 
     def __init__(
@@ -420,14 +510,17 @@ class SharedMemoryVecEnv(VecEnv):
         max_shared_bytes: int = DEFAULT_MAX_SHARED_BYTES,
         envs_per_worker: int = 1,
         tiled_render: bool | None = None,
+        threads_per_worker: int = 1,
     ) -> None:
         max_shared_bytes = check_int("max_shared_bytes", max_shared_bytes, minimum=1)
         if not env_fns:
             raise ValueError("env_fns must hold at least one env function")
         envs_per_worker = check_int("envs_per_worker", envs_per_worker, minimum=1, maximum=len(env_fns))
+        threads = check_int("threads_per_worker", threads_per_worker, minimum=1, maximum=envs_per_worker)
         if tiled_render is not None and not isinstance(tiled_render, bool):
             raise TypeError(f"tiled_render must be True, False or None, got {tiled_render!r}")
         self.waiting, self.closed = False, False
+        self._threads = threads
         self._shm: shared_memory.SharedMemory | None = None
         self._views: dict[str | None, np.ndarray] = {}
         n = len(env_fns)
@@ -435,7 +528,7 @@ class SharedMemoryVecEnv(VecEnv):
         self._worker_of = [w for w, group in enumerate(self.groups) for _ in group]
         self._sent: list[deque[list[int]]] = [deque() for _ in self.groups]  # step_env batches not yet received
         self._stash: dict[int, tuple] = {}  # their replies, received while waiting for another batch
-        self._start_workers(env_fns, start_method, tiled_render)
+        self._start_workers(env_fns, start_method, tiled_render, threads)
         try:
             self._gather(range(len(self.groups)))  # each worker built its envs (or says why not)
             observation_space, action_space = self._request([0], "get_spaces", None)[0]
@@ -447,14 +540,15 @@ class SharedMemoryVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ processes and the shared buffer
     def _start_workers(self, env_fns: list[Callable[[], gym.Env]], start_method: str | None,
-                       tiled: bool | None) -> None:  # fmt: skip
+                       tiled: bool | None, threads: int) -> None:  # fmt: skip
         if start_method is None:
             start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(start_method)
         remotes, self.processes = [], []
         for group in self.groups:  # one pipe at a time: even a forked worker then holds no other worker's end
             remote, work_remote = ctx.Pipe()
-            args = (work_remote, remote, CloudpickleWrapper([env_fns[j] for j in group]), group.start, tiled)
+            fns = CloudpickleWrapper([env_fns[j] for j in group])
+            args = (work_remote, remote, fns, group.start, tiled, min(threads, len(group)))
             process = ctx.Process(target=_worker, args=args, daemon=True)  # type: ignore[attr-defined]
             process.start()
             remotes.append(remote)
@@ -477,6 +571,11 @@ class SharedMemoryVecEnv(VecEnv):
     def envs_per_worker(self) -> int:
         """Envs hosted by each worker process (the last one may hold fewer)."""
         return len(self.groups[0])
+
+    @property
+    def threads_per_worker(self) -> int:
+        """Threads in which each worker steps its envs."""
+        return self._threads
 
     @property
     def shared_memory_name(self) -> str | None:
