@@ -20,6 +20,10 @@ Components (``n`` = ``--n-envs``, the rollout batch size):
   drawing ``K`` different states of the task into one :class:`~hindex_sb3.envs.rendering.TiledRenderer` per round.
   ``physics@n[k=K,t=T]`` - for ``shm*K/T`` (each worker steps its ``K`` envs in ``T`` threads): the same, each
   worker stepping ``K`` physics-only envs through the worker's own threaded loop.
+* ``worker@n[k=K]`` / ``worker@n[k=K,t=T]`` - the env side of those workers whole: each steps ``K`` pixel envs
+  (in ``T`` threads) and draws their frames in its tiled pass, through the worker's own code, without its pipe.
+  ``worker_over_serial`` (per row) is its rate over that of physics and drawing one after the other: above 1 the
+  worker draws some frames while its threads still step (``T`` > 1 pipelines them).
 * ``transport[V]`` - observations of the pixel env's shape (a constant uint8 frame + proprio) stepped through
   DAPG's own per-env sampler (:class:`~hindex_sb3.dapg.rollout.EpisodeRunner`) over a VecEnv of kind ``V`` whose
   envs do nothing else: what it costs to bring ``n`` frames to the trainer (for ``dummy``: Python overhead only).
@@ -166,6 +170,7 @@ class ProbeEnv(gym.Env):
         self._state_env: gym.Env | None = None
         self._tiled: Any = None
         self._threaded: _Worker | None = None
+        self._worker: _Worker | None = None
         spec_env = gym.make(f"hindex_sb3:{env_id}", **pixel_kwargs)
         self.observation_space, self.action_space = spec_env.observation_space, spec_env.action_space
         spec_env.close()
@@ -215,6 +220,32 @@ class ProbeEnv(gym.Env):
             worker._each_threaded(range(k), partial(step, a=a))
         return time.perf_counter() - start
 
+    def time_worker(self, n: int, seed: int, k: int, t: int) -> float:
+        """``n`` steps of a worker of ``shm*k/t`` without its pipe: ``k`` pixel envs stepped (in ``t`` threads) and
+        their frames drawn in its tiled pass, as the worker does (pipelined when ``t`` > 1)."""
+        if self._worker is None or len(self._worker.envs) != k or self._worker.threads != t:
+            if self._worker is not None:
+                self._worker.close()
+            envs = [gym.make(f"hindex_sb3:{self.env_id}", **self.pixel_kwargs) for _ in range(k)]
+            self._worker = _Worker(envs, 0, tiled=True, threads=t)
+        worker = self._worker
+        for i, env in enumerate(worker.envs):
+            env.reset(seed=seed + i)
+        worker._draw()
+        rng = np.random.default_rng(seed)
+        actions = rng.uniform(-1, 1, (n, k, *worker.envs[0].action_space.shape)).astype(np.float32)
+
+        def step(i: int, env: gym.Env, a: np.ndarray) -> None:
+            _, _, terminated, truncated, _ = env.step(a[i])
+            if terminated or truncated:
+                env.reset()
+
+        start = time.perf_counter()
+        for a in actions:
+            worker._run(range(k), partial(step, a=a))
+            worker._draw()
+        return time.perf_counter() - start
+
     def time_render(self, n: int, seed: int) -> float:
         if self._pixel_env is None:
             self._pixel_env = gym.make(f"hindex_sb3:{self.env_id}", **self.pixel_kwargs)
@@ -252,8 +283,9 @@ class ProbeEnv(gym.Env):
     def close(self) -> None:
         if self._tiled is not None:
             self._tiled.close()
-        if self._threaded is not None:
-            self._threaded.close()
+        for worker in (self._threaded, self._worker):
+            if worker is not None:
+                worker.close()
         for env in (self._pixel_env, self._state_env):
             if env is not None:
                 env.close()
@@ -382,6 +414,7 @@ class TaskBench:
             rates[_at("physics", k, t)] = 5 * frames / max(times)
             if _at("render", k, t) not in rates:
                 rates[_at("render", k, t)] = frames / max(workers.env_method("time_render_tiled", steps, seed, k))
+            rates[_at("worker", k, t)] = frames / max(workers.env_method("time_worker", steps, seed, k, t))
         for kind, probe in self.probes.items():
             if kind in bases_of(self.opts["vec_env"]):
                 rates[f"transport[{kind}]"] = self._transport(probe, steps)
@@ -475,7 +508,7 @@ def _at(part: str, k: int, t: int) -> str:
     """The component key of ``part`` (physics, render) in a worker of ``k`` envs stepped in ``t`` threads."""
     if k == 1:
         return f"{part}@n"
-    return f"{part}@n[k={k},t={t}]" if part == "physics" and t > 1 else f"{part}@n[k={k}]"
+    return f"{part}@n[k={k},t={t}]" if part in ("physics", "worker") and t > 1 else f"{part}@n[k={k}]"
 
 
 def _venv_settings(base: str) -> dict[str, Any]:
@@ -520,6 +553,9 @@ def summarise(rates: dict[str, float], vec_envs: list[str], shared_gpu: bool = F
         # the share of the rollout's own time spent in encoder + policy: timed in the same window as the rollout,
         # so, unlike the ratios above, load that comes and goes on a shared machine does not move it
         row["act_share_of_rollout"] = row["rollout"] / row["act_in_rollout"] if row["act_in_rollout"] else None
+        if _at("worker", k, t) in rates and k > 1:  # one worker's env side against its physics and drawing in turn
+            row["worker"] = rates[_at("worker", k, t)]
+            row["worker_over_serial"] = row["worker"] * (1.0 / parts["physics"] + 1.0 / parts["render"])
         if shared_gpu:
             row["render_plus_encoder"] = 1.0 / (1.0 / parts["render"] + 1.0 / parts["encoder"])
             for whole in WHOLES:
@@ -597,8 +633,9 @@ def markdown(doc: dict[str, Any]) -> str:
         name = task["env_id"].split("/")[-1].removesuffix("-v0")
         for row in task["rows"]:
             lines.append(f"| {name} | {row['vec_env']} | " + " | ".join(_row_cells(row)) + " |")
-    alone = sorted({k for t in doc["tasks"].values() for k in t["rates"] if k.startswith(("physics@", "render@"))})
-    alone.sort(key=lambda k: (not k.startswith("physics"), len(k), k))  # physics first, @1 before @n before @n[k]
+    parts = ("physics@", "render@", "worker@")
+    alone = sorted({k for t in doc["tasks"].values() for k in t["rates"] if k.startswith(parts)})
+    alone.sort(key=lambda k: ([k.startswith(p) for p in parts].index(True), len(k), k))  # @1, @n, @n[k]
     lines += ["", "| task | " + " | ".join(alone) + " |", "|---" * (len(alone) + 1) + "|"]
     for task in doc["tasks"].values():
         r = task["rates"]

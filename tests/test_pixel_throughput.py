@@ -141,6 +141,10 @@ def test_workers_stepping_in_threads_use_the_threaded_physics_rate_and_the_tiled
     (row,) = task["rows"]
     assert row["components"]["physics"] == task["rates"]["physics@n[k=2,t=2]"] > 0
     assert row["components"]["render"] == task["rates"]["render@n[k=2]"] > 0
+    # the worker's env side as a whole (stepping in its threads while it draws), against the two parts in turn
+    assert row["worker"] == task["rates"]["worker@n[k=2,t=2]"] > 0
+    parts = row["components"]
+    assert row["worker_over_serial"] == pytest.approx(row["worker"] * (1 / parts["physics"] + 1 / parts["render"]))
     assert row["iteration"] > 0
 
 

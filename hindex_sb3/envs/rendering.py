@@ -190,6 +190,8 @@ class TiledRenderer:
         self.rows = math.ceil((self.tiles + 1) / self.cols)
         self._renderer = OffscreenRenderer(model, self.rows * height, self.cols * width, "fast", max_geom)
         self._atlas = self._renderer._buffer
+        self._origin = mujoco.MjrRect(0, 0, width, height)  # where every scene is drawn before its copy
+        self._queued: list[np.ndarray] = []  # output frames of the tiles drawn since the last read-back
         from OpenGL import GL  # PyOpenGL: a dependency of mujoco, already loaded for the chosen GL backend
 
         self._gl_api = GL
@@ -202,33 +204,47 @@ class TiledRenderer:
         """Draw scene ``i`` = ``(model, data, camera_id)`` and write its ``(3, H, W)`` uint8 frame into ``out[i]``."""
         if len(scenes) != len(out):
             raise ValueError(f"{len(scenes)} scenes for {len(out)} output frames")
-        for start in range(0, len(scenes), self.tiles):
-            self._round(scenes[start : start + self.tiles], out[start : start + self.tiles])
+        for scene, frame in zip(scenes, out, strict=True):
+            self.draw(scene, frame)
+        self.flush()
+
+    def draw(self, scene: tuple[mujoco.MjModel, mujoco.MjData, int], out: np.ndarray) -> None:
+        """Draw one scene into the next free tile; its frame reaches ``out`` at the next :meth:`flush` (or earlier,
+        when the buffer is full). One scene at a time lets the caller draw each env as soon as its physics is done,
+        while other threads still step the others; the data must not change until the flush."""
+        if len(self._queued) == self.tiles:
+            self.flush()
+        r, h, w, gl = self._renderer, self.height, self.width, self._gl_api
+        r._gl.make_current()  # every time: another renderer of this thread may have been current since
+        model, data, camera_id = scene
+        r._camera.fixedcamid = camera_id
+        mujoco.mjv_updateScene(model, data, r._option, r._perturb, r._camera, mujoco.mjtCatBit.mjCAT_ALL, r._scene)
+        mujoco.mjr_render(self._origin, r._scene, r._con)
+        x, y = self._slot(len(self._queued))
+        fbo = r._con.offFBO
+        gl.glBindFramebuffer(gl.GL_READ_FRAMEBUFFER, fbo)
+        gl.glBindFramebuffer(gl.GL_DRAW_FRAMEBUFFER, fbo)
+        gl.glBlitFramebuffer(0, 0, w, h, x, y, x + w, y + h, gl.GL_COLOR_BUFFER_BIT, gl.GL_NEAREST)
+        self._queued.append(out)
+
+    def flush(self) -> None:
+        """Read back the tiles drawn since the last flush (one read-back) into their output frames."""
+        if not self._queued:
+            return
+        r, h, w = self._renderer, self.height, self.width
+        r._gl.make_current()
+        used_rows = -(-(len(self._queued) + 1) // self.cols)
+        atlas = self._atlas[: used_rows * h]  # only the rows holding tiles are read back
+        mujoco.mjr_readPixels(atlas, None, mujoco.MjrRect(0, 0, self.cols * w, used_rows * h), r._con)
+        for i, frame in enumerate(self._queued):
+            x, y = self._slot(i)
+            np.copyto(frame, atlas[y : y + h, x : x + w][::-1].transpose(2, 0, 1))
+        self._queued = []
 
     def _slot(self, i: int) -> tuple[int, int]:
         """Pixel origin of scene ``i``'s tile (slot ``i + 1``), counted from the bottom-left as GL counts."""
         row, col = divmod(i + 1, self.cols)
         return col * self.width, row * self.height
-
-    def _round(self, scenes: list[tuple[mujoco.MjModel, mujoco.MjData, int]], out: list[np.ndarray]) -> None:
-        r, h, w, gl = self._renderer, self.height, self.width, self._gl_api
-        r._gl.make_current()
-        origin = mujoco.MjrRect(0, 0, w, h)
-        fbo = r._con.offFBO
-        for i, (model, data, camera_id) in enumerate(scenes):
-            r._camera.fixedcamid = camera_id
-            mujoco.mjv_updateScene(model, data, r._option, r._perturb, r._camera, mujoco.mjtCatBit.mjCAT_ALL, r._scene)
-            mujoco.mjr_render(origin, r._scene, r._con)
-            x, y = self._slot(i)
-            gl.glBindFramebuffer(gl.GL_READ_FRAMEBUFFER, fbo)
-            gl.glBindFramebuffer(gl.GL_DRAW_FRAMEBUFFER, fbo)
-            gl.glBlitFramebuffer(0, 0, w, h, x, y, x + w, y + h, gl.GL_COLOR_BUFFER_BIT, gl.GL_NEAREST)
-        used_rows = -(-(len(scenes) + 1) // self.cols)
-        atlas = self._atlas[: used_rows * h]  # only the rows holding tiles are read back
-        mujoco.mjr_readPixels(atlas, None, mujoco.MjrRect(0, 0, self.cols * w, used_rows * h), r._con)
-        for i, frame in enumerate(out):
-            x, y = self._slot(i)
-            np.copyto(frame, atlas[y : y + h, x : x + w][::-1].transpose(2, 0, 1))
 
     def close(self) -> None:
         self._renderer.close()

@@ -32,6 +32,7 @@ import copy
 import itertools
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import time
 import traceback
@@ -221,19 +222,38 @@ class _TiledFrames:
         for base in self.bases:
             base.defer_frames()
         self.drawn: list[np.ndarray | None] = [None] * len(envs)  # where each env's last frame was drawn
+        self._drawing: dict[int, np.ndarray] = {}  # env -> its frame buffer, drawn but not read back yet
+        self._seconds = 0.0  # spent drawing those
         first = self.bases[0]
         self.renderer = TiledRenderer(copy.deepcopy(first.model), first.image_height, first.image_width, len(envs))
 
-    def draw(self) -> None:
-        pending = [(i, frame) for i, b in enumerate(self.bases) if (frame := b.pending_frame()) is not None]
-        if not pending:
+    def draw_one(self, i: int) -> None:
+        """Draw env ``i``'s pending frame into the next tile now; it is read back at the next :meth:`flush`."""
+        frame = self.bases[i].pending_frame()
+        if frame is None or self._drawing.get(i) is frame[3]:  # nothing to draw, or drawn already
             return
         start = time.perf_counter()
-        self.renderer.render_into([f[:3] for _, f in pending], [f[3] for _, f in pending])
-        share = (time.perf_counter() - start) / len(pending)
-        for i, frame in pending:
-            self.drawn[i] = frame[3]
+        self.renderer.draw(frame[:3], frame[3])
+        self._seconds += time.perf_counter() - start
+        self._drawing[i] = frame[3]
+
+    def flush(self) -> None:
+        """Read the tiles drawn since the last flush back into their envs' frame buffers."""
+        if not self._drawing:
+            return
+        start = time.perf_counter()
+        self.renderer.flush()
+        share = (self._seconds + time.perf_counter() - start) / len(self._drawing)
+        for i, buffer in self._drawing.items():
+            self.drawn[i] = buffer
             self.bases[i].frame_drawn(share)
+        self._drawing, self._seconds = {}, 0.0
+
+    def draw(self) -> None:
+        """Draw every pending frame (those not drawn yet) and read them all back."""
+        for i in range(len(self.bases)):
+            self.draw_one(i)
+        self.flush()
 
     def close(self) -> None:
         self.renderer.close()
@@ -265,7 +285,10 @@ class _Worker:
             problem = threading_problem(envs, self.tiles is not None)
             if problem is not None:
                 raise ValueError(f"threads_per_worker={threads}, but {problem}")
-            self.pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="hindex-env")  # + the worker's own
+            # tiled: T threads step while this one draws each frame as soon as its env is stepped; else this thread
+            # steps a share too
+            stepping = threads if self.tiles is not None else threads - 1
+            self.pool = ThreadPoolExecutor(stepping, thread_name_prefix="hindex-env")
         self.threads = threads
 
     # ------------------------------------------------------------------ running the envs
@@ -315,6 +338,60 @@ class _Worker:
             raise failed.error
         return results
 
+    def _run(self, locals_: Sequence[int], fn: Callable[[int, gym.Env], Any]) -> list[Any]:
+        """``fn(i, env_i)`` for the envs of a command that steps or resets them: one after another, in the worker's
+        threads, or in its threads with each frame drawn as soon as its env is done (see :meth:`_each_drawn`)."""
+        if self.pool is None or len(locals_) < 2:
+            return self._each(locals_, fn)
+        if self.tiles is not None:
+            return self._each_drawn(locals_, fn)
+        return self._each_threaded(locals_, fn)
+
+    def _each_drawn(self, locals_: Sequence[int], fn: Callable[[int, gym.Env], Any]) -> list[Any]:
+        """The envs stepped in the worker's threads, each env's frame drawn by this thread as soon as that env is
+        done, while the threads step the others (MuJoCo releases the GIL both when it steps and when it draws). The
+        tiles are read back by the caller's :meth:`_draw`. Errors as in :meth:`_each_threaded`."""
+        assert self.pool is not None and self.tiles is not None
+        locals_ = list(locals_)
+        parts = min(self.threads, len(locals_))
+        bounds = [len(locals_) * p // parts for p in range(parts + 1)]
+        done: queue.SimpleQueue[tuple[int, Any, Exception | None] | None] = queue.SimpleQueue()
+
+        def run(share: list[int]) -> None:
+            for i in share:
+                try:
+                    done.put((i, fn(i, self.envs[i]), None))
+                except Exception as err:  # this share stops at its first error, as _each stops
+                    done.put((i, None, err))
+                    break
+            done.put(None)  # this share is over
+
+        for a, b in itertools.pairwise(bounds):
+            self.pool.submit(run, locals_[a:b])
+        results: dict[int, Any] = {}
+        errors: dict[int, Exception] = {}
+        finished = 0
+        while finished < parts:  # every share is waited for: no thread still touches an env when the reply goes
+            item = done.get()
+            if item is None:
+                finished += 1
+                continue
+            i, result, err = item
+            if err is None and not errors:
+                results[i] = result
+                try:
+                    self.tiles.draw_one(i)
+                except Exception as draw_err:
+                    err = draw_err
+            if err is not None:
+                errors[i] = err
+        if errors:
+            self.tiles.flush()  # what was drawn is read back: no tile is left waiting for a later command
+            first = min(errors, key=locals_.index)
+            self.current = self.first + first
+            raise errors[first]
+        return [results[i] for i in locals_]
+
     def _draw(self) -> None:
         if self.tiles is not None:
             self.tiles.draw()
@@ -336,7 +413,7 @@ class _Worker:
 
     def step(self, actions: Sequence[Any]) -> list[tuple]:
         everyone = range(len(self.envs))
-        results = self._each_threaded(everyone, lambda i, env: list(env.step(actions[i])))
+        results = self._run(everyone, lambda i, env: list(env.step(actions[i])))
         self._draw()
         dones = []
         for i, result in enumerate(results):
@@ -358,18 +435,18 @@ class _Worker:
             seed, options = data[i]
             return env.reset(seed=seed, **({"options": options} if options else {}))
 
-        results = self._each_threaded(range(len(self.envs)), reset)
+        results = self._run(range(len(self.envs)), reset)
         self._draw()
         self.reset_infos = [info for _, info in results]
         return [(self._put(i, obs), info) for i, (obs, info) in enumerate(results)]
 
     def step_env(self, actions: dict[int, Any]) -> dict[int, tuple]:
-        results = self._each_threaded(list(actions), lambda i, env: env.step(actions[i]))
+        results = self._run(list(actions), lambda i, env: env.step(actions[i]))
         self._draw()
         return {i: (self._put(i, r[0]), *r[1:]) for i, r in zip(actions, results, strict=True)}
 
     def reset_env(self, seeds: dict[int, int | None]) -> dict[int, tuple]:
-        results = self._each_threaded(list(seeds), lambda i, env: env.reset(seed=seeds[i]))
+        results = self._run(list(seeds), lambda i, env: env.reset(seed=seeds[i]))
         self._draw()
         return {i: (self._put(i, obs), info) for i, (obs, info) in zip(seeds, results, strict=True)}
 
