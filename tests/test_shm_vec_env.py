@@ -531,3 +531,33 @@ def test_threads_per_worker_is_refused_where_a_step_could_draw_in_a_thread():
         assert venv.envs_per_worker == 2 and venv.threads_per_worker == 2
     finally:
         venv.close()
+
+
+@pytest.mark.parametrize("obs_mode", ["state", "pixels"])
+def test_a_step_that_exits_in_a_thread_is_raised_for_its_env_and_never_hangs_the_worker(obs_mode):
+    from hindex_sb3.vec_env.shm import _Worker
+
+    outcome = {}
+
+    def step(i, env):
+        if i == 3:
+            raise SystemExit("an env that calls sys.exit() in its step")
+        return env.step(np.zeros(28, np.float32))
+
+    def worker_thread():  # a worker's whole life in one thread, as in its process (GL contexts stay in it)
+        envs = [gym.make("HInDex/Door-v0", obs_mode=obs_mode, image_size=32) for _ in range(4)]
+        worker = _Worker(envs, first=8, tiled=obs_mode == "pixels", threads=2)
+        try:
+            for i, env in enumerate(envs):
+                env.reset(seed=i)
+            worker._run(range(4), step)
+        except BaseException as err:  # what the worker raises is the point
+            outcome["raised"], outcome["current"] = err, worker.current
+        finally:
+            worker.close()
+
+    caller = threading.Thread(target=worker_thread, daemon=True)
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive(), "the worker waited forever for a thread that had exited"
+    assert isinstance(outcome["raised"], SystemExit) and outcome["current"] == 8 + 3

@@ -308,15 +308,13 @@ class _Worker:
         locals_ = list(locals_)
         if self.pool is None or len(locals_) < 2:
             return self._each(locals_, fn)
-        parts = min(self.threads, len(locals_))
-        bounds = [len(locals_) * p // parts for p in range(parts + 1)]
 
         def run(share: list[int]) -> list[Any]:
             out = []
             for i in share:
                 try:
                     out.append(fn(i, self.envs[i]))
-                except Exception as err:
+                except BaseException as err:  # even SystemExit: raised in this thread below, as _each would
                     raise _EnvError(i, err) from err
             return out
 
@@ -326,7 +324,7 @@ class _Worker:
             except _EnvError as err:
                 return [], err
 
-        shares = [locals_[a:b] for a, b in itertools.pairwise(bounds)]
+        shares = self._shares(locals_)
         futures = [self.pool.submit(run, share) for share in shares[1:]]
         # this thread takes the first share; then it waits for every other one, so that no thread still touches an
         # env when the reply goes out, even after an error
@@ -337,6 +335,12 @@ class _Worker:
             self.current = self.first + failed.local
             raise failed.error
         return results
+
+    def _shares(self, locals_: list[int]) -> list[list[int]]:
+        """``locals_`` cut into one contiguous run per thread (as even as they come)."""
+        parts = min(self.threads, len(locals_))
+        bounds = [len(locals_) * p // parts for p in range(parts + 1)]
+        return [locals_[a:b] for a, b in itertools.pairwise(bounds)]
 
     def _run(self, locals_: Sequence[int], fn: Callable[[int, gym.Env], Any]) -> list[Any]:
         """``fn(i, env_i)`` for the envs of a command that steps or resets them: one after another, in the worker's
@@ -353,25 +357,26 @@ class _Worker:
         tiles are read back by the caller's :meth:`_draw`. Errors as in :meth:`_each_threaded`."""
         assert self.pool is not None and self.tiles is not None
         locals_ = list(locals_)
-        parts = min(self.threads, len(locals_))
-        bounds = [len(locals_) * p // parts for p in range(parts + 1)]
-        done: queue.SimpleQueue[tuple[int, Any, Exception | None] | None] = queue.SimpleQueue()
+        shares = self._shares(locals_)
+        done: queue.SimpleQueue[tuple[int, Any, BaseException | None] | None] = queue.SimpleQueue()
 
         def run(share: list[int]) -> None:
-            for i in share:
-                try:
-                    done.put((i, fn(i, self.envs[i]), None))
-                except Exception as err:  # this share stops at its first error, as _each stops
-                    done.put((i, None, err))
-                    break
-            done.put(None)  # this share is over
+            try:
+                for i in share:
+                    try:
+                        done.put((i, fn(i, self.envs[i]), None))
+                    except BaseException as err:  # this share stops at its first error, as _each stops
+                        done.put((i, None, err))
+                        break
+            finally:
+                done.put(None)  # this share is over
 
-        for a, b in itertools.pairwise(bounds):
-            self.pool.submit(run, locals_[a:b])
+        for share in shares:
+            self.pool.submit(run, share)
         results: dict[int, Any] = {}
-        errors: dict[int, Exception] = {}
+        errors: dict[int, BaseException] = {}
         finished = 0
-        while finished < parts:  # every share is waited for: no thread still touches an env when the reply goes
+        while finished < len(shares):  # every share is waited for: no thread still touches an env when the reply goes
             item = done.get()
             if item is None:
                 finished += 1
@@ -574,10 +579,10 @@ class SharedMemoryVecEnv(VecEnv):
         one-by-one frames (see :class:`~hindex_sb3.envs.rendering.TiledRenderer`), so the steps do not depend on
         ``envs_per_worker``.
     :param threads_per_worker: threads in which a worker steps (and resets) its envs, each taking a contiguous share
-        of them; the frames are still drawn in the worker's one tiled pass. Lets a worker with many envs per GL
-        context use several cores for physics (MuJoCo's step releases the GIL). Our envs only, tiled or with
-        ``obs_mode="state"`` (see :func:`threading_problem`); at most ``envs_per_worker``. The steps do not depend
-        on it.
+        of them, while the worker's own thread draws each env's frame into its tile as soon as that env is done
+        (still one read-back). Lets a worker with many envs per GL context use several cores for physics (MuJoCo
+        releases the GIL while it steps and while it draws). Our envs only, tiled or with ``obs_mode="state"`` (see
+        :func:`threading_problem`); at most ``envs_per_worker``. The steps do not depend on it.
     """
 
     def __init__(
