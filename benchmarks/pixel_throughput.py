@@ -199,39 +199,27 @@ class ProbeEnv(gym.Env):
 
     def time_physics_threaded(self, n: int, seed: int, k: int, t: int) -> float:
         """``n`` steps of ``k`` physics-only envs, shared out over ``t`` threads as a worker of ``shm*k/t`` does."""
-        if self._threaded is None or len(self._threaded.envs) != k or self._threaded.threads != t:
-            if self._threaded is not None:
-                self._threaded.close()
-            envs = [gym.make(f"hindex_sb3:{self.env_id}", **self.state_kwargs) for _ in range(k)]
-            self._threaded = _Worker(envs, 0, tiled=False, threads=t)
-        worker = self._threaded
-        rng = np.random.default_rng(seed)
-        for i, env in enumerate(worker.envs):
-            env.reset(seed=seed + i)
-        actions = rng.uniform(-1, 1, (n, k, *worker.envs[0].action_space.shape)).astype(np.float32)
-
-        def step(i: int, env: gym.Env, a: np.ndarray) -> None:
-            _, _, terminated, truncated, _ = env.step(a[i])
-            if terminated or truncated:
-                env.reset()
-
-        start = time.perf_counter()
-        for a in actions:
-            worker._each_threaded(range(k), partial(step, a=a))
-        return time.perf_counter() - start
+        return self._time_worker(False, n, seed, k, t)
 
     def time_worker(self, n: int, seed: int, k: int, t: int) -> float:
         """``n`` steps of a worker of ``shm*k/t`` without its pipe: ``k`` pixel envs stepped (in ``t`` threads) and
         their frames drawn in its tiled pass, as the worker does (pipelined when ``t`` > 1)."""
-        if self._worker is None or len(self._worker.envs) != k or self._worker.threads != t:
-            if self._worker is not None:
-                self._worker.close()
-            envs = [gym.make(f"hindex_sb3:{self.env_id}", **self.pixel_kwargs) for _ in range(k)]
-            self._worker = _Worker(envs, 0, tiled=True, threads=t)
-        worker = self._worker
+        return self._time_worker(True, n, seed, k, t)
+
+    def _time_worker(self, pixels: bool, n: int, seed: int, k: int, t: int) -> float:
+        """``n`` steps of ``k`` envs through the worker's own code (built on first use, kept for the next round)."""
+        attr = "_worker" if pixels else "_threaded"
+        worker = getattr(self, attr)
+        if worker is None or len(worker.envs) != k or worker.threads != t:
+            if worker is not None:
+                worker.close()
+            kwargs = self.pixel_kwargs if pixels else self.state_kwargs
+            envs = [gym.make(f"hindex_sb3:{self.env_id}", **kwargs) for _ in range(k)]
+            worker = _Worker(envs, 0, tiled=pixels, threads=t)
+            setattr(self, attr, worker)
         for i, env in enumerate(worker.envs):
             env.reset(seed=seed + i)
-        worker._draw()
+        worker._draw()  # the first frames (nothing to draw without pixels)
         rng = np.random.default_rng(seed)
         actions = rng.uniform(-1, 1, (n, k, *worker.envs[0].action_space.shape)).astype(np.float32)
 
