@@ -326,7 +326,8 @@ class TaskBench:
         self.local_probe = make_probe()
         bases = [_base(v) for v in opts["vec_env"]]
         probe_kinds = list(dict.fromkeys(v for v in bases if _split_kind(v)[0] in PROBE_VEC_ENVS))
-        if any(v != "dummy" for v in opts["vec_env"]) and "subproc" not in probe_kinds:
+        one_env_workers = any(v != "dummy" and _split_kind(v)[1] == 1 for v in bases)
+        if one_env_workers and "subproc" not in probe_kinds:  # (shm*K kinds have their own rates, below)
             probe_kinds.append("subproc")  # the @n (parallel) physics and render rates
         self.probes = {v: _probe_venv(v, [make_probe] * self.n) for v in probe_kinds}
         per_worker = sorted({_split_kind(b)[1:] for b in bases if _split_kind(b)[1] > 1})

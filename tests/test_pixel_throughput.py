@@ -146,6 +146,7 @@ def test_workers_stepping_in_threads_use_the_threaded_physics_rate_and_the_tiled
     parts = row["components"]
     assert row["worker_over_serial"] == pytest.approx(row["worker"] * (1 / parts["physics"] + 1 / parts["render"]))
     assert row["iteration"] > 0
+    assert "physics@n" not in task["rates"]  # no one-env workers were asked for: no n processes to probe them
 
 
 def test_bad_options_stop_before_any_work(bench):
