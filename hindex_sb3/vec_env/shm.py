@@ -263,10 +263,11 @@ class _Worker:
     """The envs of one worker process, answering ``(command, data)`` with ``("ok", reply)`` or ``("error", ...)``.
 
     The worker hosts envs ``first .. first + len(envs) - 1`` of the VecEnv. With ``tiled`` it draws the frames of
-    all envs stepped by one command in one tiled pass (after the physics of every one of them), which is what makes
-    several envs per worker pay on a GPU. With ``threads`` > 1 the steps and resets of one command run in that many
-    threads, each taking a contiguous share of the envs (every env steps exactly as alone: nothing is shared). SB3's
-    auto-reset semantics (``step``) are those of ``SubprocVecEnv``'s worker; ``step_env`` is gymnasium's step.
+    all envs stepped by one command into one tiled buffer read back once, which is what makes several envs per
+    worker pay on a GPU. With ``threads`` > 1 the steps and resets of one command run in that many threads, each
+    taking a contiguous share of the envs (every env steps exactly as alone: nothing is shared); with ``tiled``, this
+    thread meanwhile draws each env's frame as soon as that env is done. SB3's auto-reset semantics (``step``) are
+    those of ``SubprocVecEnv``'s worker; ``step_env`` is gymnasium's step.
     """
 
     def __init__(self, envs: list[gym.Env], first: int, tiled: bool | None, threads: int = 1) -> None:
