@@ -69,6 +69,7 @@ def test_bad_values_are_refused_naming_the_field(field, value):
         (["--encoder", "nope"], "--encoder"),
         (["--set", "nonsense=1"], "--set"),
         (["--ema-momentum", "0.1"], "--ema-momentum"),  # EMA-BN needs the hindex encoder, not 'state'
+        (["--overlap", "--vec-env", "dummy", "--n-envs", "2"], "--overlap"),  # it would silently do nothing
     ],
 )
 def test_cli_refuses_before_any_work(tmp_path, capsys, argv, flag):

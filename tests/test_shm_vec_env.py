@@ -280,6 +280,12 @@ def test_train_config_builds_it_and_auto_picks_it_where_it_picked_subprocesses(m
     with pytest.raises(ConfigError, match=r"envs_per_worker.*more than n_envs \(2\)"):
         TrainConfig(**base, envs_per_worker=3)
     assert vec_env_class(TrainConfig(**base, envs_per_worker=2, device="cpu")) == "shm"  # auto: only shm tiles
+    # overlap asks for workers too: auto gives them on a CPU, where it would otherwise keep the envs in-process
+    assert vec_env_class(TrainConfig(**base, overlap=True, device="cpu")) == "shm"
+    with pytest.raises(ConfigError, match=r"overlap.*worker processes.*not 'dummy'"):
+        TrainConfig(**base, vec_env="dummy", overlap=True)
+    with pytest.raises(ConfigError, match=r"overlap.*n_envs >= 2.*got 1"):
+        TrainConfig(**{**base, "n_envs": 1}, vec_env="shm", overlap=True)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert vec_env_class(TrainConfig(**base, device="cuda")) == "shm"
     assert vec_env_class(TrainConfig(**base, device="cpu")) == "dummy"

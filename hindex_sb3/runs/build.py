@@ -41,7 +41,7 @@ def vec_env_class(cfg: TrainConfig) -> str:
     """
     if cfg.vec_env != "auto":
         return cfg.vec_env if cfg.n_envs > 1 else "dummy"
-    if cfg.envs_per_worker > 1:  # asked for workers that tile their frames: only shm has them
+    if cfg.envs_per_worker > 1 or cfg.overlap:  # asked for workers (that tile frames, or step while it encodes)
         return "shm"
     on_gpu = cfg.encoder != "state" and (
         cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())

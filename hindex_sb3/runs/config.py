@@ -95,8 +95,8 @@ class TrainConfig:
     threads_per_worker: int = _opt(1, "run", "with envs_per_worker > 1: threads in which a worker steps the physics "
                                    "of its envs (at most envs_per_worker; same steps)", lo=1, hi=4096,
                                    resumable=True)  # fmt: skip
-    overlap: bool = _opt(False, "run", "with worker-process envs (subproc, shm), keep two halves of the envs "
-                         "in flight: encode one while the other steps (same episodes and actions)",
+    overlap: bool = _opt(False, "run", "with worker-process envs (subproc, shm; auto picks shm), keep two halves of "
+                         "the envs in flight: encode one while the other steps (same episodes and actions)",
                          resumable=True)  # fmt: skip
     eval_episodes: int = _opt(25, "run", "evaluation episodes (mean actions, fixed seeds)", lo=1)
     eval_every: int = _opt(1, "run", "evaluate every N iterations (and after the last)", lo=1)
@@ -183,6 +183,11 @@ class TrainConfig:
                                   f"{list_encoders()}")  # fmt: skip
         if self.envs_per_worker > 1 and self.vec_env in ("dummy", "subproc"):
             raise ConfigError("envs_per_worker", f"needs vec_env shm (or auto), not {self.vec_env!r}")
+        if self.overlap and self.vec_env == "dummy":
+            raise ConfigError("overlap", "needs envs in worker processes (vec_env subproc, shm or auto), not 'dummy': "
+                              "the halves are encoded while the other half's workers step")  # fmt: skip
+        if self.overlap and self.n_envs < 2:
+            raise ConfigError("overlap", f"needs n_envs >= 2 (two halves of the envs), got {self.n_envs}")
         if self.envs_per_worker > self.n_envs:
             raise ConfigError("envs_per_worker", f"{self.envs_per_worker} is more than n_envs ({self.n_envs})")
         if self.threads_per_worker > self.envs_per_worker:
