@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hindex_sb3._io import atomic_write_text
+from hindex_sb3.bench.plan import Plan
 from hindex_sb3.bench.results import read_results, run_finished
 from hindex_sb3.bench.store import load_plan
 from hindex_sb3.bench.suites import get_suite
@@ -217,56 +218,15 @@ def write_report(out: str | Path, reps: int = 2000) -> Path:
     rows = read_results(out)
     done = sum(run_finished(out, r.run_id) for r in plan.runs)
     partial = done < len(plan.runs)
-    status = f"PARTIAL RESULTS: {done} of {len(plan.runs)} runs finished" if partial else "complete"
     label = "RANDOM ENCODER WEIGHTS (smoke output, not results)" if plan.random_weights else ""
+    # every figure title says what the header says: a figure travels without the page it came from
     prefix = " / ".join(x for x in (label, "PARTIAL" if partial else "") if x)
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     suite = get_suite(plan.suite)
-    lines = [f"# hindex bench: suite `{plan.suite}` ({suite.figure}), profile `{plan.profile}`", ""]
-    if label:
-        lines += [f"**{label}**", ""]
-    lines += [
-        f"Status: **{status}**. Tasks: {', '.join(plan.tasks)}; methods: {', '.join(plan.methods)}; "
-        f"seeds: {', '.join(map(str, plan.seeds))}.",
-        "",
-    ]
-    scores = normalised_scores(rows, plan.methods, plan.tasks, plan.seeds)
-    agg = aggregate(scores, reps=reps)
-    if agg:
-        title = f"{prefix + ' - ' if prefix else ''}{suite.figure}: normalised score ({plan.suite})"
-        _aggregate_figure(agg, figs / "normalised_score.png", title)
-        scales = task_scales(rows)
-        shifted = sorted(t for t, (zero, _) in scales.items() if zero != 0.0)
-        flat = sorted({r["task"] for r in rows if not r["background"]} - set(scales))
-        lines += [
-            "## Normalised score (Fig. 1 style)",
-            "",
-            "Final evaluation return / best return any method reached on the task; mean over tasks and seeds "
-            "and interquartile mean, 95 % stratified-bootstrap intervals (rliable)."
-            + (
-                f" Returns go negative on {', '.join(shifted)}: there the worst return reached is the zero of the "
-                "scale, (return - worst) / (best - worst)."
-                if shifted
-                else ""
-            )
-            + (
-                f" Left out (every evaluation returned the same, so there is no scale): {', '.join(flat)}."
-                if flat
-                else ""
-            ),
-            "",
-            "![normalised score](figures/normalised_score.png)",
-            "",
-            "| method | mean | 95 % CI | IQM | 95 % CI | tasks |",
-            "|---|---|---|---|---|---|",
-        ]
-        for m, a in agg.items():
-            lines.append(
-                f"| {m} | {a['mean']:.3f} | [{a['mean_ci'][0]:.3f}, {a['mean_ci'][1]:.3f}] | {a['iqm']:.3f} "
-                f"| [{a['iqm_ci'][0]:.3f}, {a['iqm_ci'][1]:.3f}] | {a['tasks']} |"
-            )
-        lines.append("")
+    status = f"PARTIAL RESULTS: {done} of {len(plan.runs)} runs finished" if partial else "complete"
+    lines = _header_lines(plan, suite.figure, status, label)
+    lines += _score_section(rows, plan, suite.figure, figs, prefix, reps)
     if rows:
         title = f"{prefix + ' - ' if prefix else ''}learning curves (mean over seeds, 95 % CI)"
         _curves_figure(rows, plan.tasks, plan.methods, figs / "curves.png", title)
@@ -278,3 +238,50 @@ def write_report(out: str | Path, reps: int = 2000) -> Path:
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def _header_lines(plan: Plan, figure: str, status: str, label: str) -> list[str]:
+    lines = [f"# hindex bench: suite `{plan.suite}` ({figure}), profile `{plan.profile}`", ""]
+    if label:
+        lines += [f"**{label}**", ""]
+    lines.append(
+        f"Status: **{status}**. Tasks: {', '.join(plan.tasks)}; methods: {', '.join(plan.methods)}; "
+        f"seeds: {', '.join(map(str, plan.seeds))}."
+    )
+    return [*lines, ""]
+
+
+def _score_section(rows: list[dict], plan: Plan, figure: str, figs: Path, prefix: str, reps: int) -> list[str]:
+    """The normalised-score figure and table (nothing while no run has a final evaluation)."""
+    agg = aggregate(normalised_scores(rows, plan.methods, plan.tasks, plan.seeds), reps=reps)
+    if not agg:
+        return []
+    title = f"{prefix + ' - ' if prefix else ''}{figure}: normalised score ({plan.suite})"
+    _aggregate_figure(agg, figs / "normalised_score.png", title)
+    scales = task_scales(rows)
+    shifted = sorted(t for t, (zero, _) in scales.items() if zero != 0.0)
+    flat = sorted({r["task"] for r in rows if not r["background"]} - set(scales))
+    lines = [
+        "## Normalised score (Fig. 1 style)",
+        "",
+        "Final evaluation return / best return any method reached on the task; mean over tasks and seeds "
+        "and interquartile mean, 95 % stratified-bootstrap intervals (rliable)."
+        + (
+            f" Returns go negative on {', '.join(shifted)}: there the worst return reached is the zero of the "
+            "scale, (return - worst) / (best - worst)."
+            if shifted
+            else ""
+        )
+        + (f" Left out (every evaluation returned the same, so there is no scale): {', '.join(flat)}." if flat else ""),
+        "",
+        "![normalised score](figures/normalised_score.png)",
+        "",
+        "| method | mean | 95 % CI | IQM | 95 % CI | tasks |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m, a in agg.items():
+        lines.append(
+            f"| {m} | {a['mean']:.3f} | [{a['mean_ci'][0]:.3f}, {a['mean_ci'][1]:.3f}] | {a['iqm']:.3f} "
+            f"| [{a['iqm_ci'][0]:.3f}, {a['iqm_ci'][1]:.3f}] | {a['tasks']} |"
+        )
+    return [*lines, ""]
