@@ -256,33 +256,7 @@ def create_encoder(
     check_device("device", device)
     check_choice("on_unavailable", on_unavailable, ("raise", "defer"))
     spec = get_encoder_spec(name)
-    pending: Exception | None = None
-    source = "random"
-    try:
-        state, path = load_weights(spec.weights, weights, progress=progress, encoder=name)
-    except WeightsError as err:  # missing, unreadable, truncated, non-finite
-        if on_unavailable != "defer":
-            raise
-        state, path, pending = None, None, _defer_weights_error(name, err)
-    backbone = spec.builder()  # after resolving the file: a missing file fails before a costly ViT-B init
-    if state is not None:
-        try:
-            if spec.family == "vit":
-                state = fit_pos_embed(backbone, state)
-            load_state_dict_strict(backbone, state, what=f"{name} weights from {path}")
-        except WeightsError as err:  # a file of another network in the cache
-            if on_unavailable != "defer":
-                raise
-            pending = _defer_weights_error(name, err)
-    if state is not None and pending is None:
-        source = str(path)
-        logger.info("%s encoder: loaded %s", name, path)
-    elif pending is None:
-        warnings.warn(
-            f"{name} encoder is randomly initialised (weights=None): use only for smoke tests.",
-            RandomWeightsWarning,
-            stacklevel=2,
-        )
+    backbone, source, pending = _backbone_with_weights(name, spec, weights, progress, defer=on_unavailable == "defer")
     encoder = Encoder(spec, backbone, weights_source=source)
     encoder._pending_weights_error = pending
     if ema_scope is not None:
@@ -297,6 +271,40 @@ def create_encoder(
     if cuda_graphs:
         encoder.use_cuda_graphs()
     return encoder
+
+
+def _backbone_with_weights(
+    name: str, spec: EncoderSpec, weights: str | os.PathLike | None, progress: bool, defer: bool
+) -> tuple[nn.Module, str, Exception | None]:
+    """The spec's network with ``weights`` loaded: ``(backbone, source, pending)``, where ``source`` is the file
+    loaded (or ``"random"``) and ``pending`` the weights error that ``defer`` kept instead of raising."""
+    pending: Exception | None = None
+    try:
+        state, path = load_weights(spec.weights, weights, progress=progress, encoder=name)
+    except WeightsError as err:  # missing, unreadable, truncated, non-finite
+        if not defer:
+            raise
+        state, path, pending = None, None, _defer_weights_error(name, err)
+    backbone = spec.builder()  # after resolving the file: a missing file fails before a costly ViT-B init
+    if state is not None:
+        try:
+            if spec.family == "vit":
+                state = fit_pos_embed(backbone, state)
+            load_state_dict_strict(backbone, state, what=f"{name} weights from {path}")
+        except WeightsError as err:  # a file of another network in the cache
+            if not defer:
+                raise
+            pending = _defer_weights_error(name, err)
+    if state is not None and pending is None:
+        logger.info("%s encoder: loaded %s", name, path)
+        return backbone, str(path), None
+    if pending is None:
+        warnings.warn(
+            f"{name} encoder is randomly initialised (weights=None): use only for smoke tests.",
+            RandomWeightsWarning,
+            stacklevel=3,  # create_encoder's caller
+        )
+    return backbone, "random", pending
 
 
 # ---------------------------------------------------------------------------------------------------------------------
