@@ -269,58 +269,8 @@ def resolve_policy(
     :param deterministic: mean actions for experts / SB3 models. The authors sampled (``exploration`` mode), which
         gives more varied frames, so the default is ``False``.
     """
-    rng = np.random.default_rng(seed)
     if isinstance(policy, str | Path):
-        text = str(policy)
-        if text == "random":
-            env.action_space.seed(seed)
-            return PolicySpec(lambda obs: env.action_space.sample(), "random")
-        if text == "scripted":
-            try:
-                from hindex_sb3.demonstrators import make_demonstrator
-            except ImportError as err:
-                raise ValueError("scripted demonstrators are not available in this installation") from err
-            demo = make_demonstrator(env)
-            return PolicySpec(demo, f"scripted:{demo.name}", on_reset=demo.reset)
-        kind, _, rest = text.partition(":")
-        if rest and kind.lower() == "dapg":  # hindex train checkpoints: tensors + JSON, nothing executed on load
-            from hindex_sb3.runs.checkpoint import load_checkpoint
-
-            model = load_checkpoint(rest, device="cpu").model
-            spec = resolve_policy(model, env, seed=seed, deterministic=deterministic, policy_obs_key=policy_obs_key)
-            spec.label = f"dapg:{Path(rest).name}"
-            return spec
-        if rest and rest.endswith(".zip") and kind.lower() != "expert":  # SB3 zips unpickle: code, trusted files only
-            model = _sb3_algorithm(kind).load(rest, device="cpu")
-            spec = resolve_policy(model, env, seed=seed, deterministic=deterministic, policy_obs_key=policy_obs_key)
-            spec.label = f"{kind.lower()}:{Path(rest).name}"
-            return spec
-        is_expert = kind == "expert" and bool(rest)
-        path = Path(rest if is_expert else text)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"policy {text!r}: no such file (use random, scripted, expert:PATH.npz, DEMOS.npz/.pickle or "
-                "ALGO:PATH.zip)"
-            )
-        is_demos = path.suffix in (".pickle", ".pkl") or (not is_expert and _npz_kind(path) == "demos")
-        if is_demos:
-            from hindex_sb3.demos import load_dapg_pickle, load_npz
-
-            demos = load_dapg_pickle(path) if path.suffix in (".pickle", ".pkl") else load_npz(path)
-            missing = [i for i, d in enumerate(demos) if not d.init_state]
-            if missing:
-                raise ValueError(f"{path}: demonstrations {missing[:5]} have no start state, so cannot be replayed")
-            episodes = [({"initial_state_dict": d.init_state}, d.actions) for d in demos]
-            return PolicySpec(lambda obs: None, f"demos:{path.name}", episodes=episodes)
-        from hindex_sb3.experts import NpzMLPPolicy
-
-        expert = NpzMLPPolicy.load(path)
-        key = policy_obs_key
-        mode = "mean" if deterministic else "sampled"
-        return PolicySpec(
-            lambda obs: expert(obs[key] if key is not None and isinstance(obs, dict) else obs, deterministic, rng),
-            f"expert:{path.name} ({mode})",
-        )
+        return _named_policy(str(policy), env, seed, deterministic, policy_obs_key)
     if hasattr(policy, "predict"):
         space = getattr(policy, "observation_space", None)
         return PolicySpec(
@@ -333,6 +283,61 @@ def resolve_policy(
             lambda obs: policy(_policy_view(obs, None, policy_obs_key)), f"callable:{getattr(policy, '__name__', '?')}"
         )
     raise TypeError(f"cannot act with {type(policy).__name__}; see resolve_policy's docstring for what is accepted")
+
+
+def _named_policy(text: str, env: gym.Env, seed: int, deterministic: bool, policy_obs_key: str | None) -> PolicySpec:
+    """:func:`resolve_policy` for a name or a path."""
+    if text == "random":
+        env.action_space.seed(seed)
+        return PolicySpec(lambda obs: env.action_space.sample(), "random")
+    if text == "scripted":
+        try:
+            from hindex_sb3.demonstrators import make_demonstrator
+        except ImportError as err:
+            raise ValueError("scripted demonstrators are not available in this installation") from err
+        demo = make_demonstrator(env)
+        return PolicySpec(demo, f"scripted:{demo.name}", on_reset=demo.reset)
+    kind, _, rest = text.partition(":")
+    model = None
+    if rest and kind.lower() == "dapg":  # hindex train checkpoints: tensors + JSON, nothing executed on load
+        from hindex_sb3.runs.checkpoint import load_checkpoint
+
+        model = load_checkpoint(rest, device="cpu").model
+    elif rest and rest.endswith(".zip") and kind.lower() != "expert":  # SB3 zips unpickle: code, trusted files only
+        model = _sb3_algorithm(kind).load(rest, device="cpu")
+    if model is not None:
+        spec = resolve_policy(model, env, seed=seed, deterministic=deterministic, policy_obs_key=policy_obs_key)
+        spec.label = f"{kind.lower()}:{Path(rest).name}"
+        return spec
+    is_expert = kind == "expert" and bool(rest)
+    path = Path(rest if is_expert else text)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"policy {text!r}: no such file (use random, scripted, expert:PATH.npz, DEMOS.npz/.pickle or ALGO:PATH.zip)"
+        )
+    if path.suffix in (".pickle", ".pkl") or (not is_expert and _npz_kind(path) == "demos"):
+        return _replayed_demos(path)
+    from hindex_sb3.experts import NpzMLPPolicy
+
+    expert = NpzMLPPolicy.load(path)
+    rng = np.random.default_rng(seed)
+    key = policy_obs_key
+    return PolicySpec(
+        lambda obs: expert(obs[key] if key is not None and isinstance(obs, dict) else obs, deterministic, rng),
+        f"expert:{path.name} ({'mean' if deterministic else 'sampled'})",
+    )
+
+
+def _replayed_demos(path: Path) -> PolicySpec:
+    """Demonstrations replayed open-loop from their start states."""
+    from hindex_sb3.demos import load_dapg_pickle, load_npz
+
+    demos = load_dapg_pickle(path) if path.suffix in (".pickle", ".pkl") else load_npz(path)
+    missing = [i for i, d in enumerate(demos) if not d.init_state]
+    if missing:
+        raise ValueError(f"{path}: demonstrations {missing[:5]} have no start state, so cannot be replayed")
+    episodes = [({"initial_state_dict": d.init_state}, d.actions) for d in demos]
+    return PolicySpec(lambda obs: None, f"demos:{path.name}", episodes=episodes)
 
 
 def _frame(obs: Any, env: gym.Env, pixels_key: str) -> np.ndarray:
