@@ -245,17 +245,9 @@ class DAPG(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        check_dapg_args(locals())  # types, ranges, finiteness: one message naming the argument
-        if demo_weight not in ("mjrl", "paper"):
-            raise ValueError(f"demo_weight must be 'mjrl' or 'paper', got {demo_weight!r}")
-        if isinstance(n_trajectories, bool) or not isinstance(n_trajectories, int | np.integer) or n_trajectories < 1:
-            raise ValueError(f"n_trajectories must be an integer >= 1, got {n_trajectories!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
-            raise ValueError(
-                f"seed must be None or an integer >= 0 (episode i of iteration k uses seed + k*N + i), got {seed!r}"
-            )
-        if not 0.0 < hvp_sample_frac <= 1.0:
-            raise ValueError("hvp_sample_frac must be in (0, 1]")
+        # types, ranges, finiteness, choices: one message naming the argument (seed: episode i of iteration k uses
+        # seed + k * n_trajectories + i, so it must be an integer >= 0)
+        check_dapg_args(locals())
         super().__init__(
             policy,
             env,
