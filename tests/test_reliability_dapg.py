@@ -46,3 +46,14 @@ def test_valid_dapg_arguments_still_build():
         "MlpPolicy", "Pendulum-v1", n_trajectories=np.int64(2), gamma=np.float32(0.99), learning_rate=lambda _: 1e-3
     )
     assert model.n_trajectories == 2
+
+
+def test_a_numpy_integer_seed_seeds_as_the_same_python_int():
+    # np.random.randint and friends hand out numpy integers; Python's random.seed refuses them (3.11+)
+    def params(seed):
+        model = DAPG("MlpPolicy", "Pendulum-v1", seed=seed, n_trajectories=2)
+        assert type(model.seed) is int and model.seed == 7
+        return [p.detach().clone() for p in model.policy.parameters()]
+
+    for a, b in zip(params(np.int64(7)), params(7), strict=True):
+        assert (a == b).all()

@@ -248,6 +248,7 @@ class DAPG(OnPolicyAlgorithm):
         # types, ranges, finiteness, choices: one message naming the argument (seed: episode i of iteration k uses
         # seed + k * n_trajectories + i, so it must be an integer >= 0)
         check_dapg_args(locals())
+        seed = None if seed is None else int(seed)  # a numpy integer passes the check; Python's random.seed refuses it
         super().__init__(
             policy,
             env,
