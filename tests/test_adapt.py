@@ -398,6 +398,30 @@ def test_collect_frames_from_our_env_and_a_user_env():
         collect_frames(ImageEnv(), "random", 0)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n_episodes": True}, TypeError, "n_episodes must be an integer"),
+        ({"n_episodes": 2.5}, TypeError, "n_episodes must be an integer"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
+        ({"seed": 1.0}, TypeError, "seed must be an integer"),
+        ({"max_steps": 0}, ValueError, "max_steps must be >= 1"),
+        ({"deterministic": "yes"}, TypeError, "deterministic"),
+    ],
+)
+def test_collect_frames_refuses_bad_arguments_naming_them(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        collect_frames(ImageEnv(), "random", **{"n_episodes": 1, **kwargs})
+
+
+def test_collect_frames_takes_a_numpy_integer_seed_as_the_same_int():
+    # gymnasium's reset refuses numpy integers: collect_frames(seed=np.int64(4)) used to fail on the first reset
+    kwargs = {"max_steps": 2, "env_kwargs": {"image_size": 24}}
+    a = collect_frames("HInDex/Door-v0", "random", 1, seed=np.int64(4), **kwargs)
+    b = collect_frames("HInDex/Door-v0", "random", 1, seed=4, **kwargs)
+    assert np.array_equal(a.frames, b.frames) and a.meta["seed"] == 4 and type(a.meta["seed"]) is int
+
+
 # loss falls -----------------------------------------------------------------------------------------------------------
 def test_reconstruction_loss_falls_fast(frames, vgg, base_file):
     """Fast variant: 12 iterations on sliding squares; the pixel MSE ends well below its starting value."""

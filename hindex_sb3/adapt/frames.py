@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from hindex_sb3._npz import open_npz
+from hindex_sb3._validation import check_flag, check_int
 from hindex_sb3.episodes import run_episode
 
 __all__ = [
@@ -422,8 +423,15 @@ def collect_frames(
     :param max_steps: actions per episode at most (also stops at ``terminated``/``truncated``).
     :param policy_obs_key: feed the policy ``obs[key]`` (e.g. ``"state"`` for a state expert in ``obs_mode="all"``).
     """
-    if n_episodes < 1:
-        raise FrameDatasetError(f"n_episodes must be >= 1, got {n_episodes}")
+    try:
+        n_episodes = check_int("n_episodes", n_episodes, minimum=1)
+    except ValueError as err:  # an empty dataset, as from_episodes says it (a wrong type stays a TypeError)
+        raise FrameDatasetError(str(err)) from err
+    seed = check_int("seed", seed, minimum=0)  # a python int: gymnasium's reset refuses numpy integers
+    if max_steps is not None:
+        max_steps = check_int("max_steps", max_steps, minimum=1)
+    check_flag("deterministic", deterministic)
+    check_flag("progress", progress)
     own = isinstance(env, str)
     env_id = env if isinstance(env, str) else (env.spec.id if env.spec is not None else type(env.unwrapped).__name__)
     if isinstance(env, str):
