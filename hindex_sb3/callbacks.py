@@ -23,6 +23,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
+from hindex_sb3._validation import check_int, check_real
 from hindex_sb3.ema_bn import set_ema_momentum
 from hindex_sb3.extractor import HIndexExtractor
 
@@ -38,10 +39,9 @@ class EMABatchNormCallback(BaseCallback):
     """
 
     def __init__(self, momentum: float, verbose: int = 0) -> None:
-        super().__init__(verbose)
-        if not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        self.momentum = float(momentum)
+        super().__init__(check_int("verbose", verbose, minimum=0))
+        # a real number, not a bool or a string: True would silently mean m = 1 (the statistics of the last frame)
+        self.momentum = check_real("momentum", momentum, minimum=0.0, maximum=1.0)
         self.extractors: list[HIndexExtractor] = []
         self._count_at_init = 0
         self._count_at_rollout_start = 0

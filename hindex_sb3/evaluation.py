@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from hindex_sb3._validation import check_flag, check_int
 from hindex_sb3.episodes import run_episode
 
 #: evaluation seeds start here, far above any training episode's seed (see the module docstring)
@@ -61,7 +62,11 @@ def evaluate(
     ``policy`` is an SB3 model or policy (anything with ``predict``), or a callable ``obs -> action``.
     The env must end episodes (``gym.make`` adds the time limit of every ``HInDex/*`` id).
     """
-    episode_seeds = list(seeds) if seeds is not None else eval_seeds(seed, n_episodes)
+    check_flag("deterministic", deterministic)  # a string such as "no" would be truthy
+    if seeds is not None:
+        episode_seeds = [check_int("seeds[]", s, minimum=0) for s in seeds]
+    else:
+        episode_seeds = eval_seeds(seed, check_int("n_episodes", n_episodes, minimum=1))
     if not episode_seeds:
         raise ValueError("evaluation needs at least one episode")
     if hasattr(policy, "predict"):

@@ -51,5 +51,30 @@ def test_explicit_seeds_and_bad_arguments():
     assert env.seeds == [4, 5, 7] and result.successes == [True, False, False] and result.lengths == [2, 2, 2]
     with pytest.raises(ValueError, match="seed"):
         eval_seeds(-1, 3)
-    with pytest.raises(ValueError, match="at least one episode"):
+    with pytest.raises(ValueError, match="n_episodes must be >= 1, got 0"):
         evaluate(lambda obs: np.zeros(1, np.float32), env, n_episodes=0)
+    with pytest.raises(ValueError, match="at least one episode"):
+        evaluate(lambda obs: np.zeros(1, np.float32), env, seeds=[])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n_episodes": True}, TypeError, "n_episodes must be an integer"),  # it ran one episode
+        ({"n_episodes": 2.0}, TypeError, "n_episodes must be an integer"),
+        ({"deterministic": "no"}, TypeError, "deterministic"),  # it meant True
+        ({"seeds": [3, -1]}, ValueError, r"seeds\[\] must be >= 0"),
+        ({"seeds": [3.5]}, TypeError, r"seeds\[\] must be an integer"),
+    ],
+)
+def test_evaluate_refuses_bad_arguments_naming_them(kwargs, exc, match):
+    env = SeedRecorder()
+    with pytest.raises(exc, match=match):
+        evaluate(lambda obs: np.zeros(1, np.float32), env, **kwargs)
+    assert env.seeds == []  # refused before any episode ran
+
+
+def test_evaluate_takes_numpy_integer_seeds():
+    env = SeedRecorder()
+    evaluate(lambda obs: np.zeros(1, np.float32), env, seeds=[np.int64(4), np.uint8(5)])
+    assert env.seeds == [4, 5] and all(type(s) is int for s in env.seeds)

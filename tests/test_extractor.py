@@ -194,8 +194,15 @@ def test_callback_needs_ema_layers():
         model = PPO("MultiInputPolicy", env, n_steps=4, policy_kwargs=baseline_extractor("rrl", None))
     with pytest.raises(ValueError, match="no HIndexExtractor with EMA-BN"):
         model.learn(4, callback=EMABatchNormCallback(momentum=0.01))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"momentum must be <= 1.0, got 2.0"):
         EMABatchNormCallback(momentum=2.0)
+    for bad in (True, "0.1", None):  # True would have meant m = 1, the string was parsed
+        with pytest.raises(TypeError, match="momentum must be a real number"):
+            EMABatchNormCallback(momentum=bad)
+    with pytest.raises(ValueError, match="momentum must be finite"):
+        EMABatchNormCallback(momentum=float("nan"))
+    with pytest.raises(ValueError, match="verbose must be >= 0"):
+        EMABatchNormCallback(momentum=0.1, verbose=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
