@@ -32,6 +32,11 @@ Components (``n`` = ``--n-envs``, the rollout batch size):
   per-frame update armed before each call when the momentum is > 0), in the run's ``--precision`` (fp32 default).
 * ``policy`` - DAPG's action sampling on those features alone (``DAPG._sample_actions`` with the encoder replaced
   by the cached features: on the CPU the head runs row by row, as DAPG does, plus per-episode noise).
+* ``trainer`` (not a part: it contains ``transport[dummy]`` and ``policy``) - DAPG's own lockstep rollout loop
+  (``collect_rollouts``: batching the observations, action sampling, recording the paths, callbacks) over ``n``
+  envs in this process that return a constant frame, with the encoder's output cached: the most frames/s this
+  process's own per-step work lets through, whatever the envs and the encoder. Where it is below the slowest part,
+  the trainer's Python is the limit.
 
 Wholes (per VecEnv kind ``V``, a model built by :mod:`hindex_sb3.runs` as ``hindex train`` builds it, random
 encoder weights, ``--demos`` with ``--num-demos``; BC runs once before the rounds):
@@ -71,6 +76,7 @@ markdown table.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import copy
 import math
@@ -90,6 +96,7 @@ import cloudpickle
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
@@ -164,8 +171,9 @@ class ProbeEnv(gym.Env):
     """What a component measurement runs in a worker: constant observations of the pixel env's shape (transport)
     and timing loops over a physics-only and a pixel env of the task, built on first use."""
 
-    def __init__(self, env_id: str, pixel_kwargs: dict, state_kwargs: dict) -> None:
+    def __init__(self, env_id: str, pixel_kwargs: dict, state_kwargs: dict, episode_steps: int | None = None) -> None:
         self.env_id, self.pixel_kwargs, self.state_kwargs = env_id, pixel_kwargs, state_kwargs
+        self.episode_steps, self._t = episode_steps, 0  # the trainer probe's episodes end (transport's never do)
         self._pixel_env: gym.Env | None = None
         self._state_env: gym.Env | None = None
         self._tiled: Any = None
@@ -179,10 +187,12 @@ class ProbeEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
+        self._t = 0
         return self._obs, {}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
-        return self._obs, 0.0, False, False, {}
+        self._t += 1
+        return self._obs, 0.0, False, self.episode_steps is not None and self._t >= self.episode_steps, {}
 
     def time_physics(self, n: int, seed: int) -> float:
         if self._state_env is None:
@@ -330,6 +340,7 @@ class TaskBench:
         if one_env_workers and "subproc" not in probe_kinds:  # (shm*K kinds have their own rates, below)
             probe_kinds.append("subproc")  # the @n (parallel) physics and render rates
         self.probes = {v: _probe_venv(v, [make_probe] * self.n) for v in probe_kinds}
+        self.trainer_probe = DummyVecEnv([partial(make_probe, episode_steps=self.steps)] * self.n)
         per_worker = sorted({_split_kind(b)[1:] for b in bases if _split_kind(b)[1] > 1})
         # the grouped physics and render rates: one probe per worker of shm*k(/t), which runs k envs' worth of each
         self.group_probes = {kt: SubprocVecEnv([make_probe] * -(-self.n // kt[0])) for kt in per_worker}
@@ -372,7 +383,7 @@ class TaskBench:
         return {k: np.stack([f[k] for f in frames]) for k in frames[0]}
 
     def close(self) -> None:
-        venvs = [*self.probes.values(), *self.group_probes.values(), *self.venvs.values()]
+        venvs = [*self.probes.values(), self.trainer_probe, *self.group_probes.values(), *self.venvs.values()]
         for venv in {id(v): v for v in venvs}.values():
             venv.close()
         self.local_probe.close()
@@ -410,6 +421,7 @@ class TaskBench:
         calls = max(steps // 10, 2)
         rates["encoder"] = n * calls / self._timed(self._encode, calls)
         rates["policy"] = n * calls / self._timed(self._policy_head, calls)
+        rates["trainer"] = self._trainer()
         return rates
 
     def _timed(self, fn: Callable[[], Any], calls: int) -> float:
@@ -430,6 +442,25 @@ class TaskBench:
         for _ in range(steps):
             runner.step(dict.fromkeys(range(self.n), action))
         return self.n * steps / (time.perf_counter() - start)
+
+    def _trainer(self) -> float:
+        """DAPG's lockstep rollout loop over envs that do nothing, with the encoder's output cached: the frames/s
+        this process's own per-step work (batching, action sampling, bookkeeping, callbacks) allows."""
+        model = self.model
+        saved = model.n_trajectories, model.num_timesteps, model.overlap
+        model.n_trajectories, model.overlap = self.n, False  # n episodes on n envs: every batch holds n frames
+        if model.ep_info_buffer is None:  # learn() makes them; round 0's components run before the first learn
+            model.ep_info_buffer = collections.deque(maxlen=model._stats_window_size)
+            model.ep_success_buffer = collections.deque(maxlen=model._stats_window_size)
+        callback = CallbackList([])
+        callback.init_callback(model)
+        try:
+            with self._cached_features():
+                model.collect_rollouts(self.trainer_probe, callback, None, 0)
+        finally:
+            model.n_trajectories, model.num_timesteps, model.overlap = saved
+        _sync(model.device)
+        return self.n * self.steps / model.last_timings["rollout"]
 
     def _policy_head(self) -> np.ndarray:
         with self._cached_features():
@@ -535,6 +566,7 @@ def summarise(rates: dict[str, float], vec_envs: list[str], shared_gpu: bool = F
         row["slowest_rate"] = parts[slowest]
         row["serial"] = 1.0 / sum(1.0 / r for r in parts.values())
         row["act_in_rollout"] = rates.get(f"act_in_rollout[{kind}]")
+        row["trainer"] = rates.get("trainer")  # not a part: it contains transport[dummy] and policy
         for whole in WHOLES:
             row[whole] = rates[f"{whole}[{kind}]"]
             row[f"{whole}_over_slowest"] = row[whole] / parts[slowest]
@@ -603,9 +635,8 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     cells += [f"{row['rollout']:,.1f}", f"{row['iteration']:,.1f}", row["slowest"]]
     cells += [f"{row[f'{w}_over_slowest']:.2f} ({row[f'{w}_over_slowest_paired']:.2f})" for w in WHOLES]
     cells += [f"{row['serial']:,.1f}", f"{row['rollout_beyond_serial_ms']:.1f}"]
-    if not row["act_in_rollout"]:
-        return [*cells, "-"]
-    return [*cells, f"{row['act_in_rollout']:,.1f} ({row['act_share_of_rollout']:.2f})"]
+    act = f"{row['act_in_rollout']:,.1f} ({row['act_share_of_rollout']:.2f})" if row["act_in_rollout"] else "-"
+    return [*cells, act, f"{row['trainer']:,.1f}" if row.get("trainer") else "-"]
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -616,7 +647,7 @@ def markdown(doc: dict[str, Any]) -> str:
     )
     columns = ["task", "vec env", *COMPONENTS, "rollout", "iteration", "slowest", "rollout / slowest (paired)"]
     columns += ["iteration / slowest (paired)", "serial", "rollout beyond serial, ms/frame"]
-    columns += ["encoder + policy in the rollout (share of rollout time)"]
+    columns += ["encoder + policy in the rollout (share of rollout time)", "trainer (its own loop alone)"]
     lines = [head, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for task in doc["tasks"].values():
         name = task["env_id"].split("/")[-1].removesuffix("-v0")

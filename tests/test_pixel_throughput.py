@@ -100,6 +100,11 @@ def test_quick_run_measures_every_component_and_the_ratio_of_the_whole(bench, tm
         assert 0 < row["act_share_of_rollout"] <= 1
     # the rollout never outruns its own loop: an iteration adds resets and the update to the same frames
     assert all(row["iteration"] < row["rollout"] for row in task["rows"])
+    # DAPG's loop alone (instant envs, cached features) is faster than the dummy rollout, whose envs also render and
+    # whose encoder also runs, and it is a diagnosis beside the parts, not one of them
+    assert _positive(rates["trainer"]) and rates["trainer"] > rates["rollout[dummy]"]
+    assert all(row["trainer"] == rates["trainer"] and "trainer" not in row["components"] for row in task["rows"])
+    assert f"| {rates['trainer']:,.1f} |" in bench.markdown(doc)
     assert task["settings"]["frames_per_iteration"] == 16 * 2
     assert read_json(out)["tasks"]["HInDex/Door-v0"]["rows"] == task["rows"]
 
