@@ -308,3 +308,89 @@ def test_save_npz_is_atomic_and_refuses_an_empty_set(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ValueError, match="no demonstrations"):
         save_npz(None, tmp_path / "e.npz")
+
+
+# ---------------------------------------------------------------------------------------------- generating them
+def _state_door(steps: int = 3):
+    import gymnasium as gym
+
+    return gym.make("HInDex/Door-v0", obs_mode="state", max_episode_steps=steps)
+
+
+def _zeros(obs):
+    return np.zeros(28, np.float32)
+
+
+def test_rollout_takes_a_numpy_integer_seed_as_the_same_int():
+    # the check accepted numpy integers, then the value it had checked was thrown away and gymnasium's reset
+    # refused the numpy one (an env that is not ours does not convert it)
+    import gymnasium as gym
+
+    pendulum = gym.make("Pendulum-v1", max_episode_steps=3)
+    a = rollout(pendulum, lambda obs: np.zeros(1, np.float32), 1, seed=np.int64(2))
+    b = rollout(pendulum, lambda obs: np.zeros(1, np.float32), 1, seed=2)
+    assert np.array_equal(a[0].observations, b[0].observations) and type(a[0].infos["seed"]) is int
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"record_keys": "pixels"}, TypeError, "record_keys must be a list"),  # was iterated letter by letter
+        ({"record_keys": ["pixels", "bogus"]}, ValueError, "record_keys: 'bogus' is not an observation key"),
+        ({"policy_obs_key": "nope"}, ValueError, "policy_obs_key 'nope' is not an observation key"),
+        ({"policy_obs_key": 0}, TypeError, "policy_obs_key must be a string"),
+    ],
+)
+def test_rollout_refuses_observation_keys_the_env_lacks_before_any_episode(kwargs, exc, match):
+    import gymnasium as gym
+
+    env = gym.make("HInDex/Door-v0", obs_mode="all", image_size=16, max_episode_steps=2)
+    with pytest.raises(exc, match=match):
+        rollout(env, _zeros, 1, **kwargs)
+
+
+def test_a_key_given_to_a_state_env_is_refused_naming_it():
+    with pytest.raises(ValueError, match="policy_obs_key 'state' is not an observation key"):
+        rollout(_state_door(), _zeros, 1, policy_obs_key="state")  # it used to index the state vector with a str
+
+
+def test_replay_and_load_demonstrations_refuse_a_string_for_a_list_of_keys():
+    import gymnasium as gym
+
+    from hindex_sb3.demos import load_demonstrations, replay
+
+    demos = rollout(_state_door(), _zeros, 1)
+    env = gym.make("HInDex/Door-v0", obs_mode="all", image_size=16, max_episode_steps=3)
+    with pytest.raises(TypeError, match="keys must be a list of observation keys"):
+        replay(demos, env, keys="pixels")
+    with pytest.raises(ValueError, match=r"keys \['bogus'\] are not observation keys"):
+        replay(demos, env, keys=["bogus"])
+    with pytest.raises(TypeError, match="pixel_keys must be a list"):
+        load_demonstrations(demos, "HInDex/Door-v0", pixel_keys="pixels")
+    # numpy integers are integers; a bool or a float is not a count
+    state = {"obs_mode": "state"}
+    assert len(load_demonstrations(demos, None, num_demos=np.int64(1), seed=np.int64(1), env_kwargs=state)) == 1
+    with pytest.raises(TypeError, match="num_demos must be an integer"):
+        load_demonstrations(demos, None, num_demos=True, env_kwargs=state)
+    with pytest.raises(TypeError, match="env_kwargs must be a dict"):
+        load_demonstrations(demos, "HInDex/Door-v0", env_kwargs=[("obs_mode", "state")])
+
+
+@pytest.mark.parametrize(
+    ("noise_std", "exc", "match"),
+    [
+        (float("nan"), ValueError, "noise_std must be finite"),  # nan > 0 is false: it meant no noise
+        (float("inf"), ValueError, "noise_std must be finite"),  # every action at a bound
+        (True, TypeError, "noise_std must be a real number"),
+        ("0.1", TypeError, "noise_std must be a real number"),
+    ],
+)
+def test_demonstrator_noise_must_be_a_finite_number(noise_std, exc, match):
+    from hindex_sb3.demonstrators import make_demonstrator, rollout_demonstrations
+
+    with pytest.raises(exc, match=match):
+        make_demonstrator(_state_door(), noise_std=noise_std)
+    with pytest.raises(exc, match=match):
+        rollout_demonstrations("HInDex/Door-v0", 1, noise_std=noise_std)
+    with pytest.raises(TypeError, match="n_episodes must be an integer"):
+        rollout_demonstrations("HInDex/Door-v0", "2")

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from hindex_sb3._validation import check_int, check_real
+
 _REGISTRY: dict[type, type[Demonstrator]] = {}
 
 
@@ -44,8 +46,10 @@ class Demonstrator(ABC):
         if not isinstance(unwrapped, self.task_classes):
             names = ", ".join(c.__name__ for c in self.task_classes)
             raise TypeError(f"{type(self).__name__} drives {names}, not {type(unwrapped).__name__}")
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        # NaN would silently mean no noise (nan > 0 is false), inf every action at a bound
+        noise_std = check_real("noise_std", noise_std, minimum=0.0)
+        if seed is not None:
+            seed = check_int("seed", seed, minimum=0)
         self.env = env
         self.unwrapped = unwrapped
         self.model = unwrapped.model

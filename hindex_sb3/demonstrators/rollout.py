@@ -7,6 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from hindex_sb3._validation import check_int, check_real
 from hindex_sb3.demonstrators.base import Demonstrator, demonstration_horizon, make_demonstrator
 from hindex_sb3.demos.core import Trajectory
 from hindex_sb3.demos.sources import rollout
@@ -31,8 +32,8 @@ def rollout_demonstrations(
     (default ``{"obs_mode": "state"}``: no rendering) and closed afterwards. Besides what ``rollout`` records, each
     trajectory's ``infos["demonstrator"]`` names the controller.
     """
-    if n_episodes < 0:
-        raise ValueError(f"n_episodes must be >= 0, got {n_episodes}")
+    n_episodes = check_int("n_episodes", n_episodes, minimum=1)  # an empty demonstration set is an error, not []
+    check_real("noise_std", noise_std, minimum=0.0)  # before an env is made
     own_env = isinstance(env, str)
     if isinstance(env, str):
         kwargs = {"obs_mode": "state"} if env_kwargs is None else dict(env_kwargs)

@@ -25,6 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from hindex_sb3._validation import check_int, check_str
 from hindex_sb3.demos.core import Trajectory, to_trajectories
 from hindex_sb3.demos.render import replay
 from hindex_sb3.demos.sources import load_dapg_pickle, load_minari, load_npz, rollout
@@ -68,10 +69,15 @@ def load_demonstrations(
         and state demonstrations without start states)
     :raises FileNotFoundError: a path that is not a file
     """
-    if num_demos is not None and (isinstance(num_demos, bool) or not isinstance(num_demos, int) or num_demos < 0):
-        raise ValueError(f"num_demos must be None or an integer >= 0, got {num_demos!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if num_demos is not None:
+        num_demos = check_int("num_demos", num_demos, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
+    if env_kwargs is not None and not isinstance(env_kwargs, Mapping):
+        raise TypeError(f"env_kwargs must be a dict, got {type(env_kwargs).__name__}")
+    if env_id is not None:
+        check_str("env_id", env_id)
+    if pixel_keys is not None and (isinstance(pixel_keys, str) or not isinstance(pixel_keys, Sequence)):
+        raise TypeError(f"pixel_keys must be a list of observation keys, got {pixel_keys!r}")
     kwargs = {k: v for k, v in (env_kwargs or {}).items() if k != "render_mode"}
     obs_mode = kwargs.get("obs_mode", "pixels")
     keys = tuple(pixel_keys) if pixel_keys is not None else _PIXEL_KEYS.get(obs_mode, ("pixels", "proprio"))

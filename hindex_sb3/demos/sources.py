@@ -27,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from hindex_sb3._npz import MAX_NPZ_BYTES, open_npz
-from hindex_sb3._validation import INFLATION_FLOOR, MAX_INFLATION, check_flag, check_int
+from hindex_sb3._validation import INFLATION_FLOOR, MAX_INFLATION, check_flag, check_int, check_str
 from hindex_sb3.demos.core import ElementBudget, Trajectory, to_trajectories
 from hindex_sb3.episodes import Step, run_episode
 
@@ -355,6 +355,27 @@ def _record_episode(
     return starts[0], observations, actions, rewards, goals, episode.success
 
 
+def check_observation_keys(
+    space: gym.Space, *, policy_obs_key: str | None = None, record_keys: Sequence[str] | None = None
+) -> None:
+    """Refuse observation keys the env does not have before any episode runs (a bare ``KeyError`` at the first
+    step, or a string iterated letter by letter as a list of keys, would not say which argument was wrong).
+    ``policy_obs_key`` indexes the observation, so it needs dict observations."""
+    keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else None
+    if policy_obs_key is not None:
+        check_str("policy_obs_key", policy_obs_key)
+        if keys is None or policy_obs_key not in keys:
+            raise ValueError(f"policy_obs_key {policy_obs_key!r} is not an observation key ({keys or 'no dict'})")
+    if record_keys is None:
+        return
+    if isinstance(record_keys, str) or not isinstance(record_keys, Sequence):
+        raise TypeError(f"record_keys must be a list of observation keys, got {record_keys!r}")
+    for key in record_keys:  # (they select nothing where the observations are not a dict)
+        check_str("record_keys[]", key)
+        if keys is not None and key not in keys:
+            raise ValueError(f"record_keys: {key!r} is not an observation key ({keys or 'no dict'})")
+
+
 def rollout(
     env: gym.Env | str,
     policy: PolicyLike,
@@ -384,19 +405,28 @@ def rollout(
     :returns: trajectories whose ``init_state`` is ``env.unwrapped.get_env_state()`` right after the reset and whose
         ``infos`` hold ``is_success``, ``seed``, ``goal_achieved`` (per step) and ``goal_steps``.
     """
-    check_int("n_episodes", n_episodes, minimum=1)  # an empty demonstration set is an error, not []
-    check_int("seed", seed, minimum=0)
+    # the checked values are used (Python ints: gymnasium's reset refuses a numpy integer seed)
+    n_episodes = check_int("n_episodes", n_episodes, minimum=1)  # an empty demonstration set is an error, not []
+    seed = check_int("seed", seed, minimum=0)
     check_flag("deterministic", deterministic)
     check_flag("only_successful", only_successful)
     if max_attempts is not None:
-        check_int("max_attempts", max_attempts, minimum=n_episodes)
+        max_attempts = check_int("max_attempts", max_attempts, minimum=n_episodes)
     if max_steps is not None:
-        check_int("max_steps", max_steps, minimum=1)
+        max_steps = check_int("max_steps", max_steps, minimum=1)
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise TypeError(f"env_kwargs must be a dict, got {type(env_kwargs).__name__}")
+    if not isinstance(env, str | gym.Env):
+        raise TypeError(f"env must be a gymnasium env or an env id, got {type(env).__name__}")
     own_env = isinstance(env, str)
     if isinstance(env, str):
         env = gym.make(env, **(env_kwargs or {}))
+    try:
+        check_observation_keys(env.observation_space, policy_obs_key=policy_obs_key, record_keys=record_keys)
+    except (TypeError, ValueError):
+        if own_env:
+            env.close()
+        raise
     rng = np.random.default_rng(seed)
     act = _as_action_fn(policy, deterministic, rng)
     if max_attempts is None:
