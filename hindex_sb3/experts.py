@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from hindex_sb3._npz import open_npz
+from hindex_sb3._validation import check_flag
 
 _REQUIRED = ("fc0_w", "fc0_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "log_std")
+_OPTIONAL = ("in_shift", "in_scale", "out_shift", "out_scale")  # (other keys, e.g. "nonlinearity", are not read)
 
 
 class NpzMLPPolicy:
@@ -24,6 +26,12 @@ class NpzMLPPolicy:
         missing = [k for k in _REQUIRED if k not in params]
         if missing:
             raise ValueError(f"{name}: not an MLP policy file, missing keys {missing}")
+        for key in (*_REQUIRED, *(k for k in _OPTIONAL if k in params)):
+            arr = np.asarray(params[key])  # a bool or complex array would be cast silently, NaN would act as NaN
+            if arr.dtype.kind not in "iuf":
+                raise ValueError(f"{name}: {key} holds {arr.dtype} values, not real numbers")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name}: {key} holds non-finite values (NaN or inf)")
         self.name = name
         self.weights = [np.asarray(params[f"fc{i}_w"], np.float32) for i in range(3)]
         self.biases = [np.asarray(params[f"fc{i}_b"], np.float32) for i in range(3)]
@@ -34,7 +42,10 @@ class NpzMLPPolicy:
                 raise ValueError(f"{name}: layer {i} expects {w.shape[1]} inputs, previous layer gives {b.shape}")
         self.obs_dim = self.weights[0].shape[1]
         self.act_dim = self.weights[2].shape[0]
-        self.log_std = np.asarray(params["log_std"], np.float32).reshape(self.act_dim)
+        log_std = np.asarray(params["log_std"], np.float32)
+        if log_std.size != self.act_dim:
+            raise ValueError(f"{name}: log_std has {log_std.size} values for {self.act_dim} actions")
+        self.log_std = log_std.reshape(self.act_dim)
         self.in_shift = np.asarray(params.get("in_shift", np.zeros(self.obs_dim)), np.float32)
         self.in_scale = np.asarray(params.get("in_scale", np.ones(self.obs_dim)), np.float32)
         self.out_shift = np.asarray(params.get("out_shift", np.zeros(self.act_dim)), np.float32)
@@ -63,7 +74,7 @@ class NpzMLPPolicy:
     def mean(self, obs: np.ndarray) -> np.ndarray:
         """The deterministic (evaluation) action."""
         x = np.asarray(obs, dtype=np.float32)
-        if x.shape[-1] != self.obs_dim:
+        if x.ndim == 0 or x.shape[-1] != self.obs_dim:
             raise ValueError(f"{self.name} takes observations of size {self.obs_dim}, got shape {x.shape}")
         h = (x - self.in_shift) / (self.in_scale + 1e-8)
         h = np.tanh(h @ self.weights[0].T + self.biases[0])
@@ -75,7 +86,7 @@ class NpzMLPPolicy:
         self, obs: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
     ) -> np.ndarray:
         mu = self.mean(obs)
-        if deterministic:
+        if check_flag("deterministic", deterministic):  # a string such as "no" would be truthy
             return mu
         rng = np.random.default_rng() if rng is None else rng
         return mu + np.exp(self.log_std) * rng.standard_normal(mu.shape).astype(np.float32)

@@ -92,7 +92,7 @@ def test_resolver_errors_name_the_fix(tmp_path):
         load_demonstrations("scripted", None)
     with pytest.raises(ValueError, match="unknown demonstration source"):
         load_demonstrations("expert:", DOOR, env_kwargs={"obs_mode": "state"})
-    with pytest.raises(ValueError, match="num_demos"):
+    with pytest.raises(TypeError, match="num_demos must be an integer"):
         load_demonstrations("scripted", DOOR, num_demos=True)
     assert load_demonstrations("none", DOOR) == []
 

@@ -394,3 +394,75 @@ def test_demonstrator_noise_must_be_a_finite_number(noise_std, exc, match):
         rollout_demonstrations("HInDex/Door-v0", 1, noise_std=noise_std)
     with pytest.raises(TypeError, match="n_episodes must be an integer"):
         rollout_demonstrations("HInDex/Door-v0", "2")
+
+
+# ---------------------------------------------------------------------------------------------- experts, frame files
+def _mlp(**override):
+    rng = np.random.default_rng(0)
+    params = {
+        "fc0_w": rng.normal(size=(4, 3)),
+        "fc0_b": np.zeros(4),
+        "fc1_w": rng.normal(size=(4, 4)),
+        "fc1_b": np.zeros(4),
+        "fc2_w": rng.normal(size=(2, 4)),
+        "fc2_b": np.zeros(2),
+        "log_std": np.zeros(2),
+        "nonlinearity": np.asarray("tanh"),
+    }  # fmt: skip  (the DAPG files carry this string: not read)
+    return {**params, **override}
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ({"fc1_w": np.full((4, 4), np.nan)}, "fc1_w holds non-finite values"),  # it acted NaN
+        ({"log_std": np.full(2, np.inf)}, "log_std holds non-finite values"),
+        ({"in_shift": np.array([0.0, np.nan, 0.0])}, "in_shift holds non-finite values"),
+        ({"fc0_b": np.ones(4, bool)}, "fc0_b holds bool values"),  # cast silently to 0/1
+        ({"fc2_b": np.ones(2, complex)}, "fc2_b holds complex128 values"),  # the imaginary part was dropped
+        ({"log_std": np.zeros(7)}, "log_std has 7 values for 2 actions"),  # a bare reshape error before
+    ],
+)
+def test_an_expert_with_unusable_weights_is_refused_naming_the_array(override, match):
+    from hindex_sb3.experts import NpzMLPPolicy
+
+    with pytest.raises(ValueError, match=match):
+        NpzMLPPolicy(_mlp(**override))
+
+
+def test_an_expert_call_checks_its_flag_and_observation():
+    from hindex_sb3.experts import NpzMLPPolicy
+
+    expert = NpzMLPPolicy(_mlp())
+    obs = np.ones(3, np.float32)
+    sampled = expert(obs, False, np.random.default_rng(0))
+    assert not np.array_equal(sampled, expert.mean(obs))
+    with pytest.raises(TypeError, match="deterministic must be"):
+        expert(obs, "no")  # it returned the mean action: "no" is truthy
+    with pytest.raises(ValueError, match="takes observations of size 3"):
+        expert(np.float32(1.0))  # an IndexError before
+
+
+def test_a_frame_file_with_a_non_object_meta_or_fractional_starts_is_refused(tmp_path):
+    from hindex_sb3.adapt import FrameDataset, FrameDatasetError
+
+    frames = np.zeros((6, 3, 8, 8), np.uint8)
+    with pytest.raises(FrameDatasetError, match="episode_starts must be integers"):
+        FrameDataset(frames, np.array([0, 2.9]))  # it became [0, 2]
+    with pytest.raises(FrameDatasetError, match="episode_starts must be integers"):
+        FrameDataset(frames, np.array(["0", "3"]))  # it was parsed
+    with pytest.raises(FrameDatasetError, match="meta must be a JSON object"):
+        FrameDataset(frames, np.array([0, 3]), [1, 2])
+    path = tmp_path / "f.npz"
+    np.savez(path, format=np.asarray("hindex_sb3.frames/1"), frames=frames, episode_starts=np.array([0, 3]),
+             meta=np.asarray("[1, 2]"))  # fmt: skip
+    with pytest.raises(FrameDatasetError, match="meta must be a JSON object"):
+        FrameDataset.load(path)  # `hindex adapt --dataset` printed an AttributeError traceback
+    np.savez(path, format=np.asarray("hindex_sb3.frames/1"), frames=frames, episode_starts=np.array([0, 3]),
+             meta=np.asarray('{"x": NaN}'))  # fmt: skip
+    with pytest.raises(FrameDatasetError, match="NaN is not valid JSON"):
+        FrameDataset.load(path)
+    with pytest.raises(ValueError, match="JSON cannot hold"):
+        FrameDataset(frames, np.array([0, 3]), {"x": float("nan")}).save(tmp_path / "g.npz")
+    good = FrameDataset(frames, np.array([0, 3], np.uint8), {"seed": 4})
+    assert FrameDataset.load(good.save(tmp_path / "h.npz")).meta == {"seed": 4}

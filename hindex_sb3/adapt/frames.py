@@ -20,7 +20,6 @@ the one after the last action (``T + 1`` frames per episode, as the authors' dat
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hindex_sb3._io import read_json, to_json_text
 from hindex_sb3._npz import open_npz
 from hindex_sb3._validation import check_flag, check_int
 from hindex_sb3.episodes import run_episode
@@ -60,7 +60,12 @@ class FrameDataset:
 
     def __post_init__(self) -> None:
         self.frames = np.asarray(self.frames)
-        self.episode_starts = np.asarray(self.episode_starts, dtype=np.int64).reshape(-1)
+        if not isinstance(self.meta, dict):  # a file's meta is JSON: a list there would fail far from the load
+            raise FrameDatasetError(f"meta must be a JSON object (a dict), got {type(self.meta).__name__}")
+        starts = np.asarray(self.episode_starts)
+        if starts.size and starts.dtype.kind not in "iu":  # [0, 2.9] would become [0, 2], ["0", "3"] parsed
+            raise FrameDatasetError(f"episode_starts must be integers, got {starts.dtype} values")
+        self.episode_starts = starts.astype(np.int64).reshape(-1)
         f, s = self.frames, self.episode_starts
         if f.size == 0 or len(s) == 0:
             raise FrameDatasetError("the frame dataset is empty (no frames or no episodes); collect episodes first")
@@ -102,7 +107,7 @@ class FrameDataset:
             format=np.asarray(FRAMES_FORMAT),
             frames=self.frames,
             episode_starts=self.episode_starts,
-            meta=np.asarray(json.dumps(self.meta)),
+            meta=np.asarray(to_json_text(self.meta, indent=None)),  # strict: a NaN in meta is refused
         )
         os.replace(tmp, path)  # a crash mid-write never leaves a file that looks complete
         return path
@@ -117,7 +122,7 @@ class FrameDataset:
             with open_npz(path) as f:  # sizes checked from the headers first: a crafted file is not inflated
                 if "format" not in f.files or str(f["format"]) != FRAMES_FORMAT:
                     raise FrameDatasetError(f"{path} is not a {FRAMES_FORMAT} file (keys: {f.files[:6]})")
-                return cls(f["frames"], f["episode_starts"], json.loads(str(f["meta"])))
+                return cls(f["frames"], f["episode_starts"], read_json(str(f["meta"]), text=True))
         except FrameDatasetError:
             raise
         except Exception as err:  # truncated/corrupt files surface as OSError, ValueError, EOFError, BadZipFile...
@@ -270,6 +275,8 @@ def resolve_policy(
     :param deterministic: mean actions for experts / SB3 models. The authors sampled (``exploration`` mode), which
         gives more varied frames, so the default is ``False``.
     """
+    check_flag("deterministic", deterministic)  # "no" would be truthy: mean actions where samples were asked for
+    seed = check_int("seed", seed, minimum=0)
     if isinstance(policy, str | Path):
         return _named_policy(str(policy), env, seed, deterministic, policy_obs_key)
     if hasattr(policy, "predict"):
