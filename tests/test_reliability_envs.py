@@ -64,3 +64,44 @@ def test_valid_arguments_still_work(door):
     state = door.unwrapped.get_env_state()
     again, _ = door.reset(seed=4, options={"initial_state_dict": state})
     np.testing.assert_allclose(again, obs)
+
+
+@pytest.mark.parametrize("task", ["Door", "RelocateMug"])
+def test_state_entries_must_be_real_numbers_of_the_expected_shape(task):
+    env = gym.make(f"HInDex/{task}-v0", obs_mode="state")
+    env.reset(seed=0)
+    state = env.unwrapped.get_env_state()
+    n = state["qpos"].size
+    bad = [
+        ({"qpos": state["qpos"].reshape(2, n // 2) if n % 2 == 0 else np.zeros((3, n))}, "has shape"),  # was flattened
+        ({"qpos": state["qpos"] > 0}, "holds bool values"),  # was cast to 0 / 1
+        ({"qvel": state["qvel"].astype(complex)}, "holds complex128 values"),
+        ({"qpos": np.array(["0.1"] * n)}, "holds <U3 values"),  # "could not convert string to float" before
+    ]
+    for override, match in bad:
+        with pytest.raises(ValueError, match=r"initial_state_dict\['q(pos|vel)'\] " + match):
+            env.reset(seed=0, options={"initial_state_dict": {**state, **override}})
+    # a stored (1, n) row and a list of numbers are the same state
+    obs, _ = env.reset(seed=1, options={"initial_state_dict": state})
+    row = {**state, "qpos": state["qpos"][None], "qvel": state["qvel"].tolist()}
+    again, _ = env.reset(seed=2, options={"initial_state_dict": row})
+    np.testing.assert_array_equal(again, obs)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("action", "match"),
+    [
+        (np.ones(28, bool), "hold real numbers, got bool"),
+        (np.ones(28, complex), "hold real numbers, got complex128"),
+        (np.array(["0.5"] * 28), "hold real numbers, got <U3"),
+    ],
+)
+def test_an_action_must_hold_real_numbers(action, match):
+    # (without gymnasium's passive checker, which cannot take a step after a first step that raised)
+    env = gym.make("HInDex/Door-v0", obs_mode="state", disable_env_checker=True)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action must " + match):
+        env.step(action)
+    env.step(np.zeros(28, np.int64))  # integers are numbers
+    env.close()

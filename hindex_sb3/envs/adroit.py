@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
-from hindex_sb3.envs.base import ManipulationEnv
+from hindex_sb3.envs.base import ManipulationEnv, check_state_dict
 
 with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
     # gymnasium-robotics prints a notice about its changed Adroit rewards at import; we compute rewards ourselves.
@@ -92,23 +92,8 @@ class AdroitEnv(ManipulationEnv):
 
     def _check_state_dict(self, state_dict: Any) -> dict[str, np.ndarray]:
         """Keep the keys the simulator restores (DAPG dicts carry extras) and check their shapes."""
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"initial_state_dict must be a dict, got {type(state_dict).__name__}")
-        missing = [k for k in self._state_keys if k not in state_dict]
-        if missing:
-            raise ValueError(
-                f"initial_state_dict for {type(self).__name__} lacks keys {missing}; it needs {list(self._state_keys)}"
-            )
-        checked = {}
-        for key in self._state_keys:
-            value = np.asarray(state_dict[key], dtype=np.float64).reshape(-1)
-            expected = self._core._state_space[key].shape
-            if value.shape != expected:
-                raise ValueError(f"initial_state_dict[{key!r}] has shape {value.shape}, expected {expected}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"initial_state_dict[{key!r}] contains NaN or infinite values")
-            checked[key] = value
-        return checked
+        shapes = {key: self._core._state_space[key].shape for key in self._state_keys}
+        return check_state_dict(state_dict, shapes, type(self).__name__)
 
     def get_env_state(self) -> dict[str, np.ndarray]:
         """The DAPG-style state dict of the current scene (restorable through ``reset(options=...)``)."""

@@ -25,6 +25,34 @@ REWARD_TYPES: tuple[str, ...] = ("dense", "sparse")
 _RANDOMISED_MODEL_FIELDS: tuple[str, ...] = ("body_pos", "body_quat", "site_pos", "site_quat")
 
 
+def check_state_dict(state_dict: Any, shapes: dict[str, tuple[int, ...]], owner: str) -> dict[str, np.ndarray]:
+    """The entries of ``state_dict`` named in ``shapes`` as flat float64 arrays, checked (extra keys are dropped:
+    DAPG's dicts carry some the simulator does not restore).
+
+    An entry may carry extra length-1 axes (``(1, 30)`` for ``(30,)``), but it must hold real numbers of the
+    expected shape: a ``(2, 15)`` array is not a ``(30,)`` one, and a bool, complex or text entry is refused rather
+    than cast.
+    """
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"initial_state_dict must be a dict, got {type(state_dict).__name__}")
+    missing = [k for k in shapes if k not in state_dict]
+    if missing:
+        raise ValueError(f"initial_state_dict for {owner} lacks keys {missing}; it needs {list(shapes)}")
+    checked = {}
+    for key, expected in shapes.items():
+        raw = np.asarray(state_dict[key])
+        if raw.dtype.kind not in "iuf":
+            raise ValueError(f"initial_state_dict[{key!r}] holds {raw.dtype} values, not real numbers")
+        kept = tuple(n for n in raw.shape if n != 1)
+        if kept != tuple(n for n in expected if n != 1) or raw.size != int(np.prod(expected)):
+            raise ValueError(f"initial_state_dict[{key!r}] has shape {raw.shape}, expected {expected}")
+        value = raw.astype(np.float64).reshape(expected)
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"initial_state_dict[{key!r}] contains NaN or infinite values")
+        checked[key] = value
+    return checked
+
+
 class ManipulationEnv(gym.Env):
     """Base class of the ``HInDex/*`` environments.
 
@@ -168,7 +196,10 @@ class ManipulationEnv(gym.Env):
         return self._observe(), {}
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
+        raw = np.asarray(action)
+        if raw.dtype.kind not in "iuf":  # bools and complex numbers were cast (imaginary parts dropped), text parsed
+            raise ValueError(f"action must hold real numbers, got {raw.dtype} values")
+        action = raw.astype(np.float64)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
         if not np.all(np.isfinite(action)):

@@ -23,7 +23,7 @@ import mujoco
 import numpy as np
 
 from hindex_sb3._validation import check_real, check_str
-from hindex_sb3.envs.base import ManipulationEnv
+from hindex_sb3.envs.base import ManipulationEnv, check_state_dict
 from hindex_sb3.envs.dexmv.backgrounds import get_background
 from hindex_sb3.envs.dexmv.objects import (
     YCB_ORIENTATION,
@@ -169,23 +169,7 @@ class DexMVEnv(ManipulationEnv):
         self._data.qvel[:] = state["qvel"]
 
     def _check_state_dict(self, state_dict: Any) -> dict[str, np.ndarray]:
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"initial_state_dict must be a dict, got {type(state_dict).__name__}")
-        keys = self._state_keys()
-        missing = [k for k in keys if k not in state_dict]
-        if missing:
-            raise ValueError(
-                f"initial_state_dict for {type(self).__name__} lacks keys {missing}; it needs {list(keys)}"
-            )
-        checked = {}
-        for key, shape in keys.items():
-            value = np.asarray(state_dict[key], dtype=np.float64).reshape(-1)
-            if value.shape != shape:
-                raise ValueError(f"initial_state_dict[{key!r}] has shape {value.shape}, expected {shape}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"initial_state_dict[{key!r}] contains NaN or infinite values")
-            checked[key] = value
-        return checked
+        return check_state_dict(state_dict, self._state_keys(), type(self).__name__)
 
     # ------------------------------------------------------------------ observations, rewards
     def _proprio(self) -> np.ndarray:
