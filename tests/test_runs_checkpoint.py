@@ -259,3 +259,12 @@ def test_scalar_state_of_the_algorithm_travels_but_cannot_be_retyped(trained, tm
     new = load_checkpoint(crafted).model
     assert new._n_updates == model._n_updates and new.step_size == cfg.step_size
     assert not isinstance(new.policy, int)
+
+
+def test_a_run_state_that_no_load_could_read_is_refused_at_save(trained, tmp_path):
+    model, cfg, _ = trained
+    with pytest.raises(TypeError, match="run_state must be a dict or None, got int"):
+        save_checkpoint(model, tmp_path / "m.safetensors", cfg, run_state=5)  # saved, then refused by every load
+    with pytest.raises(IsADirectoryError, match="is a directory; give a file name"):
+        save_checkpoint(model, tmp_path, cfg)  # the error named the temporary '.partial' file
+    assert not (tmp_path / "m.safetensors").exists() and list(tmp_path.iterdir()) == []

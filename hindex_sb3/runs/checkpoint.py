@@ -132,6 +132,10 @@ def save_checkpoint(
     :param run_state: the runner's JSON state (curve so far, ...), given back by :func:`load_checkpoint`
     :param rng: :func:`hindex_sb3.runs.rng.capture_rng`'s result, for an exact resume
     """
+    if run_state is not None and not isinstance(run_state, dict):  # `run_state or {}` saved a 5 that no load reads
+        raise TypeError(f"run_state must be a dict or None, got {type(run_state).__name__}")
+    if os.path.isdir(path):  # the atomic write would name its temporary file instead
+        raise IsADirectoryError(f"checkpoint path {os.fspath(path)!r} is a directory; give a file name")
     from safetensors.torch import save
 
     tensors = {f"policy/{k}": v.detach().cpu().clone().contiguous() for k, v in model.policy.state_dict().items()}
