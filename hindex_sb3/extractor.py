@@ -32,7 +32,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from hindex_sb3._validation import check_extractor_options
+from hindex_sb3._validation import check_extractor_options, check_hidden
 from hindex_sb3.ema_bn import EMAScope, EMAUpdate
 from hindex_sb3.encoders import Encoder, create_encoder, get_encoder_spec
 
@@ -286,6 +286,8 @@ def _is_off_policy(algo: str | type) -> bool:
         if issubclass(algo, OnPolicyAlgorithm):
             return False
         raise ValueError(f"{algo.__name__} is neither an SB3 on-policy nor off-policy algorithm")
+    if not isinstance(algo, str):
+        raise TypeError(f"algo must be an algorithm name or an SB3 algorithm class, got {algo!r}")
     name = algo.lower()
     if name in _OFF_POLICY:
         return True
@@ -303,7 +305,8 @@ def paper_policy_kwargs(algo: str | type | None = "ppo", hidden: tuple[int, ...]
     and ``algo=None`` leaves it out so that one dict serves every algorithm (the heads then get SB3's default init).
     Use this alone for policies on pre-computed features (:class:`~hindex_sb3.vec_encode.VecEncode`).
     """
-    kwargs: dict[str, Any] = {"net_arch": list(hidden), "activation_fn": nn.Tanh}
+    # "ab" would make net_arch ['a', 'b'], and (0, -1) a network SB3 fails to build far from here
+    kwargs: dict[str, Any] = {"net_arch": list(check_hidden("hidden", hidden)), "activation_fn": nn.Tanh}
     if algo is not None and not _is_off_policy(algo):
         kwargs["ortho_init"] = False
     return kwargs

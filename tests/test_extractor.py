@@ -97,6 +97,16 @@ def test_factories_return_fresh_policy_kwargs_for_each_algorithm_family(hand_ckp
         baseline_extractor("hindex")
     with pytest.raises(ValueError, match="unknown algorithm"):
         hindex_extractor(algo="ppo2")
+    # paper_policy_kwargs is public on its own (VecEncode users call it): it checks what the factories check
+    with pytest.raises(TypeError, match="hidden must be a sequence of layer sizes"):
+        paper_policy_kwargs("ppo", hidden="ab")  # net_arch ['a', 'b'] before
+    with pytest.raises(ValueError, match=r"hidden\[0\] must be >= 1"):
+        paper_policy_kwargs("ppo", hidden=(0, -1))
+    with pytest.raises(ValueError, match="at least one layer"):
+        paper_policy_kwargs("ppo", hidden=())
+    with pytest.raises(TypeError, match="algo must be an algorithm name or an SB3 algorithm class"):
+        paper_policy_kwargs(5)  # AttributeError: 'int' object has no attribute 'lower'
+    assert paper_policy_kwargs(None, hidden=(np.int64(64),))["net_arch"] == [64]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
