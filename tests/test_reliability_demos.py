@@ -466,3 +466,22 @@ def test_a_frame_file_with_a_non_object_meta_or_fractional_starts_is_refused(tmp
         FrameDataset(frames, np.array([0, 3]), {"x": float("nan")}).save(tmp_path / "g.npz")
     good = FrameDataset(frames, np.array([0, 3], np.uint8), {"seed": 4})
     assert FrameDataset.load(good.save(tmp_path / "h.npz")).meta == {"seed": 4}
+
+
+def test_frame_pairs_and_the_size_check_take_integers_only():
+    from hindex_sb3.adapt import FrameDataset, FrameDatasetError
+
+    ds = FrameDataset(np.zeros((8, 3, 8, 8), np.uint8), np.array([0, 4]))
+    rng = np.random.default_rng(0)
+    with pytest.raises(TypeError, match="window must be an integer"):
+        ds.sample_pairs(4, rng, window=2.9)  # drew pairs among 2.9 frames
+    with pytest.raises(FrameDatasetError, match="window must be >= 2"):
+        ds.sample_pairs(4, rng, window=1)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        ds.sample_pairs(4.0, rng)
+    with pytest.raises(TypeError, match="rng must be a numpy Generator"):
+        ds.sample_pairs(4, 0)
+    with pytest.raises(TypeError, match="image_size must be an integer"):
+        ds.check_image_size(float("nan"))  # NaN compared false: any frames passed
+    src, tgt = ds.sample_pairs(np.int64(16), rng, window=np.int64(3))
+    assert len(src) == 16 and np.all(src // 4 == tgt // 4) and np.all(src % 4 < 3)

@@ -166,6 +166,7 @@ class FrameDataset:
         The model resizes the shorter side to ``image_size * 256/224`` and centre-crops ``image_size`` (the
         ``hindex`` encoder's view at 224), so larger frames of any aspect ratio are fine.
         """
+        image_size = check_int("image_size", image_size, minimum=1)  # NaN compared false: any frames passed
         h, w = self.frame_size
         if min(h, w) < image_size:
             need = round(image_size * 256 / 224)
@@ -180,8 +181,13 @@ class FrameDataset:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Global indices ``(source, target)`` of ``batch_size`` pairs: a random episode each, two distinct frames
         among its first ``window`` frames (all frames if ``None``)."""
-        if window is not None and window < 2:
-            raise FrameDatasetError(f"window must be >= 2 frames to draw a pair, got {window}")
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+        if window is not None:
+            window = check_int("window", window, minimum=1)  # 2.9 was taken as a window of 2.9 frames
+            if window < 2:
+                raise FrameDatasetError(f"window must be >= 2 frames to draw a pair, got {window}")
         episodes = rng.integers(0, self.n_episodes, size=batch_size)
         lengths = self.episode_lengths[episodes]
         if window is not None:
