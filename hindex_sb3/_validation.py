@@ -12,6 +12,8 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "check_choice",
     "check_dapg_args",
@@ -70,7 +72,7 @@ def check_real(
 
 def check_flag(name: str, value: Any) -> bool:
     """A real ``bool`` (numpy bools accepted): ``"False"`` or ``0`` as a flag hides a bug in the caller."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool | np.bool_):  # (numpy 2 names its scalar type "bool", not "bool_")
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 

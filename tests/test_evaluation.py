@@ -78,3 +78,10 @@ def test_evaluate_takes_numpy_integer_seeds():
     env = SeedRecorder()
     evaluate(lambda obs: np.zeros(1, np.float32), env, seeds=[np.int64(4), np.uint8(5)])
     assert env.seeds == [4, 5] and all(type(s) is int for s in env.seeds)
+
+
+def test_a_numpy_bool_is_a_flag():
+    # numpy 2 names its bool scalar type "bool", and the check looked for "bool_": np.bool_(True) was refused
+    env = SeedRecorder()
+    evaluate(lambda obs: np.zeros(1, np.float32), env, seeds=[2], deterministic=np.bool_(False))
+    assert env.seeds == [2]
