@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hindex_sb3._validation import check_flag, check_real
+
 EMAScope = Literal["all", "stem"]
 EMAUpdate = Literal["frame", "batch"]
 
@@ -87,8 +89,8 @@ class EMABatchNorm2d(nn.BatchNorm2d):
         **kwargs,
     ) -> None:
         super().__init__(num_features, **kwargs)
-        self.momentum_ema = _check_momentum(momentum_ema)
-        self.update_stats = update_stats
+        self.momentum_ema = _check_momentum(momentum_ema, "momentum_ema")
+        self.update_stats = check_flag("update_stats", update_stats)
         self.ema_update = _check_update(ema_update)
 
     @classmethod
@@ -267,13 +269,9 @@ def _batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return mean, var
 
 
-def _check_momentum(m: float) -> float:
-    if isinstance(m, bool):
-        raise ValueError(f"EMA momentum must be a number in [0, 1], got {m!r}")
-    m = float(m)
-    if not 0.0 <= m <= 1.0:  # also refuses NaN
-        raise ValueError(f"EMA momentum must be in [0, 1] (weight of the new frame), got {m}")
-    return m
+def _check_momentum(m: float, name: str = "momentum") -> float:
+    """The weight of the new frame: a real number, never a string (``float("0.1")`` would hide a caller's bug)."""
+    return check_real(name, m, minimum=0.0, maximum=1.0)
 
 
 def _check_update(mode: str) -> EMAUpdate:
@@ -299,6 +297,7 @@ def convert_to_ema_bn(
     if scope not in ("all", "stem"):
         raise ValueError(f"EMA-BN scope must be 'all' or 'stem', got {scope!r}")
     momentum, ema_update = _check_momentum(momentum), _check_update(ema_update)
+    update_stats = check_flag("update_stats", update_stats)
     if scope == "stem":
         targets = [("bn1", module.get_submodule("bn1"))] if hasattr(module, "bn1") else []
     else:
@@ -364,6 +363,7 @@ def set_ema_update(module: nn.Module, ema_update: EMAUpdate) -> int:
 @contextmanager
 def ema_bn_updates(module: nn.Module, enabled: bool = True) -> Iterator[list[EMABatchNorm2d]]:
     """Temporarily switch statistics updates of all EMA-BN layers in ``module`` on (or off); restores on exit."""
+    enabled = check_flag("enabled", enabled)
     layers = ema_bn_modules(module)
     previous = [bn.update_stats for bn in layers]
     for bn in layers:

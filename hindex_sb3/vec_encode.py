@@ -27,7 +27,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from hindex_sb3._validation import check_flag, check_precision
+from hindex_sb3._validation import check_choice, check_device, check_encoder_options, check_flag, check_precision
 from hindex_sb3.ema_bn import EMAScope, EMAUpdate, set_ema_momentum, set_ema_update
 from hindex_sb3.encoders import Encoder, create_encoder
 
@@ -78,6 +78,20 @@ class VecEncode(VecEnvWrapper):
         flatten: bool = True,
         precision: str | None = None,
     ) -> None:
+        # All options are checked whether or not they end up used: a typo must not pass because EMA is off.
+        check_encoder_options(
+            weights=weights,
+            ema_scope=ema_scope,
+            ema_momentum=ema_momentum,
+            channels_last=channels_last,
+            cuda_graphs=cuda_graphs,
+        )
+        ema_momentum = float(ema_momentum)
+        check_choice("ema_update", ema_update, ("frame", "batch"))
+        update_stats, flatten = check_flag("update_stats", update_stats), check_flag("flatten", flatten)
+        check_device("device", device)
+        if device is None:
+            raise TypeError("device must be a device name, a CUDA index or a torch.device, got None (use 'auto')")
         space = venv.observation_space
         self.is_dict = isinstance(space, gym.spaces.Dict)
         pixels_space = space.spaces.get(pixels_key) if self.is_dict else space
@@ -138,6 +152,7 @@ class VecEncode(VecEnvWrapper):
     # -- encoding --------------------------------------------------------------------------------------------------
     def encode(self, obs: Any, *, update_stats: bool = False) -> Any:
         """Encode a batch of raw observations (dict or array, leading env axis) into this wrapper's space."""
+        update_stats = check_flag("update_stats", update_stats)
         pixels = np.asarray(obs[self.pixels_key] if self.is_dict else obs)
         images = torch.as_tensor(pixels, device=self.device)
         if not self.channels_first:

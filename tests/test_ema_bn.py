@@ -163,9 +163,9 @@ def test_update_builds_no_graph_keeps_buffers_in_place_and_gradients_flow():
 
 
 def test_invalid_settings_are_refused():
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"momentum_ema must be <= 1\.0"):
         EMABatchNorm2d(3, momentum_ema=1.5)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match="momentum_ema must be finite"):
         EMABatchNorm2d(3, momentum_ema=float("nan"))
     with pytest.raises(ValueError, match="ema_update"):
         EMABatchNorm2d(3, ema_update="step")
@@ -179,6 +179,32 @@ def test_invalid_settings_are_refused():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         with pytest.raises(ValueError, match="no BatchNorm"):
             create_encoder("mvp", weights=None, ema_scope="all")
+
+
+@pytest.mark.parametrize("bad", ["0.1", None, True, np.str_("0.2")])
+def test_momentum_must_be_a_real_number_not_parsed(bad):
+    net = nn.Sequential(nn.BatchNorm2d(3))
+    with pytest.raises(TypeError, match="momentum_ema must be a real number"):
+        EMABatchNorm2d(3, momentum_ema=bad)
+    with pytest.raises(TypeError, match="momentum must be a real number"):
+        convert_to_ema_bn(net, "all", bad)
+    convert_to_ema_bn(net, "all", np.float32(0.25))  # numpy reals are numbers
+    with pytest.raises(TypeError, match="momentum must be a real number"):
+        set_ema_momentum(net, bad)
+    assert net[0].momentum_ema == 0.25  # nothing was set
+
+
+def test_update_flags_must_be_bools():
+    net = nn.Sequential(nn.BatchNorm2d(3))
+    with pytest.raises(TypeError, match="update_stats must be True or False"):
+        EMABatchNorm2d(3, update_stats="no")
+    with pytest.raises(TypeError, match="update_stats must be True or False"):
+        convert_to_ema_bn(net, "all", 0.1, update_stats="no")
+    assert not ema_bn_modules(net)  # refused before any layer was replaced
+    convert_to_ema_bn(net, "all", 0.1, update_stats=False)
+    with pytest.raises(TypeError, match="enabled must be True or False"), ema_bn_updates(net, enabled="no"):
+        pass
+    assert net[0].update_stats is False
 
 
 @pytest.fixture(scope="module")

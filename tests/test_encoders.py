@@ -158,6 +158,24 @@ def test_adapted_format_refuses_bad_input(resnet_state, tmp_path):
         create_encoder("hindex", weights=tmp_path / "future.pth")
 
 
+@pytest.mark.parametrize(
+    ("state", "provenance", "exc", "match"),
+    [
+        ({"w": torch.tensor([1.0, float("nan")])}, {}, ValueError, "state_dict: NaN or infinite values in w"),
+        ({"w": torch.tensor([float("inf")])}, {}, ValueError, "state_dict: NaN or infinite values in w"),
+        (None, {}, TypeError, "state_dict must be a mapping"),
+        ({"w": 1.0}, {}, TypeError, "state_dict: entries that are not tensors: w"),
+        ({"w": torch.zeros(1)}, {"encoder": 5}, TypeError, r"provenance\['encoder'\] must be an encoder name"),
+        ({"w": torch.zeros(1)}, {"encoder": " "}, ValueError, r"provenance\['encoder'\] must not be empty"),
+        ({"w": torch.zeros(1)}, None, TypeError, "provenance must be a dict"),
+    ],
+)
+def test_adapted_format_refuses_what_could_not_be_loaded_back(tmp_path, state, provenance, exc, match):
+    with pytest.raises(exc, match=match):
+        save_adapted_checkpoint(tmp_path / "a.pth", state, provenance)
+    assert not (tmp_path / "a.pth").exists()
+
+
 @pytest.mark.parametrize("name", ["rrl", "r3m"])
 def test_resnet_baselines_match_reference(name, resnet_state, ckpt_dir, images):
     ckpt = resnet_state if name == "rrl" else r3m_checkpoint(resnet_state)  # rrl: torchvision file with fc.*

@@ -270,3 +270,102 @@ def test_encoder_input_is_checked_before_any_resize(images, exc, match):
     with pytest.raises(exc, match=match):
         encoder(images)
     assert encoder(torch.zeros(2, 3, 16, 200, dtype=torch.uint8)).shape == (2, 4)  # 12.5:1 is fine
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoder options, EMA settings and the registries: flags are bools, numbers are numbers
+
+
+def _tiny(**kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        return create_encoder(TINY, None, **kwargs)
+
+
+def test_create_encoder_refuses_ema_settings_it_would_drop():
+    with pytest.raises(ValueError, match="ema_update must be one of"):
+        _tiny(ema_update="bogus")  # without ema_scope it used to be ignored
+    with pytest.raises(ValueError, match=r"ema_momentum=0\.5 needs EMA-BN layers: pass ema_scope"):
+        _tiny(ema_momentum=0.5)
+    assert [bn.momentum_ema for bn in _tiny(ema_scope="all", ema_momentum=0.5).ema_layers] == [0.5]
+
+
+def test_forward_update_flag_must_be_a_bool():
+    encoder = _tiny(ema_scope="all", ema_momentum=0.5)
+    before = encoder.ema_layers[0].running_mean.clone()
+    x = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    for bad in ("no", 0, None):
+        with pytest.raises(TypeError, match="update_bn_stats must be True or False"):
+            encoder(x, update_bn_stats=bad)
+    assert torch.equal(encoder.ema_layers[0].running_mean, before)  # "no" used to update the statistics
+    with pytest.raises(TypeError, match="momentum must be a real number"):
+        _tiny().enable_ema_bn("all", "0.4")
+
+
+def test_encoder_feature_switches_must_be_bools():
+    encoder = _tiny()
+    with pytest.raises(TypeError, match="enabled must be True or False"):
+        encoder.to_channels_last("no")
+    with pytest.raises(TypeError, match="enabled must be True or False"):
+        encoder.use_cuda_graphs("no")
+    assert not encoder.channels_last and not encoder.cuda_graphs
+    for bad, exc in (("4", TypeError), (True, TypeError), (0, ValueError)):
+        with pytest.raises(exc, match="max_graphs"):
+            encoder.use_cuda_graphs(True, max_graphs=bad)
+    assert encoder.use_cuda_graphs(True, max_graphs=np.int64(2)).cuda_graphs
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_float_images_of_any_precision_are_encoded_in_float32(dtype):
+    encoder = _tiny()
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    expected = encoder(images.to(dtype).float())
+    torch.testing.assert_close(encoder(images.to(dtype)), expected, rtol=0, atol=0)
+
+
+def _spec(**kwargs) -> EncoderSpec:
+    return EncoderSpec(**{"name": "spec_probe", "feature_dim": 4, "weights": None, "builder": _tiny_trunk, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"feature_dim": 4.0}, TypeError, "feature_dim must be an integer"),
+        ({"feature_dim": True}, TypeError, "feature_dim must be an integer"),
+        ({"feature_dim": 0}, ValueError, "feature_dim must be >= 1"),
+        ({"resize": "32"}, TypeError, "resize must be an integer"),
+        ({"resize": 0}, ValueError, "resize must be >= 1"),
+        ({"input_size": -1}, ValueError, "input_size must be >= 1"),
+        ({"interpolation": "nearest"}, ValueError, "interpolation must be one of"),
+        ({"mean": (0.5, 0.5), "std": (1.0, 1.0)}, ValueError, "mean must have 3 values"),
+        ({"mean": "0.5", "std": (1.0, 1.0, 1.0)}, TypeError, "mean must be a sequence"),
+        ({"mean": (0.0, 0.0, 0.0), "std": (0.0, 0.0, 0.0)}, ValueError, r"std\[0\] must be > 0"),
+        ({"mean": (0.0, float("nan"), 0.0), "std": (1.0, 1.0, 1.0)}, ValueError, r"mean\[1\] must be finite"),
+        ({"mean": (0.0, 0.0, 0.0), "std": (1.0, "1", 1.0)}, TypeError, r"std\[1\] must be a real number"),
+        ({"batchnorm": "no"}, TypeError, "batchnorm must be True or False"),
+        ({"channels_last": 1}, TypeError, "channels_last must be True or False"),
+        ({"family": 5}, TypeError, "family must be a string"),
+        ({"weights": "x"}, TypeError, "weights must be a WeightSpec"),
+    ],
+)
+def test_encoder_spec_is_checked_at_construction(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        _spec(**kwargs)
+
+
+def test_encoder_spec_accepts_numpy_numbers():
+    spec = _spec(feature_dim=np.int64(4), resize=np.int32(20), mean=np.zeros(3), std=[np.float32(0.5)] * 3)
+    assert spec.feature_dim == 4 and type(spec.feature_dim) is int and spec.resize == 20
+    assert spec.mean == (0.0, 0.0, 0.0) and spec.std == (0.5, 0.5, 0.5)
+
+
+def test_registries_refuse_non_bool_overwrite_and_wrong_types():
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        register_encoder(registry.get_encoder_spec(TINY), overwrite="no")
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        register_encoder(_spec(name="spec_probe_new"), overwrite="no")  # even for a new name
+    assert "spec_probe_new" not in registry._ENCODERS
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        register_weights(_TINY_WEIGHTS, overwrite="no")
+    with pytest.raises(TypeError, match="register_weights expects a WeightSpec, got int"):
+        register_weights(5)

@@ -13,6 +13,7 @@ from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv
 from synthetic_checkpoints import frankmocap_checkpoint, random_resnet50_state, save
 from test_extractor import TinyPixelEnv
+from tiny_encoder import NAME as TINY
 
 from hindex_sb3.encoders import RandomWeightsWarning, create_encoder
 from hindex_sb3.extractor import paper_policy_kwargs
@@ -130,3 +131,35 @@ def test_invalid_setups_are_refused():
         frozen = create_encoder("hindex", None)
     with pytest.raises(ValueError, match="EMA-BN layers"):
         VecEncode(_venv(1), frozen, ema_momentum=0.1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"ema_momentum": float("nan")}, ValueError, "ema_momentum must be finite"),
+        ({"ema_momentum": -0.5}, ValueError, "ema_momentum must be >= 0"),
+        ({"ema_momentum": "0.1"}, TypeError, "ema_momentum must be a real number"),
+        ({"ema_scope": "bogus"}, ValueError, "ema_scope must be one of"),  # refused even with EMA off
+        ({"ema_update": "bogus"}, ValueError, "ema_update must be one of"),
+        ({"flatten": "no"}, TypeError, "flatten must be True or False"),
+        ({"update_stats": "no", "ema_momentum": 0.1}, TypeError, "update_stats must be True or False"),
+        ({"cuda_graphs": "no"}, TypeError, "cuda_graphs must be True or False"),
+        ({"channels_last": "no"}, TypeError, "channels_last must be True or False"),
+        ({"device": None}, TypeError, "device must be a device name"),
+        ({"device": "gpu"}, ValueError, "device 'gpu' is not a torch device"),
+    ],
+)
+def test_vec_encode_checks_its_options(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        VecEncode(_venv(1), TINY, None, **kwargs)
+
+
+def test_encode_update_flag_must_be_a_bool():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        venv = VecEncode(_venv(1), TINY, None, ema_momentum=0.5, update_stats=False)
+    obs = venv.venv.reset()
+    before = venv.encoder.ema_layers[0].running_mean.clone()
+    with pytest.raises(TypeError, match="update_stats must be True or False"):
+        venv.encode(obs, update_stats="no")
+    assert torch.equal(venv.encoder.ema_layers[0].running_mean, before)

@@ -26,7 +26,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from hindex_sb3._validation import PRECISIONS, check_precision
+from hindex_sb3._validation import PRECISIONS, check_flag, check_int, check_precision
 from hindex_sb3.ema_bn import (
     EMABatchNorm2d,
     EMAScope,
@@ -170,6 +170,7 @@ class Encoder(nn.Module):
 
     def to_channels_last(self, enabled: bool = True) -> Encoder:
         """Use the channels-last memory format (faster convolutions on GPUs and for ResNets on recent CPUs)."""
+        enabled = check_flag("enabled", enabled)
         self.channels_last = enabled
         self.backbone.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
         self._invalidate_graphs()
@@ -182,6 +183,7 @@ class Encoder(nn.Module):
         extra kernels nearly free). One graph per input shape and setting, ``max_graphs`` kept; CPU input and
         inputs that need validation first (floats) still run eagerly up to the graph. Off by default.
         """
+        enabled, max_graphs = check_flag("enabled", enabled), check_int("max_graphs", max_graphs, minimum=1)
         self._graphs = GraphCache(self, max_graphs) if enabled else None
         return self
 
@@ -217,7 +219,11 @@ class Encoder(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------------------------------
     def to_float01(self, images: torch.Tensor) -> torch.Tensor:
-        """Validate ``images`` and return them as floats in [0, 1] (uint8 is divided by 255)."""
+        """Validate ``images`` and return them as float32 in [0, 1] (uint8 is divided by 255).
+
+        Other float dtypes are cast to float32 after the range check: the weights are float32, and preprocessing is
+        defined in float32 whatever precision the trunk runs in.
+        """
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__} (use torch.as_tensor)")
         if images.ndim != 4 or images.shape[1] != 3:
@@ -239,7 +245,7 @@ class Encoder(nn.Module):
                 f"float images must be finite and in [0, 1] (got min {lo}, max {hi}); pass uint8 images or divide "
                 "by 255 (SB3 does this for uint8 Box image spaces unless normalize_images=False)"
             )
-        return images
+        return images.float()
 
     def forward(self, images: torch.Tensor, *, update_bn_stats: bool = False) -> torch.Tensor:
         """Features ``(B, feature_dim)`` of ``images`` (see class doc).
@@ -251,6 +257,7 @@ class Encoder(nn.Module):
         """
         if self._pending_weights_error is not None:
             raise self._pending_weights_error
+        update_bn_stats = check_flag("update_bn_stats", update_bn_stats)
         if update_bn_stats and not self._ema_layers:
             raise ValueError(f"{self.spec.name} encoder has no EMA-BN layers; call enable_ema_bn() first")
         x = self.to_float01(images)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,10 +21,18 @@ import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, VGG16_Weights
 
-from hindex_sb3._validation import check_choice, check_device, check_encoder_options, check_flag, check_str
+from hindex_sb3._validation import (
+    check_choice,
+    check_device,
+    check_encoder_options,
+    check_flag,
+    check_int,
+    check_real,
+    check_str,
+)
 from hindex_sb3.ema_bn import EMAScope, EMAUpdate
 from hindex_sb3.encoders import layouts
-from hindex_sb3.encoders.base import Encoder
+from hindex_sb3.encoders.base import _INTERPOLATION, Encoder
 from hindex_sb3.encoders.external import EXTERNAL_PREFIXES, external_spec, is_external
 from hindex_sb3.encoders.resnet import resnet50_trunk
 from hindex_sb3.encoders.vit import fit_pos_embed, vit_cls
@@ -102,12 +110,23 @@ class EncoderSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c.isspace() for c in self.name):
             raise ValueError(f"encoder name must be a non-empty string without spaces, got {self.name!r}")
-        if isinstance(self.feature_dim, bool) or not isinstance(self.feature_dim, int) or self.feature_dim < 1:
-            raise ValueError(f"{self.name}: feature_dim must be a positive int, got {self.feature_dim!r}")
+        # Checked here, at registration: a malformed spec would otherwise fail (or give NaN features) much later.
+        for key in ("feature_dim", "input_size", "resize"):
+            object.__setattr__(self, key, check_int(f"{self.name}: {key}", getattr(self, key), minimum=1))
         if not callable(self.builder):
             raise TypeError(f"{self.name}: builder must be callable")
+        if self.weights is not None and not isinstance(self.weights, WeightSpec):
+            raise TypeError(f"{self.name}: weights must be a WeightSpec or None, got {type(self.weights).__name__}")
+        check_str(f"{self.name}: family", self.family)
+        check_choice(f"{self.name}: interpolation", self.interpolation, _INTERPOLATION)
+        check_flag(f"{self.name}: channels_last", self.channels_last)
+        if self.batchnorm is not None:
+            check_flag(f"{self.name}: batchnorm", self.batchnorm)
         if (self.mean is None) != (self.std is None):
             raise ValueError(f"{self.name}: give both mean and std, or neither")
+        if self.mean is not None:
+            object.__setattr__(self, "mean", _rgb(f"{self.name}: mean", self.mean, positive=False))
+            object.__setattr__(self, "std", _rgb(f"{self.name}: std", self.std, positive=True))
         if self.weights is None:  # no published file: a local state_dict of the trunk, loaded strictly
             object.__setattr__(
                 self,
@@ -139,6 +158,19 @@ class EncoderSpec:
         return self.family == "resnet" if self.batchnorm is None else bool(self.batchnorm)
 
 
+def _rgb(name: str, values: object, *, positive: bool) -> tuple[float, float, float]:
+    """Three finite per-channel values (a zero std would divide every image by zero: NaN features, no error)."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of 3 numbers (R, G, B), got {values!r}")
+    values = tuple(values)
+    if len(values) != 3:
+        raise ValueError(f"{name} must have 3 values (R, G, B), got {len(values)}")
+    return tuple(  # type: ignore[return-value]
+        check_real(f"{name}[{i}]", v, minimum=0.0 if positive else None, min_inclusive=False)
+        for i, v in enumerate(values)
+    )
+
+
 _ENCODERS: dict[str, EncoderSpec] = {}
 
 
@@ -154,6 +186,7 @@ def register_encoder(spec: EncoderSpec, *, overwrite: bool = False) -> EncoderSp
         raise TypeError(f"register_encoder expects an EncoderSpec, got {type(spec).__name__}")
     if is_external(spec.name):
         raise ValueError(f"encoder names starting with {EXTERNAL_PREFIXES} are reserved for timm/torchvision models")
+    overwrite = check_flag("overwrite", overwrite)
     if spec.name in _ENCODERS and not overwrite:
         raise ValueError(f"encoder {spec.name!r} is already registered")
     _ENCODERS[spec.name] = spec
@@ -252,6 +285,9 @@ def create_encoder(
         cuda_graphs=cuda_graphs,
         precision=precision,
     )
+    check_choice("ema_update", ema_update, ("frame", "batch"))
+    if ema_scope is None and ema_momentum > 0:  # without EMA-BN layers the momentum would be dropped silently
+        raise ValueError(f"ema_momentum={ema_momentum} needs EMA-BN layers: pass ema_scope='all' or 'stem' too")
     check_flag("progress", progress)
     check_device("device", device)
     check_choice("on_unavailable", on_unavailable, ("raise", "defer"))

@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from hindex_sb3._validation import check_inflation
+from hindex_sb3._validation import check_flag, check_inflation
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,9 @@ _WEIGHTS: dict[str, WeightSpec] = {}
 
 def register_weights(spec: WeightSpec, *, overwrite: bool = False) -> WeightSpec:
     """Add a weight file to the registry (raises on a duplicate name unless ``overwrite``)."""
+    if not isinstance(spec, WeightSpec):
+        raise TypeError(f"register_weights expects a WeightSpec, got {type(spec).__name__}")
+    overwrite = check_flag("overwrite", overwrite)
     if spec.name in _WEIGHTS and not overwrite:
         raise ValueError(f"weights {spec.name!r} are already registered")
     _WEIGHTS[spec.name] = spec
@@ -524,7 +527,23 @@ def save_adapted_checkpoint(
     "frankmocap_hand", "iterations": 100000}``; it must survive ``weights_only`` loading, so arbitrary objects are
     refused here rather than at read time.
     """
+    # Refused here, not at read time: a file that only fails on load is found far from the run that wrote it.
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of tensors, got {type(state_dict).__name__}")
+    if not isinstance(provenance, Mapping):
+        raise TypeError(f"provenance must be a dict, got {type(provenance).__name__}")
     _check_plain(provenance, "provenance")
+    encoder = provenance.get("encoder", "hindex")
+    if not isinstance(encoder, str):  # read back as 'hindex' otherwise, and loaded into the wrong network
+        raise TypeError(f"provenance['encoder'] must be an encoder name (str), got {encoder!r}")
+    if not encoder.strip():
+        raise ValueError("provenance['encoder'] must not be empty")
+    bad = [str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise TypeError(f"state_dict: entries that are not tensors: {_abbrev(bad)}")
+    nonfinite = [str(k) for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if nonfinite:  # loading refuses it (check_finite_state): better to fail in the run that produced it
+        raise ValueError(f"state_dict: NaN or infinite values in {_abbrev(nonfinite)} (a diverged run?); nothing saved")
     sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
     if adapted_encoder_name(provenance) == "hindex" and any(k.startswith("fc.") for k in sd):
         raise ValueError("adapted checkpoints store the backbone without fc.*; drop the classifier first")
