@@ -199,3 +199,120 @@ def test_negative_returns_use_the_worst_as_zero(tmp_path):
     ]
     scores = normalised_scores(rows, plan.methods, ["door"], [0])
     assert scores["hindex"][0, 0] == 1.0 and scores["rrl"][0, 0] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tasks": []}, "tasks must not be empty"),
+        ({"methods": []}, "methods must not be empty"),
+        ({"seeds": []}, "seeds must not be empty"),
+        ({"tasks": ["door", "Door"]}, "task given more than once: Door, door"),
+        ({"tasks": ["door", "HInDex/Door-v0"]}, "more than once"),
+        ({"set_train": {"seed": 5}}, "--seeds"),
+        ({"set_train": {"encoder": "rrl"}}, "--methods"),
+        ({"set_train": {"task": "pen"}}, "--tasks"),
+        ({"set_train": {"out_dir": "elsewhere"}}, "--out"),
+        ({"set_train": {"resume": "latest"}}, "--resume"),
+        ({"set_train": {"progress_bar": True}}, "progress_bar"),
+        ({"methods": ["rrl"], "set_train": {"ema_momentum": 0.1}}, "hindex-m<momentum>"),
+        ({"adapted_dir": "/nonexistent/adapted"}, "--adapted-dir"),
+    ],
+)
+def test_plan_refuses_what_it_would_silently_replace(kwargs, message):
+    with pytest.raises(BenchError, match=message):
+        make_plan("main", profile="smoke", **{"tasks": ["door"], "methods": ["hindex"], **kwargs})
+
+
+def test_plan_refuses_a_string_for_a_list():
+    for name, value in (("tasks", "door"), ("methods", "rrl"), ("seeds", "0"), ("seeds", 5)):
+        with pytest.raises(TypeError, match=f"{name} must be a list"):
+            make_plan("main", profile="smoke", **{name: value})
+    with pytest.raises(TypeError, match="adapted_dir"):
+        make_plan("main", profile="smoke", tasks=["door"], adapted_dir=5)
+
+
+def test_plan_accepts_numpy_seeds_and_keeps_the_methods_ema_momentum_free_for_hindex(tmp_path):
+    plan = make_plan("main", profile="smoke", tasks=["door"], methods=["hindex"], seeds=[np.int64(3)])
+    assert plan.seeds == [3] and type(plan.seeds[0]) is int and plan.runs[0].run_id == "door__hindex__s3"
+    json.dumps(plan.to_json())  # plan.json stays plain JSON
+    plan = make_plan("main", profile="smoke", tasks=["door"], methods=["hindex"], set_train={"ema_momentum": 0.05})
+    assert plan.runs[0].settings["ema_momentum"] == 0.05  # hindex takes the paper's m only when none is given
+    assert make_plan("main", profile="smoke", tasks=["door"], adapted_dir=tmp_path).runs
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf"), "1", True])
+def test_cost_refuses_a_throughput_that_is_not_positive(value):
+    plan = make_plan("main", profile="smoke", tasks=["door"], methods=["rrl"], seeds=[0])
+    with pytest.raises(BenchError, match="frames_per_s"):
+        plan.cost(value)
+    with pytest.raises(BenchError, match="adapt_its_per_s"):
+        plan.cost(adapt_its_per_s=value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cpus_per_run": float("nan")}, "cpus_per_run"),
+        ({"cpus_per_run": 0}, "cpus_per_run"),
+        ({"gpus_per_run": float("nan")}, "gpus_per_run"),
+        ({"gpus_per_run": -1}, "gpus_per_run"),
+        ({"max_retries": True}, "max_retries"),
+        ({"max_retries": 1.5}, "max_retries"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"poll_s": -1}, "poll_s"),
+        ({"poll_s": 0}, "poll_s"),
+        ({"num_cpus": "x"}, "num_cpus"),
+        ({"num_cpus": 0}, "num_cpus"),
+        ({"resume": "no"}, "resume"),
+    ],
+)
+def test_run_plan_refuses_bad_arguments_before_making_the_folder(tmp_path, kwargs, message):
+    from hindex_sb3.bench.scheduler import run_plan
+
+    plan = make_plan("main", profile="smoke", tasks=["door"], methods=["rrl"], seeds=[0])
+    with pytest.raises(BenchError, match=message):
+        run_plan(plan, tmp_path / "bench", **kwargs)
+    assert not (tmp_path / "bench").exists()
+
+
+def test_run_plan_refuses_a_file_as_the_bench_folder(tmp_path):
+    from hindex_sb3.bench.scheduler import run_plan
+
+    (tmp_path / "file").write_text("x")
+    plan = make_plan("main", profile="smoke", tasks=["door"], methods=["rrl"], seeds=[0])
+    with pytest.raises(BenchError, match="not a folder"):
+        run_plan(plan, tmp_path / "file")
+    with pytest.raises(BenchError, match="cannot be created"):
+        run_plan(plan, tmp_path / "file" / "bench")
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [
+        (["--set", "seed=5", "--dry-run"], "--set seed"),
+        (["--set", "encoder=rrl", "--dry-run"], "--set encoder"),
+        (["--tasks", "door", "Door", "--dry-run"], "task given more than once"),
+        (["--adapted-dir", "/nonexistent/adapted", "--dry-run"], "--adapted-dir"),
+        (["--out", "FILE"], "--out"),
+    ],
+)
+def test_bench_command_names_the_flag_in_one_line(tmp_path, capsys, extra, flag):
+    (tmp_path / "file").write_text("x")
+    extra = [str(tmp_path / "file") if a == "FILE" else a for a in extra]
+    argv = ["bench", "main", "--profile", "smoke", "--methods", "hindex", *extra]
+    if "--tasks" not in extra:
+        argv[4:4] = ["--tasks", "door"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hindex bench:") and flag in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--cpus-per-run", "--gpus-per-run", "--frames-per-s"])
+def test_bench_number_flags_say_what_they_expect(capsys, flag):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "main", "--dry-run", flag, "abc"])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be a" in err and "finite number, got abc" in err and "_float" not in err

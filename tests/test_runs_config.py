@@ -13,7 +13,7 @@ from hindex_sb3.cli import build_parser, main
 from hindex_sb3.demos import rollout, save_npz
 from hindex_sb3.runs.build import build_model, env_spaces
 from hindex_sb3.runs.cli_args import config_from_args
-from hindex_sb3.runs.config import ConfigError, TrainConfig
+from hindex_sb3.runs.config import ConfigError, TrainConfig, TrainingError
 from hindex_sb3.runs.paper import paper_settings, paper_tasks, resolve_settings
 
 
@@ -132,6 +132,14 @@ def test_paper_settings_ship_for_the_twelve_tasks():
     assert paper_settings("HInDex/RelocateLargeClamp-v0")["num_demos"] == 50
     assert paper_settings("HInDex/RelocateSugarBox-v0")["camera"] == "sideview"
     assert paper_settings("HInDex/Pour-v0")["horizon"] == 100
+
+
+def test_paper_settings_accept_every_task_spelling():
+    door = paper_settings("HInDex/Door-v0")
+    assert door and paper_settings("door") == paper_settings("Door") == door
+    assert paper_settings("relocate-mug") == paper_settings("HInDex/RelocateMug-v0")
+    with pytest.raises(TrainingError, match="unknown task 'doorr'"):
+        paper_settings("doorr")
 
 
 def test_paper_settings_are_defaults_and_explicit_values_win():

@@ -4,26 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from hindex_sb3._validation import check_output_dir
 from hindex_sb3.bench.plan import DEFAULT_FRAMES_PER_S, BenchError, Plan, make_plan
 from hindex_sb3.bench.profiles import PROFILES
 from hindex_sb3.bench.suites import SUITES
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
+    # argparse reports a bare ValueError as "invalid _positive_float value": say what is expected instead
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or value == math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or value == math.inf:
         raise argparse.ArgumentTypeError(f"must be a non-negative finite number, got {text}")
     return value
 
@@ -108,6 +117,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise BenchError(f"unexpected argument {args.report_dir!r}")
         if args.max_retries < 0:
             raise BenchError("--max-retries must be >= 0")
+        if not args.dry_run:
+            _check_out(args.out)
         plan = make_plan(
             args.suite,
             profile=args.profile,
@@ -124,6 +135,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except BenchError as err:
         print(f"hindex bench: {err}", file=sys.stderr)
         return 2
+
+
+def _check_out(out: str) -> None:
+    """Before planning, so that a file named as the bench folder is one line naming --out, not a traceback."""
+    try:
+        check_output_dir("--out", out)
+    except (OSError, ValueError) as err:
+        raise BenchError(str(err)) from None
 
 
 def _run(plan: Plan, args: argparse.Namespace, write_report) -> int:

@@ -7,10 +7,13 @@ it continues the same experiment.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hindex_sb3._validation import check_int, check_real
 from hindex_sb3.bench import _runs
 from hindex_sb3.bench.methods import get_method
 from hindex_sb3.bench.profiles import get_profile
@@ -27,6 +30,27 @@ DEFAULT_ADAPT_ITERATIONS_PER_S = 21.5
 
 class BenchError(ValueError):
     """A problem with the requested suite the user can fix; the CLI prints it without a traceback."""
+
+
+#: ``hindex train`` settings the plan gives each run itself: a ``set_train`` value for one would be silently replaced
+#: (the run folder and its resumption belong to the bench), so it is refused with what to use instead
+PLAN_SETTINGS = {
+    "task": "--tasks",
+    "seed": "--seeds",
+    "encoder": "--methods",
+    "out_dir": "--out",
+    "resume": "--resume",
+    "overwrite": "--resume",
+    "progress_bar": None,
+}
+
+
+def checked(check: Callable[..., Any], name: str, value: Any, **bounds: Any) -> Any:
+    """``check(name, value, **bounds)`` with its error as a :class:`BenchError`, which the CLI prints in one line."""
+    try:
+        return check(name, value, **bounds)
+    except (TypeError, ValueError) as err:
+        raise BenchError(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,9 @@ class Plan:
         self, frames_per_s: float = DEFAULT_FRAMES_PER_S, adapt_its_per_s: float = DEFAULT_ADAPT_ITERATIONS_PER_S
     ) -> dict[str, float]:
         """Frame totals and the estimated GPU-hours at the given throughputs."""
+        # zero, negative or NaN throughput would give a division error or a meaningless (NaN, negative) cost
+        frames_per_s = checked(check_real, "frames_per_s", frames_per_s, minimum=0.0, min_inclusive=False)
+        adapt_its_per_s = checked(check_real, "adapt_its_per_s", adapt_its_per_s, minimum=0.0, min_inclusive=False)
         train = sum(r.train_frames for r in self.runs)
         evaluation = sum(r.eval_frames for r in self.runs)
         adapt_its = sum(j.iterations for j in self.adapt_jobs)
@@ -104,7 +131,7 @@ class Plan:
         }
 
 
-def _adapted_file(adapted_dir: str | None, task: str) -> str | None:
+def _adapted_file(adapted_dir: str | os.PathLike | None, task: str) -> str | None:
     """The authors' adapted checkpoint for ``task`` (``door-v0.pth``, ``pour.pth``, ``relocate-mug.pth``)."""
     if not adapted_dir:
         return None
@@ -123,23 +150,26 @@ def make_plan(
     methods: list[str] | None = None,
     seeds: list[int] | None = None,
     set_train: dict[str, Any] | None = None,
-    adapted_dir: str | None = None,
+    adapted_dir: str | os.PathLike | None = None,
 ) -> Plan:
-    """The runs of ``suite`` (narrowed or replaced by ``tasks`` / ``methods`` / ``seeds``) at ``profile``."""
+    """The runs of ``suite`` (narrowed or replaced by ``tasks`` / ``methods`` / ``seeds``) at ``profile``.
+
+    ``None`` takes the suite's own tasks, methods or seeds; an empty list is refused rather than read as "all".
+    """
+    tasks, methods, seeds = _as_list("tasks", tasks), _as_list("methods", methods), _as_list("seeds", seeds)
+    _check_set_train(set_train)
+    _check_adapted_dir(adapted_dir)
     try:
         s, prof = get_suite(suite), get_profile(profile)
-        tasks = list(tasks or s.tasks)
-        method_objs = [get_method(m) for m in (methods or s.methods)]
+        tasks = list(s.tasks if tasks is None else tasks)
+        method_objs = [get_method(m) for m in (s.methods if methods is None else methods)]
     except ValueError as err:
         raise BenchError(str(err)) from err
-    seeds = list(s.seeds if seeds is None else seeds)
-    _check_unique("task", tasks)
+    seeds = [checked(check_int, "seeds", seed, minimum=0) for seed in (s.seeds if seeds is None else seeds)]
+    canonical = {t: _runs.canonical_task(t) for t in tasks}
+    _check_unique("task", tasks, key=canonical.get)  # door and Door are one task: its runs would be planned twice
     _check_unique("method", [m.name for m in method_objs])
     _check_unique("seed", seeds)
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise BenchError(f"seeds must be non-negative integers, got {seed!r}")
-    canonical = {t: _runs.canonical_task(t) for t in tasks}
     plan = Plan(s.name, prof.name, tasks, [m.name for m in method_objs], seeds, random_weights=prof.random_weights)
     jobs: dict[str, AdaptJob] = {}
     for task in tasks:
@@ -153,13 +183,49 @@ def make_plan(
     return plan
 
 
-def _check_unique(what: str, items: list) -> None:
-    dupes = sorted({str(i) for i in items if items.count(i) > 1})
+def _as_list(name: str, value: Any) -> list | None:
+    """A string would be read as a list of one-letter names, and an empty list is no experiment."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a list, got {value!r} ({type(value).__name__})")
+    items = list(value)
+    if not items:
+        raise BenchError(f"{name} must not be empty (leave it out for the suite's own {name})")
+    return items
+
+
+def _check_set_train(set_train: Any) -> None:
+    """The plan sets some settings per run; a value given for one of them would be silently replaced."""
+    if set_train is None:
+        return
+    if not isinstance(set_train, Mapping):
+        raise TypeError(f"set_train must be a dict of hindex train settings, got {type(set_train).__name__}")
+    for key in set_train:
+        if key in PLAN_SETTINGS:
+            hint = PLAN_SETTINGS[key]
+            use = f"; use {hint} instead" if hint else ""
+            raise BenchError(f"--set {key}: the bench sets {key} for each run itself{use}")
+
+
+def _check_adapted_dir(adapted_dir: Any) -> None:
+    """A mistyped folder would otherwise run every Stage-2 job the user meant to skip."""
+    if adapted_dir is None:
+        return
+    if not isinstance(adapted_dir, (str, os.PathLike)):
+        raise TypeError(f"adapted_dir must be a folder path, got {adapted_dir!r} ({type(adapted_dir).__name__})")
+    if not Path(adapted_dir).is_dir():
+        raise BenchError(f"--adapted-dir {str(adapted_dir)!r}: no such folder")
+
+
+def _check_unique(what: str, items: list, key: Callable[[Any], Any] | None = None) -> None:
+    keys = [key(i) for i in items] if key else items
+    dupes = sorted({str(i) for i, k in zip(items, keys, strict=True) if keys.count(k) > 1})
     if dupes:
         raise BenchError(f"{what} given more than once: {', '.join(dupes)}")
 
 
-def _adapt_job(task: str, method, prof, adapted_dir: str | None) -> AdaptJob:
+def _adapt_job(task: str, method, prof, adapted_dir: str | os.PathLike | None) -> AdaptJob:
     key = f"{task}__{method.encoder}__{method.adapt}"
     # the authors' files are the hand encoder's: they stand in for its BN-scope job only
     supplied = _adapted_file(adapted_dir, task) if (method.adapt, method.encoder) == ("bn", "hindex") else None
@@ -174,6 +240,11 @@ def _run_spec(task, env_task, method, seed, prof, set_train, job, suite) -> RunS
     momentum = method.momentum
     if momentum is None and method.encoder != "hindex":  # the H-InDex recipe on another encoder: the paper's m
         momentum = _runs.paper_momentum(env_task)
+    if momentum is not None and "ema_momentum" in (set_train or {}):  # the method's momentum would replace it
+        raise BenchError(
+            f"--set ema_momentum: method {method.name!r} sets its own momentum ({momentum}); "
+            "use --methods hindex-m<momentum> instead"
+        )
     if momentum is not None:
         settings["ema_momentum"] = momentum
     resolved = _runs.resolved_settings(env_task, settings)

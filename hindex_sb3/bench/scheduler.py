@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from hindex_sb3._io import write_json
+from hindex_sb3._validation import check_flag, check_int, check_output_dir, check_real
 from hindex_sb3.bench import _runs
-from hindex_sb3.bench.plan import BenchError, Plan, RunSpec
+from hindex_sb3.bench.plan import BenchError, Plan, RunSpec, checked
 from hindex_sb3.bench.results import collect_results, run_dir, run_finished
 from hindex_sb3.bench.store import DriverLock, save_plan
 
@@ -84,9 +85,19 @@ def run_plan(
     poll_s: float = 5.0,
 ) -> dict[str, Any]:
     """Execute ``plan`` into ``out``; returns ``{"finished": [...], "failed": {...}, "skipped": [...]}``."""
+    # checked before the bench folder is made: Ray would otherwise fail (or, for resume="no", resume) much later
+    cpus_per_run = checked(check_real, "cpus_per_run", cpus_per_run, minimum=0.0, min_inclusive=False)
+    gpus_per_run = checked(check_real, "gpus_per_run", gpus_per_run, minimum=0.0)
+    max_retries = checked(check_int, "max_retries", max_retries, minimum=0)
+    resume = checked(check_flag, "resume", resume)
+    poll_s = checked(check_real, "poll_s", poll_s, minimum=0.0, min_inclusive=False)
+    if num_cpus is not None:
+        num_cpus = checked(check_int, "num_cpus", num_cpus, minimum=1)
+    try:
+        check_output_dir("out", out)
+    except (OSError, TypeError, ValueError) as err:  # e.g. a file in the way: one line, not mkdir's traceback
+        raise BenchError(str(err)) from None
     out = Path(out)
-    if cpus_per_run <= 0 or gpus_per_run < 0 or max_retries < 0:
-        raise BenchError("--cpus-per-run must be > 0, --gpus-per-run >= 0 and max_retries >= 0")
     out.mkdir(parents=True, exist_ok=True)
     plan = save_plan(out, plan, resume=resume)
     emit = on_event or (lambda kind, info: logger.info("%s %s", kind, info))

@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 
 from hindex_sb3._io import read_json
-from hindex_sb3.runs.config import TrainConfig
+from hindex_sb3.runs.config import TrainConfig, resolve_task
 
 __all__ = ["GENERIC", "PAPER_FIELDS", "paper_settings", "paper_tasks", "resolve_settings"]
 
@@ -48,7 +48,12 @@ def paper_tasks() -> list[str]:
 
 
 def paper_settings(env_id: str) -> dict[str, Any]:
-    """The paper's settings for ``env_id`` (empty when the task has no file)."""
+    """The paper's settings for ``env_id`` (empty when the task has no file).
+
+    Any task name every command accepts (``door``, ``HInDex/Door-v0``) gives the same settings; an unknown task raises
+    :class:`~hindex_sb3.runs.config.TrainingError` rather than reading as a task without a file.
+    """
+    env_id = resolve_task(env_id)
     data = _files().get(env_id)
     if data is None:
         return {}
