@@ -163,6 +163,24 @@ def _show_adapt_progress() -> Iterator[None]:
         log.propagate = saved[1]
 
 
+#: AdaptConfig fields whose flag is not ``--`` + the field's name with dashes
+_ADAPT_FLAGS = {"out_dir": "--out", "figures": "--no-figures", "progress_bar": "--no-progress"}
+
+
+def _as_flag(message: str) -> str:
+    """A setting's error as the command line spells the setting: ``lr must be finite`` -> ``--lr must be finite``
+    (the checks name AdaptConfig's fields, which is right for the Python API, not for the command)."""
+    import dataclasses
+
+    from hindex_sb3.adapt import AdaptConfig
+
+    field, _, rest = message.partition(" ")
+    names = {f.name for f in dataclasses.fields(AdaptConfig)} - {"task"}  # (task is the positional argument)
+    if field not in names or not rest:
+        return message
+    return f"{_ADAPT_FLAGS.get(field, '--' + field.replace('_', '-'))} {rest}"
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     from hindex_sb3.adapt import AdaptConfig, AdaptError, adapt
 
@@ -209,7 +227,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         with _show_adapt_progress():
             summary = adapt(cfg)
     except AdaptError as err:
-        print(f"hindex adapt: {err}", file=sys.stderr)
+        print(f"hindex adapt: {_as_flag(str(err))}", file=sys.stderr)
         return 2
     shown = ("encoder", "iterations", "bn_change", "backbone_change", "figures")
     print(json.dumps({k: summary[k] for k in shown if k in summary}, indent=2))
