@@ -344,6 +344,8 @@ def ema_bn_modules(module: nn.Module) -> list[EMABatchNorm2d]:
 
 def set_ema_momentum(module: nn.Module, momentum: float) -> int:
     """Set the EMA momentum of every EMA-BN layer in ``module``; return how many layers were set."""
+    if not isinstance(module, nn.Module):  # (an encoder name or a model wrapper would fail inside torch)
+        raise TypeError(f"module must be a torch nn.Module, got {type(module).__name__}")
     momentum = _check_momentum(momentum)
     layers = ema_bn_modules(module)
     for bn in layers:

@@ -316,3 +316,14 @@ def test_bench_number_flags_say_what_they_expect(capsys, flag):
     assert exc.value.code != 0
     err = capsys.readouterr().err
     assert f"argument {flag}: must be a" in err and "finite number, got abc" in err and "_float" not in err
+
+
+def test_names_and_folders_of_the_wrong_type_are_refused_naming_them(tmp_path):
+    with pytest.raises(TypeError, match="suite must be a suite name"):
+        make_plan(["main"])  # "unhashable type: 'list'"
+    with pytest.raises(TypeError, match="profile must be a profile name"):
+        make_plan("main", profile=["smoke"])
+    with pytest.raises(BenchError, match="--adapted-dir is empty"):
+        make_plan("main", profile="smoke", tasks=["door"], methods=["hindex"], adapted_dir="")  # the current folder
+    with pytest.raises(TypeError, match="out must be the bench folder's path"):
+        collect_results(5)

@@ -487,3 +487,10 @@ def test_update_mode_reaches_the_layers_through_the_sb3_factory():
             warnings.simplefilter("ignore", RandomWeightsWarning)
             extractor = HIndexExtractor(space, **kwargs)
         assert {bn.ema_update for bn in extractor.encoder.ema_layers} == {mode}
+
+
+def test_set_ema_momentum_names_a_module_that_is_not_one():
+    from hindex_sb3.ema_bn import set_ema_momentum
+
+    with pytest.raises(TypeError, match=r"module must be a torch nn\.Module, got int"):
+        set_ema_momentum(5, 0.1)  # an AttributeError from inside torch before

@@ -214,6 +214,8 @@ def _check_adapted_dir(adapted_dir: Any) -> None:
         return
     if not isinstance(adapted_dir, (str, os.PathLike)):
         raise TypeError(f"adapted_dir must be a folder path, got {adapted_dir!r} ({type(adapted_dir).__name__})")
+    if not str(adapted_dir).strip():  # "" would resolve to the current folder
+        raise BenchError("--adapted-dir is empty: give the folder of earlier Stage-2 checkpoints, or leave it out")
     if not Path(adapted_dir).is_dir():
         raise BenchError(f"--adapted-dir {str(adapted_dir)!r}: no such folder")
 

@@ -65,6 +65,8 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str) -> Profile:
+    if not isinstance(name, str):  # (a list raised "unhashable type")
+        raise TypeError(f"profile must be a profile name, got {name!r}")
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")
     return PROFILES[name]

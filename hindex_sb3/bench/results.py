@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ def collect_results(out: str | Path, plan: Plan | None = None) -> list[dict[str,
     from hindex_sb3._io import atomic_write_text
     from hindex_sb3.bench.store import load_plan
 
+    if not isinstance(out, str | os.PathLike):
+        raise TypeError(f"out must be the bench folder's path, got {type(out).__name__}")
     out = Path(out)
     plan = plan or load_plan(out)
     rows = [row for spec in plan.runs for row in _rows_of_run(out, spec, plan.random_weights)]

@@ -62,6 +62,8 @@ SUITES: dict[str, Suite] = {
 
 
 def get_suite(name: str) -> Suite:
+    if not isinstance(name, str):  # (a list raised "unhashable type")
+        raise TypeError(f"suite must be a suite name, got {name!r}")
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
     return SUITES[name]
