@@ -120,10 +120,13 @@ def check_encoder_options(
     cuda_graphs: Any = False,
     precision: Any = "fp32",
     scopes: Iterable[Any] = ("all", "stem", None),
+    ema_update: Any = "frame",
 ) -> None:
-    """The options shared by ``create_encoder`` and the extractor factories, checked before any file is read."""
+    """The options shared by ``create_encoder``, ``VecEncode`` and the extractor factories, checked before any file
+    is read (all of them, even those a setting makes unused: a typo must not pass because EMA-BN is off)."""
     check_weights_arg("weights", weights)
     check_choice("ema_scope", ema_scope, scopes)
+    check_choice("ema_update", ema_update, ("frame", "batch"))
     check_real("ema_momentum", ema_momentum, minimum=0.0, maximum=1.0)
     if channels_last is not None:
         check_flag("channels_last", channels_last)

@@ -27,7 +27,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from hindex_sb3._validation import check_choice, check_device, check_encoder_options, check_flag, check_precision
+from hindex_sb3._validation import check_device, check_encoder_options, check_flag, check_precision
 from hindex_sb3.ema_bn import EMAScope, EMAUpdate, set_ema_momentum, set_ema_update
 from hindex_sb3.encoders import Encoder, create_encoder
 
@@ -78,16 +78,9 @@ class VecEncode(VecEnvWrapper):
         flatten: bool = True,
         precision: str | None = None,
     ) -> None:
-        # All options are checked whether or not they end up used: a typo must not pass because EMA is off.
-        check_encoder_options(
-            weights=weights,
-            ema_scope=ema_scope,
-            ema_momentum=ema_momentum,
-            channels_last=channels_last,
-            cuda_graphs=cuda_graphs,
-        )
+        check_encoder_options(weights=weights, ema_scope=ema_scope, ema_momentum=ema_momentum,
+                              channels_last=channels_last, cuda_graphs=cuda_graphs, ema_update=ema_update)  # fmt: skip
         ema_momentum = float(ema_momentum)
-        check_choice("ema_update", ema_update, ("frame", "batch"))
         update_stats, flatten = check_flag("update_stats", update_stats), check_flag("flatten", flatten)
         check_device("device", device)
         if device is None:

@@ -485,3 +485,10 @@ def test_frame_pairs_and_the_size_check_take_integers_only():
         ds.check_image_size(float("nan"))  # NaN compared false: any frames passed
     src, tgt = ds.sample_pairs(np.int64(16), rng, window=np.int64(3))
     assert len(src) == 16 and np.all(src // 4 == tgt // 4) and np.all(src % 4 < 3)
+
+
+def test_a_path_that_is_not_one_is_refused_naming_it(tmp_path):
+    demos = rollout(_state_door(), _zeros, 1)
+    for call in (lambda: save_npz(demos, 5), lambda: load_npz(None), lambda: load_dapg_pickle(5)):
+        with pytest.raises(TypeError, match=r"path must be a file path \(str or os.PathLike\), got"):
+            call()  # "expected str, bytes or os.PathLike object, not int" before, naming no argument

@@ -163,3 +163,11 @@ def test_encode_update_flag_must_be_a_bool():
     with pytest.raises(TypeError, match="update_stats must be True or False"):
         venv.encode(obs, update_stats="no")
     assert torch.equal(venv.encoder.ema_layers[0].running_mean, before)
+
+
+def test_encoder_options_share_one_check_of_the_update_mode():
+    from hindex_sb3._validation import check_encoder_options
+
+    with pytest.raises(ValueError, match="ema_update must be one of"):
+        check_encoder_options(ema_update="per-frame")
+    check_encoder_options(ema_update="batch")

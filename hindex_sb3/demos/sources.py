@@ -105,12 +105,18 @@ _MAGIC = {
 }
 
 
+def _check_path(path: Any) -> None:
+    if not isinstance(path, str | os.PathLike):  # Python's own message names no argument
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
+
+
 def load_dapg_pickle(path: str | Path) -> list[Trajectory]:
     """Read a DAPG demonstration pickle (a list of dicts with observations, actions, rewards, init_state_dict).
 
     Nothing in the file can run code (only numpy arrays and plain containers are built), and the arrays built are
     bounded by the file's size (:data:`PICKLE_ELEMENTS_PER_BYTE`), so a crafted file is refused, not expanded.
     """
+    _check_path(path)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no demonstration file at {path}")
@@ -133,6 +139,7 @@ def load_dapg_pickle(path: str | Path) -> list[Trajectory]:
 
 def save_npz(trajectories: Any, path: str | Path) -> Path:
     """Write demonstrations in our pickle-free ``.npz`` format (readable with ``allow_pickle=False``)."""
+    _check_path(path)
     trajectories = to_trajectories(trajectories)
     if not trajectories:
         raise ValueError("no demonstrations to save (load_npz refuses an empty set)")
@@ -205,6 +212,7 @@ def load_npz(path: str | Path, *, max_bytes: int = MAX_NPZ_BYTES) -> list[Trajec
     must be one integer backed by that many action entries, each member's .npy header must agree with the zip's
     declared size, no member may inflate like a decompression bomb, and the total stays within ``max_bytes``.
     """
+    _check_path(path)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no demonstration file at {path}")

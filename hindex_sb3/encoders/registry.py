@@ -284,8 +284,8 @@ def create_encoder(
         channels_last=channels_last,
         cuda_graphs=cuda_graphs,
         precision=precision,
+        ema_update=ema_update,
     )
-    check_choice("ema_update", ema_update, ("frame", "batch"))
     if ema_scope is None and ema_momentum > 0:  # without EMA-BN layers the momentum would be dropped silently
         raise ValueError(f"ema_momentum={ema_momentum} needs EMA-BN layers: pass ema_scope='all' or 'stem' too")
     check_flag("progress", progress)
