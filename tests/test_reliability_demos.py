@@ -336,7 +336,7 @@ def test_rollout_takes_a_numpy_integer_seed_as_the_same_int():
     ("kwargs", "exc", "match"),
     [
         ({"record_keys": "pixels"}, TypeError, "record_keys must be a list"),  # was iterated letter by letter
-        ({"record_keys": ["pixels", "bogus"]}, ValueError, "record_keys: 'bogus' is not an observation key"),
+        ({"record_keys": ["pixels", "bogus"]}, ValueError, r"record_keys \['bogus'\] are not observation keys"),
         ({"policy_obs_key": "nope"}, ValueError, "policy_obs_key 'nope' is not an observation key"),
         ({"policy_obs_key": 0}, TypeError, "policy_obs_key must be a string"),
     ],

@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from hindex_sb3.demos.core import Trajectory, to_trajectories
+from hindex_sb3.demos.sources import check_key_list
 
 
 def _stack(observations: list[Any]) -> Any:
@@ -28,26 +29,12 @@ def _select(obs: Any, keys: Sequence[str] | None) -> Any:
     return {k: obs[k] for k in keys} if keys is not None and isinstance(obs, dict) else obs
 
 
-def _check_keys(env: gym.Env, keys: Sequence[str] | None) -> None:
-    """Refuse keys a dict-observation env lacks before the first reset (and a string, which would be iterated letter
-    by letter); the keys select nothing in an env whose observations are not a dict."""
-    if keys is None:
-        return
-    if isinstance(keys, str) or not isinstance(keys, Sequence):
-        raise TypeError(f"keys must be a list of observation keys, got {keys!r}")
-    space = env.observation_space
-    if isinstance(space, gym.spaces.Dict):
-        missing = [k for k in keys if k not in space.spaces]
-        if missing:
-            raise ValueError(f"keys {missing} are not observation keys of this env ({list(space.spaces)})")
-
-
 def replay(demos: Any, env: gym.Env, keys: Sequence[str] | None = ("pixels", "proprio")) -> list[Trajectory]:
     """Replay demonstrations open-loop from their start states in ``env``; returns the recorded observations.
 
     Demonstrations without a start state cannot be replayed faithfully and raise ``ValueError``.
     """
-    _check_keys(env, keys)
+    check_key_list("keys", keys, env.observation_space)
     out = []
     for i, t in enumerate(to_trajectories(demos)):
         if not t.init_state:
@@ -72,7 +59,7 @@ def render_states(demos: Any, env: gym.Env, keys: Sequence[str] | None = ("pixel
     base = env.unwrapped
     if not hasattr(base, "restore_state"):
         raise TypeError(f"{type(base).__name__} cannot restore recorded states (no restore_state method)")
-    _check_keys(env, keys)
+    check_key_list("keys", keys, env.observation_space)
     out = []
     for i, t in enumerate(to_trajectories(demos)):
         states = t.infos.get("states")

@@ -28,7 +28,7 @@ import gymnasium as gym
 from hindex_sb3._validation import check_int, check_str
 from hindex_sb3.demos.core import Trajectory, to_trajectories
 from hindex_sb3.demos.render import replay
-from hindex_sb3.demos.sources import load_dapg_pickle, load_minari, load_npz, rollout
+from hindex_sb3.demos.sources import check_key_list, load_dapg_pickle, load_minari, load_npz, rollout
 
 __all__ = ["DEMO_SEED_OFFSET", "PAPER_NUM_DEMOS", "is_named_source", "load_demonstrations"]
 
@@ -76,8 +76,7 @@ def load_demonstrations(
         raise TypeError(f"env_kwargs must be a dict, got {type(env_kwargs).__name__}")
     if env_id is not None:
         check_str("env_id", env_id)
-    if pixel_keys is not None and (isinstance(pixel_keys, str) or not isinstance(pixel_keys, Sequence)):
-        raise TypeError(f"pixel_keys must be a list of observation keys, got {pixel_keys!r}")
+    check_key_list("pixel_keys", pixel_keys)  # (checked against the env where the keys are recorded)
     kwargs = {k: v for k, v in (env_kwargs or {}).items() if k != "render_mode"}
     obs_mode = kwargs.get("obs_mode", "pixels")
     keys = tuple(pixel_keys) if pixel_keys is not None else _PIXEL_KEYS.get(obs_mode, ("pixels", "proprio"))

@@ -363,25 +363,33 @@ def _record_episode(
     return starts[0], observations, actions, rewards, goals, episode.success
 
 
+def check_key_list(name: str, keys: Any, space: gym.Space | None = None) -> None:
+    """A list of observation keys (or ``None``), each one a key of ``space`` where that is a dict space; checked
+    before any episode runs: a string would be iterated letter by letter, a missing key be a bare ``KeyError`` at the
+    first step. Keys select nothing where the observations are not a dict, so there only their type is checked."""
+    if keys is None:
+        return
+    if isinstance(keys, str) or not isinstance(keys, Sequence):
+        raise TypeError(f"{name} must be a list of observation keys, got {keys!r}")
+    for key in keys:
+        check_str(f"{name}[]", key)
+    if isinstance(space, gym.spaces.Dict):
+        missing = [k for k in keys if k not in space.spaces]
+        if missing:
+            raise ValueError(f"{name} {missing} are not observation keys of this env ({list(space.spaces)})")
+
+
 def check_observation_keys(
     space: gym.Space, *, policy_obs_key: str | None = None, record_keys: Sequence[str] | None = None
 ) -> None:
-    """Refuse observation keys the env does not have before any episode runs (a bare ``KeyError`` at the first
-    step, or a string iterated letter by letter as a list of keys, would not say which argument was wrong).
-    ``policy_obs_key`` indexes the observation, so it needs dict observations."""
-    keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else None
+    """:func:`check_key_list` for ``record_keys``; ``policy_obs_key`` indexes the observation, so it needs dict
+    observations that have it."""
     if policy_obs_key is not None:
         check_str("policy_obs_key", policy_obs_key)
+        keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else None
         if keys is None or policy_obs_key not in keys:
             raise ValueError(f"policy_obs_key {policy_obs_key!r} is not an observation key ({keys or 'no dict'})")
-    if record_keys is None:
-        return
-    if isinstance(record_keys, str) or not isinstance(record_keys, Sequence):
-        raise TypeError(f"record_keys must be a list of observation keys, got {record_keys!r}")
-    for key in record_keys:  # (they select nothing where the observations are not a dict)
-        check_str("record_keys[]", key)
-        if keys is not None and key not in keys:
-            raise ValueError(f"record_keys: {key!r} is not an observation key ({keys or 'no dict'})")
+    check_key_list("record_keys", record_keys, space)
 
 
 def rollout(
