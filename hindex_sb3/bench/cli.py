@@ -11,30 +11,30 @@ from pathlib import Path
 from typing import Any
 
 from hindex_sb3._validation import check_output_dir
-from hindex_sb3.bench.plan import DEFAULT_FRAMES_PER_S, BenchError, Plan, make_plan
+from hindex_sb3.bench.plan import DEFAULT_FRAMES_PER_S, BenchError, Plan, checked, make_plan
 from hindex_sb3.bench.profiles import PROFILES
 from hindex_sb3.bench.suites import SUITES
 
 
-def _positive_float(text: str) -> float:
-    # argparse reports a bare ValueError as "invalid _positive_float value": say what is expected instead
+def _finite_float(text: str, *, zero: bool) -> float:
+    """A flag's number > 0 (or >= 0 with ``zero``), finite. argparse reports a bare ``ValueError`` as "invalid
+    _positive_float value", so text that is no number gets the same message as a number out of range."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not value > 0 or value == math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    if not (value >= 0 if zero else value > 0) or value == math.inf:
+        sign = "non-negative" if zero else "positive"
+        raise argparse.ArgumentTypeError(f"must be a {sign} finite number, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _finite_float(text, zero=False)
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value >= 0 or value == math.inf:
-        raise argparse.ArgumentTypeError(f"must be a non-negative finite number, got {text}")
-    return value
+    return _finite_float(text, zero=True)
 
 
 def _set_value(text: str) -> tuple[str, Any]:
@@ -117,8 +117,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise BenchError(f"unexpected argument {args.report_dir!r}")
         if args.max_retries < 0:
             raise BenchError("--max-retries must be >= 0")
-        if not args.dry_run:
-            _check_out(args.out)
+        if not args.dry_run:  # before planning: a file named as the bench folder is one line naming --out
+            checked(check_output_dir, "--out", args.out)
         plan = make_plan(
             args.suite,
             profile=args.profile,
@@ -135,14 +135,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except BenchError as err:
         print(f"hindex bench: {err}", file=sys.stderr)
         return 2
-
-
-def _check_out(out: str) -> None:
-    """Before planning, so that a file named as the bench folder is one line naming --out, not a traceback."""
-    try:
-        check_output_dir("--out", out)
-    except (OSError, ValueError) as err:
-        raise BenchError(str(err)) from None
 
 
 def _run(plan: Plan, args: argparse.Namespace, write_report) -> int:

@@ -46,10 +46,11 @@ PLAN_SETTINGS = {
 
 
 def checked(check: Callable[..., Any], name: str, value: Any, **bounds: Any) -> Any:
-    """``check(name, value, **bounds)`` with its error as a :class:`BenchError`, which the CLI prints in one line."""
+    """``check(name, value, **bounds)`` with its error as a :class:`BenchError`, which the CLI prints in one line
+    (an ``OSError`` too: ``check_output_dir`` reports a file in the way as ``NotADirectoryError``)."""
     try:
         return check(name, value, **bounds)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OSError) as err:
         raise BenchError(str(err)) from None
 
 

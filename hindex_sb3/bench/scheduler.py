@@ -93,10 +93,7 @@ def run_plan(
     poll_s = checked(check_real, "poll_s", poll_s, minimum=0.0, min_inclusive=False)
     if num_cpus is not None:
         num_cpus = checked(check_int, "num_cpus", num_cpus, minimum=1)
-    try:
-        check_output_dir("out", out)
-    except (OSError, TypeError, ValueError) as err:  # e.g. a file in the way: one line, not mkdir's traceback
-        raise BenchError(str(err)) from None
+    checked(check_output_dir, "out", out)  # e.g. a file in the way: one line, not mkdir's traceback
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = save_plan(out, plan, resume=resume)
