@@ -472,13 +472,22 @@ def check_finite_state(state: Mapping[str, Any], what: str) -> None:
     A frozen encoder with one non-finite weight yields non-finite features for every image; without this check the
     failure surfaces much later, far from its cause (e.g. inside ``torch.distributions`` during ``predict``).
     """
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            n_bad = int((~torch.isfinite(value)).sum())
-            raise CheckpointError(
-                f"{what}: tensor {key!r} contains {n_bad} NaN or infinite value(s) (the file is damaged or was "
-                "saved from a diverged run); nothing was loaded"
-            )
+    bad = nonfinite_keys(state)
+    if bad:
+        n_bad = int((~torch.isfinite(state[bad[0]])).sum())
+        raise CheckpointError(
+            f"{what}: tensor {bad[0]!r} contains {n_bad} NaN or infinite value(s) (the file is damaged or was "
+            "saved from a diverged run); nothing was loaded"
+        )
+
+
+def nonfinite_keys(state: Mapping[str, Any]) -> list[Any]:
+    """The keys of ``state``'s floating tensors that hold NaN or infinity (loading refuses them, saving too)."""
+    return [
+        key
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
 
 
 def load_state_dict_strict(
@@ -541,7 +550,7 @@ def save_adapted_checkpoint(
     bad = [str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise TypeError(f"state_dict: entries that are not tensors: {_abbrev(bad)}")
-    nonfinite = [str(k) for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    nonfinite = [str(k) for k in nonfinite_keys(state_dict)]
     if nonfinite:  # loading refuses it (check_finite_state): better to fail in the run that produced it
         raise ValueError(f"state_dict: NaN or infinite values in {_abbrev(nonfinite)} (a diverged run?); nothing saved")
     sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}

@@ -44,7 +44,7 @@ def check_state_dict(state_dict: Any, shapes: dict[str, tuple[int, ...]], owner:
         if raw.dtype.kind not in "iuf":
             raise ValueError(f"initial_state_dict[{key!r}] holds {raw.dtype} values, not real numbers")
         kept = tuple(n for n in raw.shape if n != 1)
-        if kept != tuple(n for n in expected if n != 1) or raw.size != int(np.prod(expected)):
+        if kept != tuple(n for n in expected if n != 1):  # (equal non-1 axes: equal sizes)
             raise ValueError(f"initial_state_dict[{key!r}] has shape {raw.shape}, expected {expected}")
         value = raw.astype(np.float64).reshape(expected)
         if not np.all(np.isfinite(value)):
