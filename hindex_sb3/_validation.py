@@ -227,20 +227,33 @@ def check_inflation(where: str, declared: int, compressed: int) -> None:
 
 
 def check_device(name: str, value: Any) -> None:
-    """``None``, ``"auto"``, a ``torch.device``, a CUDA index, or a string ``torch.device`` parses (``"cuda:0"``)."""
+    """``None``, ``"auto"``, a ``torch.device``, a CUDA index, or a string ``torch.device`` parses (``"cuda:0"``).
+
+    A CUDA device must exist on this machine: otherwise the caller's first ``.to()`` fails with torch's own message,
+    later and further from the argument that caused it.
+    """
     import torch
 
-    if value is None or isinstance(value, torch.device) or value == "auto":
+    if value is None or value == "auto":
         return
     if _is_int(value):  # torch's shorthand for a CUDA index
         check_int(name, value, minimum=0)
-        return
-    if not isinstance(value, str):
+        device = torch.device("cuda", int(value))
+    elif isinstance(value, torch.device):
+        device = value
+    elif isinstance(value, str):
+        try:
+            device = torch.device(value)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{name} {value!r} is not a torch device ({err})") from None
+    else:
         raise TypeError(f"{name} must be a device name, a CUDA index or a torch.device, got {value!r}")
-    try:
-        torch.device(value)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"{name} {value!r} is not a torch device ({err})") from None
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(f"{name} {value!r}: CUDA is not available on this machine")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{name} {value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def check_output_dir(name: str, value: Any) -> None:

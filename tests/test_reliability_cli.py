@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from hindex_sb3.adapt import AdaptConfig, AdaptConfigError, AdaptError, adapt
 from hindex_sb3.cli import main
@@ -56,6 +57,7 @@ def _adapt_refused(tmp_path, capsys, extra: list[str], match: str) -> str:
         (["--seed", "-1"], "--seed must be >= 0"),
         (["--frame-size", "100"], "--frame-size 100 is smaller than image_size 224"),
         (["--device", "banana"], "device 'banana' is not a torch device"),
+        (["--device", f"cuda:{torch.cuda.device_count()}"], "--device 'cuda:"),  # one GPU past this machine's
         (["--policy", "expert:/nonexistent/door.npz"], "no file at /nonexistent/door.npz"),
         (["--dataset", "/nonexistent/frames.npz"], "no frames file"),
     ],

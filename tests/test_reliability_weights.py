@@ -17,6 +17,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from synthetic_checkpoints import frankmocap_checkpoint, random_resnet50_state, save
 from torch import nn
 
+from hindex_sb3._validation import check_device
 from hindex_sb3.encoders import CheckpointError, RandomWeightsWarning, create_encoder, registry
 from hindex_sb3.encoders import weights as weights_module
 from hindex_sb3.encoders.registry import EncoderSpec, register_encoder
@@ -214,6 +215,16 @@ def test_fresh_model_with_a_broken_cache_fails_at_its_first_forward_naming_the_f
 def test_create_encoder_checks_its_arguments_before_reading_any_file(kwargs, exc, name):
     with pytest.raises(exc, match=name):
         create_encoder(TINY, **{"weights": None, **kwargs})
+
+
+@pytest.mark.parametrize("form", [int, lambda i: f"cuda:{i}", lambda i: torch.device("cuda", i)])
+def test_a_cuda_device_this_machine_lacks_is_refused_naming_it(form):
+    """The next index past this machine's GPUs (0 without CUDA): refused here, not by torch at the first ``.to()``."""
+    missing = form(torch.cuda.device_count())
+    with pytest.raises(ValueError, match=r"device .*(CUDA is not available|CUDA device\(s\))"):
+        check_device("device", missing)
+    with pytest.raises(ValueError, match=r"device .*(CUDA is not available|CUDA device\(s\))"):
+        create_encoder(TINY, weights=None, device=missing)
 
 
 def test_create_encoder_name_must_be_a_string():

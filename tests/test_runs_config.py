@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from hindex_sb3.cli import build_parser, main
 from hindex_sb3.demos import rollout, save_npz
@@ -70,6 +71,7 @@ def test_bad_values_are_refused_naming_the_field(field, value):
         (["--set", "nonsense=1"], "--set"),
         (["--ema-momentum", "0.1"], "--ema-momentum"),  # EMA-BN needs the hindex encoder, not 'state'
         (["--overlap", "--vec-env", "dummy", "--n-envs", "2"], "--overlap"),  # it would silently do nothing
+        (["--device", f"cuda:{torch.cuda.device_count()}"], "--device"),  # one GPU past this machine's
     ],
 )
 def test_cli_refuses_before_any_work(tmp_path, capsys, argv, flag):

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hindex_sb3._validation import check_flag, check_int, check_output_dir, check_real, check_str
+from hindex_sb3._validation import check_device, check_flag, check_int, check_output_dir, check_real, check_str
 from hindex_sb3.envs.rendering import MAX_IMAGE_SIZE
 
 if TYPE_CHECKING:
@@ -91,20 +91,6 @@ def _check_encoder(name: Any) -> None:
         raise ValueError(f"encoder: {err.args[0] if err.args else name}") from None
 
 
-def _check_device(name: Any) -> None:
-    import torch
-
-    check_str("device", name)
-    if name == "auto":
-        return
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"device {name!r} is not a torch device ({err})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available on this machine")
-
-
 def check_adapt_config(cfg: AdaptConfig, *, our_task: bool) -> None:
     """Raise ``TypeError`` / ``ValueError`` / ``OSError`` naming the first bad setting of ``cfg``.
 
@@ -121,5 +107,5 @@ def check_adapt_config(cfg: AdaptConfig, *, our_task: bool) -> None:
         for key, why in _RESERVED_ENV_KWARGS.items():
             if key in cfg.env_kwargs:
                 raise ValueError(f"env_kwargs may not set {key!r} for this package's tasks ({why})")
-    _check_device(cfg.device)
+    check_device("device", check_str("device", cfg.device))
     _check_files(cfg)

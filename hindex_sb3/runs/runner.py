@@ -28,6 +28,7 @@ from typing import Any
 import gymnasium as gym
 
 from hindex_sb3._io import write_json
+from hindex_sb3._validation import check_device
 from hindex_sb3.dapg import DAPG, IterationCallback
 from hindex_sb3.encoders import get_encoder_spec
 from hindex_sb3.evaluation import evaluate
@@ -109,11 +110,10 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
         if cfg.ema_momentum and (requested.encoder == "state" or not get_encoder_spec(requested.encoder).has_batchnorm):
             raise ConfigError("ema_momentum", f"EMA-BN needs BatchNorm layers; {requested.encoder!r} has none")
         requested = requested.replace(ema_momentum=cfg.ema_momentum or 0.0)
-    if requested.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("device", f"{requested.device!r} asked for, but torch sees no CUDA device here")
+    try:
+        check_device("device", requested.device)  # a config may come from a machine with more GPUs than this one
+    except ValueError as err:
+        raise ConfigError("device", str(err).removeprefix("device ")) from None
     out = run_folder(requested)
     if not requested.resume:
         _prepare_folder(out, requested)
