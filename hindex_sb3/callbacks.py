@@ -12,7 +12,9 @@ rollout and after every step the callback *arms* the extractors with the observa
 computed from (``model._last_obs``, then ``new_obs``); the extractor updates only in a no-grad forward on exactly
 those observations, and disarms. Nothing is armed after the last step of an on-policy rollout (the next forward is
 the bootstrap value) or outside rollouts (gradient updates). While random warm-up actions are taken (off-policy
-``learning_starts``) no forward happens, hence no update.
+``learning_starts``) no forward happens, hence no update. An extractor the action forward does not run (SAC's and
+TD3's critics with ``share_features_extractor=False``) makes the step's update in a forward of its own, so every
+extractor's statistics follow the same observations.
 
 The statistics are ordinary BatchNorm buffers of the policy, so ``model.save``/``load`` carry them.
 """
@@ -80,9 +82,19 @@ class EMABatchNormCallback(BaseCallback):
         if self.momentum > 0.0 and self.model._last_obs is not None:
             self._arm(self.model._last_obs)
 
+    def _catch_up(self) -> None:
+        """Extractors the action forward did not run (still armed while another consumed its arm) update now.
+
+        When none consumed its arm, no action forward happened (off-policy warm-up takes random actions): no update.
+        """
+        if any(e.is_armed for e in self.extractors) and not all(e.is_armed for e in self.extractors):
+            for extractor in self.extractors:
+                extractor.apply_armed_update()
+
     def _on_step(self) -> bool:
         if self.momentum == 0.0:
             return True
+        self._catch_up()
         n_steps, n_rollout_steps = self.locals.get("n_steps"), self.locals.get("n_rollout_steps")
         new_obs = self.locals.get("new_obs")
         # On-policy loops increment n_steps after the callback: n_steps + 1 == n_rollout_steps is the last step,

@@ -180,6 +180,20 @@ class HIndexExtractor(BaseFeaturesExtractor):
         """Whether the next forward on the armed observations will update the EMA-BN statistics."""
         return self._armed is not None
 
+    def apply_armed_update(self) -> bool:
+        """Make the armed update now, in a no-grad forward of its own; ``False`` if nothing was armed.
+
+        For an extractor that the step's action forward does not run: SAC's and TD3's critics, with
+        ``share_features_extractor=False``, see only replay batches, so without this their statistics would stay
+        where they started while the actor's follow the observations.
+        """
+        armed, self._armed = self._armed, None
+        if armed is None:
+            return False
+        with torch.no_grad():
+            self._encode(armed, update_bn_stats=True)
+        return True
+
     def _take_arm(self, pixels: torch.Tensor) -> bool:
         armed = self._armed
         if armed is None or torch.is_grad_enabled() or pixels.shape != armed.shape or pixels.device != armed.device:

@@ -184,6 +184,33 @@ def test_one_policy_kwargs_dict_serves_on_and_off_policy_algorithms(baseline):
     assert tiny_kwargs(baseline, algo="ppo")["ortho_init"] is False  # the paper's (mjrl's) head init, on request
 
 
+@pytest.mark.parametrize("name", ["sac", "td3", "ppo"])
+def test_separate_critic_extractors_follow_the_same_frames_as_the_actor(name):
+    """``share_features_extractor=False``: SAC's and TD3's critics see only replay batches, never the action forward.
+
+    Started from the actor's encoder state, every extractor must end with the actor's statistics (the same updates
+    on the same frames), and each made one update per step taken after the random warm-up.
+    """
+    cls, _, policy, kwargs = ALGOS[name]
+    venv = DummyVecEnv([lambda: TinyPixelEnv(image_size=20, proprio=True)] * 2)
+    model = cls(policy, venv, policy_kwargs=tiny_kwargs(share_features_extractor=False), seed=0, device="cpu",
+                **kwargs)  # fmt: skip
+    extractors = _extractors(model)
+    assert len(extractors) >= 2
+    for extractor in extractors[1:]:
+        extractor.encoder.load_state_dict(extractors[0].encoder.state_dict())
+    callback = EMABatchNormCallback(momentum=0.1)
+    model.learn(TOTAL_STEPS, callback=callback)
+    warm_up = kwargs.get("learning_starts", 0) if name != "ppo" else 0
+    assert callback.num_updates == TOTAL_STEPS - warm_up  # one update per frame
+    reference = _encoder_state(extractors[0])
+    for extractor in extractors[1:]:
+        state = _encoder_state(extractor)
+        for key in reference:
+            if "running_" in key or "num_batches" in key:
+                assert torch.equal(state[key], reference[key]), f"{key} of a critic's extractor"
+
+
 def test_sac_target_critic_sees_no_frozen_parameters():
     """Polyak averaging walks critic.parameters(): the 25M frozen weights of a ResNet-50 must not be in there."""
     model = _make("sac", "dict")
