@@ -13,9 +13,9 @@ hook for. :meth:`DAPG.learn <hindex_sb3.dapg.DAPG.learn>` calls, after each upda
 
 from __future__ import annotations
 
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 
-__all__ = ["IterationCallback", "IterationProgressBar", "iteration_end", "iteration_logged"]
+__all__ = ["IterationCallback", "IterationProgressBar", "StepProgressBar", "iteration_end", "iteration_logged"]
 
 
 class IterationCallback(BaseCallback):
@@ -79,3 +79,14 @@ class IterationProgressBar(IterationCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class StepProgressBar(ProgressBarCallback):
+    """SB3's step progress bar, advanced by the envs a DAPG step actually stepped (``len(dones)``).
+
+    SB3's adds ``num_envs`` per step; DAPG's last steps of an iteration step only the envs still running an episode.
+    """
+
+    def _on_step(self) -> bool:
+        self.pbar.update(len(self.locals["dones"]))
+        return True

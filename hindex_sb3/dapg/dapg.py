@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -31,7 +32,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -39,7 +40,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from hindex_sb3._validation import check_dapg_args
-from hindex_sb3.dapg.callbacks import IterationProgressBar, iteration_end, iteration_logged
+from hindex_sb3.dapg.callbacks import IterationProgressBar, StepProgressBar, iteration_end, iteration_logged
 from hindex_sb3.dapg.npg import (
     conjugate_gradient,
     discount_cumsum,
@@ -61,6 +62,23 @@ _log = logging.getLogger(__name__)  # (self.logger is SB3's metrics logger)
 
 MAX_PATH_LENGTH = 100_000
 _NO_STEP_LIMIT = 2**62  # learn(n_iterations=...) without a step budget
+
+
+def _learn_callbacks(callback: MaybeCallback, progress_bar: bool, n_iterations: int | None) -> list[BaseCallback]:
+    """SB3's callback forms (one, a list, a ``(locals, globals) -> bool`` function), plus the progress bar asked for.
+
+    DAPG's bars are its own: one counts iterations (with ``n_iterations``); the other counts the env steps actually
+    taken, since a DAPG step may step fewer envs than ``num_envs`` (envs rest once the iteration's episodes are
+    all handed out), where SB3's bar adds ``num_envs`` per step.
+    """
+    callbacks = [] if callback is None else list(callback) if isinstance(callback, list) else [callback]
+    for c in callbacks:
+        if not isinstance(c, BaseCallback) and not callable(c):
+            raise TypeError(f"callback must be a BaseCallback, a function (locals, globals) or a list, got {c!r}")
+    callbacks = [c if isinstance(c, BaseCallback) else ConvertCallback(c) for c in callbacks]
+    if progress_bar:
+        callbacks.append(IterationProgressBar(int(n_iterations)) if n_iterations is not None else StepProgressBar())
+    return callbacks
 
 
 @dataclass
@@ -204,6 +222,11 @@ class DAPG(OnPolicyAlgorithm):
     :param overlap: with envs in worker processes (``SubprocVecEnv``, ``SharedMemoryVecEnv``), keep two halves of the
         envs in flight, encoding one while the other steps and renders; the same episodes, frames and actions as
         lockstep sampling (see :meth:`_overlapped_steps`). No effect on a ``DummyVecEnv``.
+
+    Callbacks: a DAPG step steps only the envs running an episode (an iteration's last episodes leave some envs
+    idle), so a step's ``rewards``, ``dones``, ``infos`` and ``actions`` may be shorter than ``num_envs``, row ``r``
+    belonging to env ``env_indices[r]``; ``new_obs`` is the next batch to encode (``None`` after an iteration's
+    last step). Aggregates (``np.sum(dones)``, ``len(dones)`` steps) read as with SB3's algorithms.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -292,6 +315,7 @@ class DAPG(OnPolicyAlgorithm):
         self.bc_done = False
         self.bc_loss = float("nan")
         self.demos: list[Trajectory] = []
+        self.demos_attached = 0
         self.last_timings: dict[str, float] = {}
         self._paths: list[_Path] = []
         self._demo_features: th.Tensor | None = None
@@ -329,6 +353,7 @@ class DAPG(OnPolicyAlgorithm):
         trajectories = self._resolve_demos(demos)
         check_compatible(trajectories, self.observation_space, self.action_space)
         self.demos = trajectories
+        self.demos_attached = len(trajectories)  # saved with the model, unlike the demonstrations themselves
         self._demo_features = None
 
     def _resolve_demos(self, demos: Any) -> list[Trajectory]:
@@ -616,8 +641,8 @@ class DAPG(OnPolicyAlgorithm):
     ) -> dict[str, Any]:
         """Record a step of the ``sent`` envs; finished episodes become paths and free their env for the next one.
 
-        Returns the step as SB3 callbacks read it (``new_obs``: the next batch to encode, of ``next_envs`` or of all
-        running envs; ``None`` when none is left).
+        Returns the step as SB3 callbacks read it, for the envs stepped (``env_indices``; see :class:`DAPG`);
+        ``new_obs`` is the next batch to encode, of ``next_envs`` or of all running envs, ``None`` when none is left.
         """
         active, obs_batch, actions, features = sent
         keep_features = self.policy.extractor_is_frozen()
@@ -636,6 +661,7 @@ class DAPG(OnPolicyAlgorithm):
         self._start_episodes(runner, running, schedule, finished)
         left = [j for j in (next_envs if next_envs is not None else sorted(running)) if j in running]
         return {
+            "env_indices": np.array(active),
             "actions": actions,
             "rewards": np.array([results[j][1] for j in active]),
             "dones": np.array([j in finished for j in active]),
@@ -863,25 +889,29 @@ class DAPG(OnPolicyAlgorithm):
         for name, value in (("total_timesteps", total_timesteps), ("n_iterations", n_iterations)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0):
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        callbacks = [] if callback is None else list(callback) if isinstance(callback, list) else [callback]
-        iteration_bar = progress_bar and n_iterations is not None
-        if iteration_bar:
-            callbacks.append(IterationProgressBar(int(n_iterations)))  # type: ignore[arg-type]
-        budget = int(total_timesteps) if total_timesteps is not None else _NO_STEP_LIMIT
-        total, cb = self._setup_learn(
-            budget, callbacks or None, reset_num_timesteps, tb_log_name, progress_bar and not iteration_bar
-        )
+        if self.lam0 > 0 and not self.demos and self.demos_attached:
+            warnings.warn(
+                f"this model learned with {self.demos_attached} demonstrations, which a saved model does not hold: "
+                "call set_demonstrations(...) to keep the demo term, or this learn() is plain NPG",
+                UserWarning,
+                stacklevel=2,
+            )
+        steps_given = total_timesteps is not None
+        budget = int(total_timesteps) if steps_given else _NO_STEP_LIMIT
+        callbacks = _learn_callbacks(callback, progress_bar, n_iterations)
+        # SB3's name for the absolute step target, which callbacks read from these locals (the progress bar does)
+        total_timesteps, cb = self._setup_learn(budget, callbacks or None, reset_num_timesteps, tb_log_name, False)
         cb.on_training_start(locals(), globals())
         assert self.env is not None
         done = 0
-        while self.num_timesteps < total and (n_iterations is None or done < n_iterations):
+        while self.num_timesteps < total_timesteps and (n_iterations is None or done < n_iterations):
             if not self.collect_rollouts(self.env, cb, self.rollout_buffer, n_rollout_steps=self.n_steps):
                 break
             done += 1
-            if n_iterations is not None and total_timesteps is None:
+            if n_iterations is not None and not steps_given:
                 self._current_progress_remaining = 1.0 - done / max(int(n_iterations), 1)
             else:
-                self._update_current_progress_remaining(self.num_timesteps, total)
+                self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             self.train()
             keep_going = iteration_end(cb)
             if log_interval is not None and done % log_interval == 0:
@@ -891,6 +921,12 @@ class DAPG(OnPolicyAlgorithm):
                 break
         cb.on_training_end()
         return self
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, refusing at once the ``VecEnvWrapper``s that :meth:`learn` would refuse."""
+        if isinstance(env, VecEnv):
+            check_vec_env(env)
+        super().set_env(env, force_reset=force_reset)
 
     # ------------------------------------------------------------------ saving
     def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:

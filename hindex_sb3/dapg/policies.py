@@ -10,8 +10,9 @@ mjrl's policy differs from SB3's ``ActorCriticPolicy`` in ways that matter for r
   the policy, so it lives here as a second head with its own optimiser.
 
 Policy kwargs accepted for compatibility with SB3 and :func:`hindex_sb3.hindex_extractor`: ``net_arch`` (a list, or a
-dict with ``pi``/``vf``), ``activation_fn``, ``features_extractor_class/kwargs``, ``share_features_extractor``,
-``normalize_images``, ``ortho_init`` (ignored: DAPG never re-initialises the extractor), ``log_std_init``.
+dict with ``pi`` and ``vf``, the latter for the baseline), ``activation_fn``, ``features_extractor_class/kwargs``,
+``share_features_extractor`` (``True`` only), ``normalize_images``, ``optimizer_class/kwargs`` (the baseline's),
+``ortho_init`` (ignored: DAPG never re-initialises the extractor), ``log_std_init``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
+
+from hindex_sb3._validation import check_flag
 
 TIME_FEATURES = 4
 
@@ -43,6 +46,29 @@ def time_features(timesteps: th.Tensor) -> th.Tensor:
     """mjrl's baseline time features: ``[(t/1000), (t/1000)^2, (t/1000)^3, (t/1000)^4]``."""
     t = timesteps.float().reshape(-1, 1) / 1000.0
     return th.cat([t**k for k in range(1, TIME_FEATURES + 1)], dim=1)
+
+
+def _architectures(
+    net_arch: list[int] | dict[str, list[int]] | None, vf_arch: list[int] | None
+) -> tuple[list[int], list[int]]:
+    """The mean network's and the value baseline's hidden sizes: 256-256 and mjrl's 128-128 unless given.
+
+    A dict ``net_arch`` is read as SB3's actor-critic policies read it: ``pi`` for the policy, ``vf`` for the value
+    network (here the baseline); ``vf_arch`` says the same as ``vf``, so both at once are refused.
+    """
+    pi_arch, vf_from_dict = [256, 256], None
+    if isinstance(net_arch, dict):
+        unknown = set(net_arch) - {"pi", "vf"}
+        if unknown:
+            raise ValueError(f"net_arch keys must be 'pi' and 'vf', got {sorted(unknown)}")
+        pi_arch = list(net_arch.get("pi", pi_arch))
+        vf_from_dict = net_arch.get("vf")
+    elif net_arch is not None:
+        pi_arch = list(net_arch)
+    if vf_from_dict is not None and vf_arch is not None:
+        raise ValueError("the value baseline's sizes are given twice: net_arch['vf'] and vf_arch (pass one)")
+    chosen = vf_arch if vf_arch is not None else vf_from_dict
+    return pi_arch, list(chosen) if chosen is not None else [128, 128]
 
 
 class DAPGPolicy(BasePolicy):
@@ -72,13 +98,13 @@ class DAPGPolicy(BasePolicy):
             raise ValueError(f"DAPG needs a continuous (Box) action space, got {action_space}")
         if use_sde:
             raise ValueError("DAPG does not support gSDE (use_sde=True)")
-        # A dict net_arch (as PPO-style policy_kwargs give) sets the policy from "pi"; the value baseline is mjrl's
-        # MLPBaseline (128-128 ReLU) unless vf_arch says otherwise, whatever "vf" a PPO-oriented helper put there.
-        pi_arch = [256, 256]
-        if isinstance(net_arch, dict):
-            pi_arch = list(net_arch.get("pi", pi_arch))
-        elif net_arch is not None:
-            pi_arch = list(net_arch)
+        # the baseline reads the policy's features: one extractor by design
+        if not check_flag("share_features_extractor", share_features_extractor):
+            raise ValueError(
+                "DAPG's policy and value baseline share one features extractor; "
+                "share_features_extractor=False is not supported"
+            )
+        pi_arch, vf_arch = _architectures(net_arch, vf_arch)
         if optimizer_kwargs is None:
             optimizer_kwargs = {"weight_decay": 1e-3}  # mjrl's baseline reg_coef
         super().__init__(
@@ -92,12 +118,12 @@ class DAPGPolicy(BasePolicy):
             squash_output=False,
         )
         self.net_arch = pi_arch
-        self.vf_arch = list(vf_arch) if vf_arch is not None else [128, 128]
+        self.vf_arch = vf_arch
         self.activation_fn = activation_fn
         self.log_std_init = log_std_init
         self.min_log_std = min_log_std
         self.last_layer_scale = last_layer_scale
-        self.share_features_extractor = share_features_extractor  # kept for kwargs compatibility; always shared
+        self.share_features_extractor = True
 
         self.features_extractor = self.make_features_extractor()
         self.features_dim = self.features_extractor.features_dim
@@ -171,6 +197,8 @@ class DAPGPolicy(BasePolicy):
             last_layer_scale=self.last_layer_scale,
             features_extractor_class=self.features_extractor_class,
             features_extractor_kwargs=self.features_extractor_kwargs,
+            optimizer_class=self.optimizer_class,
+            optimizer_kwargs=self.optimizer_kwargs,
             lr_schedule=self._dummy_schedule,
         )
         return data
