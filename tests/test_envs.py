@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import warnings
 
@@ -328,6 +329,79 @@ def test_pickle_round_trip_mid_episode():
     np.testing.assert_array_equal(env.model.body_pos, clone.model.body_pos)
     env.close()
     clone.close()
+
+
+@pytest.mark.parametrize("env_id", ["HInDex/Pen-v0", "HInDex/Door-v0", "HInDex/RelocateMug-v0"])
+def test_a_copy_mid_episode_renders_steps_and_rewards_as_the_original(env_id):
+    """Pen measures its pen's length at reset; a copy re-ran the constructor, which sets it to 1.0 (wrong rewards)."""
+    env = gym.make(env_id, obs_mode="all", image_size=32, render_mode="rgb_array")
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        env.step(rng.uniform(-1, 1, env.action_space.shape))
+    clone = copy.deepcopy(env)
+    np.testing.assert_array_equal(env.render(), clone.render())  # the last observed frame, in both
+    for a in rng.uniform(-1, 1, (3, *env.action_space.shape)):
+        (o1, r1, t1, *_), (o2, r2, t2, *_) = env.step(a), clone.step(a)
+        np.testing.assert_array_equal(o1["state"], o2["state"])
+        np.testing.assert_array_equal(o1["pixels"], o2["pixels"])
+        assert (r1, t1) == (r2, t2)
+    env.close()
+    clone.close()
+
+
+def test_a_copy_keeps_the_seed_gymnasium_reports_and_reading_it_does_not_reseed():
+    env = gym.make("HInDex/Door-v0", obs_mode="state")
+    env.reset(seed=3)
+    clone = copy.deepcopy(env)
+    assert clone.np_random_seed == env.np_random_seed == 3  # None made gymnasium draw a fresh RNG here
+    np.testing.assert_array_equal(env.reset()[0], clone.reset()[0])
+
+
+def test_render_shows_a_state_set_directly_not_the_last_observed_frame():
+    env = gym.make("HInDex/Door-v0", image_size=32, render_mode="rgb_array")
+    env.reset(seed=0)
+    before = env.render()
+    base = env.unwrapped
+    base.data.qpos[:] += 0.3
+    mujoco.mj_forward(base.model, base.data)
+    moved = env.render()
+    assert not np.array_equal(before, moved)
+    np.testing.assert_array_equal(moved, base._get_renderer().render(base.data, base.camera_id))
+    env.close()
+
+
+def _render_in_child(queue) -> None:
+    try:
+        env = gym.make("HInDex/Door-v0", image_size=16)
+        env.reset(seed=0)
+        queue.put("drew a frame")
+    except RuntimeError as err:
+        queue.put(str(err))
+
+
+def test_a_process_forked_after_software_rendering_refuses_to_draw_instead_of_hanging():
+    """llvmpipe's threads do not survive a fork: the child's first GL context used to wait for them forever."""
+    import multiprocessing
+
+    from hindex_sb3.envs import rendering
+
+    env = gym.make("HInDex/Door-v0", image_size=16)
+    env.reset(seed=0)  # a frame drawn here, in the parent
+    if rendering._THREADED_SOFTWARE_GL_PID is None:
+        pytest.skip("this machine does not draw with llvmpipe's threads (a GPU, or LP_NUM_THREADS=0)")
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_render_in_child, args=(queue,))
+    child.start()
+    try:
+        message = queue.get(timeout=60)
+    finally:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+    assert "forked from one" in message and "forkserver" in message and "LP_NUM_THREADS=0" in message
+    env.close()
 
 
 def test_subproc_vec_env():

@@ -182,6 +182,13 @@ class PenEnv(AdroitEnv):
     success_threshold = 20
     default_horizon = 100
 
+    def _task_state(self) -> dict[str, Any]:
+        # measured at each reset by gymnasium-robotics, and reset to 1.0 by the constructor a copy runs
+        return {"pen_length": self._core.pen_length, "tar_length": self._core.tar_length}
+
+    def _restore_task_state(self, state: dict[str, Any]) -> None:
+        self._core.pen_length, self._core.tar_length = state["pen_length"], state["tar_length"]
+
     def _reward(self) -> tuple[float, bool, bool]:
         core, data = self._core, self.data
         pen = data.xpos[core.obj_body_id]

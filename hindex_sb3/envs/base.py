@@ -141,6 +141,7 @@ class ManipulationEnv(gym.Env):
         self._last_pixels: np.ndarray | None = None
         self._deferred_frames: tuple[np.ndarray, np.ndarray] | None = None  # see defer_frames()
         self._frame_pending = False
+        self._pixels_scene = b""  # _scene_key() when _last_pixels was drawn
         self.timings = {"simulate": 0.0, "render": 0.0}
         self._goal_steps = 0
         self._elapsed = 0
@@ -234,9 +235,14 @@ class ManipulationEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to the constructor")
             return None
-        if self._last_pixels is not None and not self._frame_pending:
+        if self._last_pixels is not None and not self._frame_pending and self._pixels_scene == self._scene_key():
             return np.ascontiguousarray(self._last_pixels.transpose(1, 2, 0))
         return self._get_renderer().render(self.data, self.camera_id).copy()
+
+    def _scene_key(self) -> bytes:
+        """What the frame depends on that a caller may set directly (time, joints, mocap bodies): a stale-frame test."""
+        data = self.data
+        return b"".join(a.tobytes() for a in (np.float64(data.time), data.qpos, data.mocap_pos, data.mocap_quat))
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -262,6 +268,7 @@ class ManipulationEnv(gym.Env):
             pixels = self._get_renderer().render_chw(self.data, self.camera_id)
             self.timings["render"] += time.perf_counter() - start
         self._last_pixels = pixels
+        self._pixels_scene = self._scene_key()
         if self.obs_mode == "rgb":
             return pixels
         obs = {"pixels": pixels, "proprio": np.asarray(self._proprio(), dtype=np.float32)}
@@ -318,8 +325,12 @@ class ManipulationEnv(gym.Env):
             "physics": physics,
             "model_fields": {name: getattr(model, name).copy() for name in _RANDOMISED_MODEL_FIELDS},
             "rng_state": None if self._np_random is None else self._np_random.bit_generator.state,
+            "rng_seed": self._np_random_seed,
             "episode": (self._elapsed, self._goal_steps),
             "spec": self.spec,
+            "task_state": self._task_state(),
+            # the last observed frame: render() shows it, and the copy's derived quantities are recomputed below
+            "pixels": None if self._last_pixels is None or self._frame_pending else self._last_pixels.copy(),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -332,9 +343,20 @@ class ManipulationEnv(gym.Env):
             rng = np.random.Generator(np.random.PCG64())
             rng.bit_generator.state = state["rng_state"]
             self._np_random = rng
+            self._np_random_seed = state["rng_seed"]  # else gymnasium's np_random_seed would reseed the copy
         self._elapsed, self._goal_steps = state["episode"]
         self.spec = state["spec"]
+        self._restore_task_state(state["task_state"])
+        if state["pixels"] is not None:
+            self._last_pixels, self._pixels_scene = state["pixels"], self._scene_key()
         self._after_unpickle()
+
+    def _task_state(self) -> dict[str, Any]:
+        """What a task computes at reset besides the simulator state (Adroit pen: its length), for pickling."""
+        return {}
+
+    def _restore_task_state(self, state: dict[str, Any]) -> None:
+        """Set back what :meth:`_task_state` returned."""
 
     def _after_unpickle(self) -> None:
         """Hook for subclasses whose helpers share the RNG."""

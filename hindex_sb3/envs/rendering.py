@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Literal
+from typing import Any, Literal
 
 import mujoco
 import numpy as np
@@ -36,6 +36,37 @@ def _gl_context_class():
     else:
         from mujoco.glfw import GLContext
     return GLContext
+
+
+#: the process whose GL contexts run on Mesa's threaded software rasteriser (llvmpipe), once one was made
+_THREADED_SOFTWARE_GL_PID: int | None = None
+
+
+def _new_gl_context(width: int, height: int) -> Any:
+    """A current GL context, refused in a process forked from one that drew with llvmpipe's threads.
+
+    Mesa's llvmpipe rasterises with worker threads owned by the GL driver's state, which a forked child inherits
+    without its threads: the child's first context then waits for them forever (measured: ``gym.make_vec(...,
+    "async")``, which forks, after one frame drawn in the parent). An error that names the remedies replaces the hang.
+    """
+    global _THREADED_SOFTWARE_GL_PID
+    owner = _THREADED_SOFTWARE_GL_PID
+    if owner is not None and owner != os.getpid():
+        raise RuntimeError(
+            f"this process was forked from one (pid {owner}) that had drawn frames with Mesa's software rasteriser "
+            "(llvmpipe), whose threads do not survive a fork, so drawing here would hang. Start worker processes "
+            "with 'forkserver' or 'spawn' (SB3's SubprocVecEnv does by default; gym.make_vec(..., "
+            "vectorization_mode='async', vector_kwargs={'context': 'forkserver'})), or set LP_NUM_THREADS=0 before "
+            "the first frame (a single-threaded rasteriser)"
+        )
+    gl = _gl_context_class()(width, height)
+    gl.make_current()
+    if owner is None and os.environ.get("LP_NUM_THREADS") != "0":
+        from OpenGL import GL  # PyOpenGL: a dependency of mujoco, already loaded for the chosen GL backend
+
+        if b"llvmpipe" in (GL.glGetString(GL.GL_RENDERER) or b""):
+            _THREADED_SOFTWARE_GL_PID = os.getpid()
+    return gl
 
 
 def validate_image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -101,8 +132,7 @@ class OffscreenRenderer:
         self.model = model
         self.height, self.width = height, width
         self.quality = quality
-        self._gl = _gl_context_class()(width, height)
-        self._gl.make_current()
+        self._gl = _new_gl_context(width, height)
         try:
             self._con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
         except Exception:
