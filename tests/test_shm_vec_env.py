@@ -245,6 +245,18 @@ def test_an_env_error_is_raised_with_its_traceback_and_the_other_envs_stay_in_st
         venv.close()
 
 
+def test_an_action_count_other_than_num_envs_is_refused_and_the_envs_stay_usable():
+    venv = _venv([FrameEnv, FrameEnv])
+    try:
+        venv.reset()
+        for n in (1, 3):  # one: a worker got an empty slice; three: the surplus went unnoticed
+            with pytest.raises(ValueError, match=f"actions holds {n} actions for 2 envs"):
+                venv.step(np.zeros((n, 1), np.float32))
+        assert venv.step(np.zeros((2, 1), np.float32))[1].shape == (2,)
+    finally:
+        venv.close()
+
+
 def test_bad_sizes_and_shapes_are_refused_by_name(monkeypatch):
     with pytest.raises(ValueError, match=r"needs 720 bytes of shared memory for 2 envs, more than max_shared_bytes"):
         _venv([FrameEnv, FrameEnv], max_shared_bytes=700)

@@ -769,6 +769,8 @@ class SharedMemoryVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ the VecEnv API
     def step_async(self, actions: np.ndarray) -> None:
+        if len(actions) != self.num_envs:  # a worker would take a short slice, or the surplus would go unnoticed
+            raise ValueError(f"actions holds {len(actions)} actions for {self.num_envs} envs")
         self._collect_sent()
         for w, group in enumerate(self.groups):
             self._send(w, ("step", actions[group.start : group.stop]))
