@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 
 from hindex_sb3.cli import main
 from hindex_sb3.demos import rollout, save_npz
+from hindex_sb3.runs import checkpoint as ckpt
 from hindex_sb3.runs.config import TrainConfig, TrainingError
 from hindex_sb3.runs.runner import train
 
@@ -191,6 +193,54 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path, demo_file):
     assert (run / "checkpoints" / "iter_0002.safetensors").is_file()  # untouched
     train(cfg.replace(overwrite=True, iterations=1))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_0001.safetensors"]  # no stale ones
+
+
+def _tiny_cfg(demo_file, out, **kwargs) -> TrainConfig:
+    base = {"task": "door", "encoder": "state", "demos": str(demo_file), "iterations": 1, "trajectories": 2,
+            "horizon": 10, "eval_episodes": 1, "checkpoint_every": 1, "video": False,
+            "progress_bar": False}  # fmt: skip
+    return TrainConfig(**{**base, "out_dir": str(out), **kwargs})
+
+
+def test_an_overwrite_that_fails_to_start_leaves_the_old_run_whole(tmp_path, demo_file):
+    cfg = _tiny_cfg(demo_file, tmp_path)
+    train(cfg)
+    run = tmp_path / "door_state_seed0"
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not a zip")
+    with pytest.raises(TrainingError, match=r"bad\.npz"):
+        train(cfg.replace(overwrite=True, demos=str(bad)))
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before  # nothing deleted before the demos
+
+
+def test_resume_takes_any_spelling_of_the_task_and_a_run_without_checkpoint_says_so(tmp_path, demo_file, capsys):
+    cfg = _tiny_cfg(demo_file, tmp_path)
+    train(cfg)
+    train(cfg.replace(task="HInDex/Door-v0", resume="latest", iterations=2))  # was refused: 'door' != 'HInDex/...'
+    assert json.loads((tmp_path / "door_state_seed0" / "summary.json").read_text())["iterations"] == 2
+    shutil.rmtree(tmp_path / "door_state_seed0" / "checkpoints")
+    (tmp_path / "door_state_seed0" / f"final_model{ckpt.SUFFIX}").unlink()
+    with pytest.raises(TrainingError, match="it has no checkpoint to resume from: pass --overwrite"):
+        train(cfg)
+
+
+@pytest.mark.parametrize("where", ["file", "below_file"])
+def test_an_out_that_cannot_be_a_folder_is_one_message_naming_it(tmp_path, capsys, where):
+    (tmp_path / "afile").write_text("precious")
+    out = tmp_path / "afile" if where == "file" else tmp_path / "afile" / "x"
+    assert main(["train", "door", "--encoder", "state", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hindex train: --out") and "Traceback" not in err
+    assert (tmp_path / "afile").read_text() == "precious"
+
+
+def test_torch_threads_is_a_recorded_setting_the_run_applies(tmp_path, demo_file, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    train(_tiny_cfg(demo_file, tmp_path, torch_threads=1))
+    assert calls == [1]
+    assert json.loads((tmp_path / "door_state_seed0" / "config.json").read_text())["torch_threads"] == 1
 
 
 @pytest.mark.slow

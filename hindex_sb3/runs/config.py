@@ -98,6 +98,9 @@ class TrainConfig:
     overlap: bool = _opt(False, "run", "with worker-process envs (subproc, shm; auto picks shm), keep two halves of "
                          "the envs in flight: encode one while the other steps (same episodes and actions)",
                          resumable=True)  # fmt: skip
+    # Not resumable: on the CPU the thread count changes how torch sums, so the numbers of the run.
+    torch_threads: int = _opt(0, "run", "torch CPU threads (0: torch's default, the machine's cores); on the CPU the "
+                              "run's numbers depend on it, so it is recorded", lo=0, hi=4096)  # fmt: skip
     eval_episodes: int = _opt(25, "run", "evaluation episodes (mean actions, fixed seeds)", lo=1)
     eval_every: int = _opt(1, "run", "evaluate every N iterations (and after the last)", lo=1)
     # -- representation

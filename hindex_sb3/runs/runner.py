@@ -28,7 +28,7 @@ from typing import Any
 import gymnasium as gym
 
 from hindex_sb3._io import write_json
-from hindex_sb3._validation import check_device
+from hindex_sb3._validation import check_device, check_output_dir
 from hindex_sb3.dapg import DAPG, IterationCallback
 from hindex_sb3.encoders import get_encoder_spec
 from hindex_sb3.evaluation import evaluate
@@ -68,11 +68,17 @@ def locate_checkpoint(cfg: TrainConfig) -> Path:
     return found
 
 
+def _same_setting(name: str, a: Any, b: Any) -> bool:
+    """Equal settings; tasks by the env they name (``door``, ``Door`` and ``HInDex/Door-v0`` are one task)."""
+    return resolve_task(a) == resolve_task(b) if name == "task" else a == b
+
+
 def _refuse_changes(requested: TrainConfig, stored: TrainConfig, path: Path) -> None:
+    pairs = [(f.name, getattr(stored, f.name), getattr(requested, f.name)) for f in fields(TrainConfig)]
     changed = [
-        f"{f.name} (checkpoint: {getattr(stored, f.name)!r}, now: {getattr(requested, f.name)!r})"
-        for f in fields(TrainConfig)
-        if f.name not in RESUMABLE_FIELDS and getattr(requested, f.name) != getattr(stored, f.name)
+        f"{name} (checkpoint: {old!r}, now: {new!r})"
+        for name, old, new in pairs
+        if name not in RESUMABLE_FIELDS and not _same_setting(name, new, old)
     ]
     if changed:
         allowed = ", ".join(sorted(RESUMABLE_FIELDS))
@@ -88,18 +94,30 @@ def _holds_results(out: Path) -> bool:
     return any((out / m).exists() for m in markers) or any((out / "checkpoints").glob("*"))
 
 
+def _check_folder(out: Path, cfg: TrainConfig) -> None:
+    """A fresh run never lands on an existing one silently (checked before any work, deleting nothing)."""
+    try:
+        check_output_dir("out_dir", out)
+    except OSError as err:
+        raise ConfigError("out_dir", str(err).removeprefix("out_dir ")) from None
+    if not (out.exists() and _holds_results(out)):
+        return
+    if not cfg.overwrite:
+        resumable = ckpt.find_latest(out) is not None
+        hint = "pass --resume to continue it, " if resumable else "it has no checkpoint to resume from: pass "
+        raise TrainingError(f"{out} already holds a run: {hint}--overwrite to replace it, or choose another --out")
+    if not (out / "config.json").is_file():
+        raise TrainingError(f"--overwrite: {out} is not a hindex run folder (no config.json); not deleting it")
+
+
 def _prepare_folder(out: Path, cfg: TrainConfig) -> None:
-    """A fresh run never lands on an existing one silently."""
-    if out.exists() and _holds_results(out):
-        if not cfg.overwrite:
-            raise TrainingError(
-                f"{out} already holds a run: pass --resume to continue it, --overwrite to replace it, or choose "
-                "another --out"
-            )
-        if not (out / "config.json").is_file():
-            raise TrainingError(f"--overwrite: {out} is not a hindex run folder (no config.json); not deleting it")
-        shutil.rmtree(out)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    """Replace an old run (``--overwrite``) only once the new one has what it needs: a refused start damages nothing."""
+    try:
+        if cfg.overwrite and out.exists() and _holds_results(out):
+            shutil.rmtree(out)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. an immutable folder, which the writability test cannot see as root
+        raise ConfigError("out_dir", f"{out}: {err.strerror or err}") from None
 
 
 def plan_run(cfg: TrainConfig) -> RunPlan:
@@ -116,7 +134,7 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
         raise ConfigError("device", str(err).removeprefix("device ")) from None
     out = run_folder(requested)
     if not requested.resume:
-        _prepare_folder(out, requested)
+        _check_folder(out, requested)
         return RunPlan(requested, env_id, out, None)
     path = locate_checkpoint(requested)
     stored = ckpt.read_checkpoint_config(path)
@@ -235,12 +253,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run BC + DAPG on one task and write the outputs; returns the summary."""
     plan = plan_run(cfg)
     cfg = plan.cfg
-    write_json(plan.out / "config.json", cfg.to_dict() | {"resume": None, "overwrite": False})
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
     # a fresh run checks the encoder weights before the (possibly long) demonstrations; a resumed one needs none
     policy = policy_setup(cfg) if plan.checkpoint is None else None
     t0 = time.perf_counter()
     demos = load_demos(cfg, plan.env_id)
     demo_time = time.perf_counter() - t0
+    if plan.checkpoint is None:
+        _prepare_folder(plan.out, cfg)
+    write_json(plan.out / "config.json", cfg.to_dict() | {"resume": None, "overwrite": False})
     venv = make_venv(cfg, plan.env_id)
     eval_env = gym.make(plan.env_id, **make_env_kwargs(cfg))
     model = None
