@@ -102,10 +102,67 @@ def test_killed_driver_resumes_without_loss(ray_address, reference, tmp_path):
     _wait_for_checkpoint(run_dir(tmp_path, "door__state__s0"))
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    # another CPU reservation on resume: the runs keep the plan's torch threads (1), so the same numbers
+    resumed = subprocess.run(
+        [*cmd, "--resume", "--cpus-per-run", "2"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "Traceback" not in resumed.stderr
     assert _table(tmp_path) == reference
+    for seed in (0, 1):
+        config = json.loads(next(run_dir(tmp_path, f"door__state__s{seed}").glob("*/config.json")).read_text())
+        assert config["torch_threads"] == 1  # hindex train --config repeats the bench's run
+
+
+def test_ctrl_c_stops_the_driver_in_one_line(ray_address, tmp_path):
+    env = os.environ | {"RAY_ADDRESS": ray_address}
+    cmd = [sys.executable, "-m", "hindex_sb3.cli", "bench", "main", *ARGS, "--out", str(tmp_path), "--no-report"]
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(run_dir(tmp_path, "door__state__s0"))
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "hindex bench: interrupted; resume with --resume", err
+    assert "Traceback" not in err and not (tmp_path / "driver.lock").exists()  # resumable at once
+
+
+def _refusal(fn, timeout: float = 60.0) -> BaseException | None:
+    """What ``fn()`` raised, run in a thread: before the fix the call waited forever."""
+    result: list = []
+
+    def target():
+        try:
+            fn()
+            result.append(None)
+        except BaseException as err:  # handed to the test
+            result.append(err)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert result, f"still waiting after {timeout} s"
+    return result[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"), [({"cpus_per_run": 4}, "--cpus-per-run 4"), ({"gpus_per_run": 1}, "--gpus-per-run 1")]
+)
+def test_resources_no_node_has_are_refused_at_once(ray_address, tmp_path, kwargs, flag):
+    """On a local instance (no address: here the module's 2-CPU one) a task no node can hold is refused, naming the
+    flag and what the cluster has; nothing is written."""
+    from hindex_sb3.bench import BenchError
+
+    err = _refusal(lambda: run_plan(_plan(), tmp_path / "bench", poll_s=0.2, **kwargs))
+    assert isinstance(err, BenchError) and flag in str(err) and "2 CPUs" in str(err), err
+    assert not (tmp_path / "bench").exists()
+
+
+def test_a_cluster_that_may_grow_gets_a_warning(ray_address):
+    from hindex_sb3.bench.scheduler import _check_resources
+
+    events: list = []
+    _check_resources(4.0, 0.0, local=False, emit=lambda kind, info: events.append((kind, info)))
+    assert events and events[0][0] == "warning" and "--cpus-per-run 4" in events[0][1]["message"]
 
 
 def test_smoke_profile_end_to_end_with_stage2(ray_address, tmp_path):

@@ -109,6 +109,10 @@ def evaluate_backgrounds(
     if outputs is None:
         raise FileNotFoundError(f"{run_dir}: the run has no outputs to evaluate")
     cfg = _config(env_id, settings, **({"weights": weights} if weights else {}))
+    if cfg.torch_threads:  # the run's own threads also when only the evaluation is redone (after a dead driver)
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
     model = load_checkpoint(find_latest(outputs), device="cpu").model
     results = {}
     for name in backgrounds:

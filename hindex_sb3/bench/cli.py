@@ -98,7 +98,7 @@ def _print_plan(plan: Plan, frames_per_s: float) -> None:
     per_method_seed = cost["train_frames"] / max(len(plan.methods) * len(plan.seeds), 1)
     print(
         f"total: {cost['train_frames']:,} training frames ({per_method_seed:,.0f} per method and seed), "
-        f"{cost['eval_frames']:,} evaluation frames, {cost['adapt_jobs']} Stage-2 jobs "
+        f"{cost['eval_frames']:,} evaluation frames (novel backgrounds included), {cost['adapt_jobs']} Stage-2 jobs "
         f"({cost['adapt_iterations']:,} iterations)"
     )
     print(f"estimated cost: {cost['gpu_hours']:,.1f} GPU-hours at {frames_per_s:,.0f} env frames/s per GPU")
@@ -125,8 +125,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             tasks=args.tasks,
             methods=args.methods,
             seeds=args.seeds,
-            set_train=dict(args.overrides),
+            set_train=_with_saved_threads(args),
             adapted_dir=args.adapted_dir,
+            cpus_per_run=args.cpus_per_run,
         )
         if args.dry_run:
             _print_plan(plan, args.frames_per_s)
@@ -135,6 +136,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except BenchError as err:
         print(f"hindex bench: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # run_plan has shut Ray down and released the lock; every run resumes from its checkpoint
+        print("hindex bench: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+def _with_saved_threads(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--set`` values, plus the saved plan's torch threads when resuming without ``--set torch_threads``: the
+    default follows ``--cpus-per-run`` when a bench starts, and a resume that reserves other CPUs must not change the
+    runs' numbers (nor be refused for it)."""
+    overrides = dict(args.overrides)
+    if not args.resume or args.dry_run or "torch_threads" in overrides or not (Path(args.out) / "plan.json").is_file():
+        return overrides
+    from hindex_sb3.bench.store import load_plan
+
+    saved = {r.settings.get("torch_threads") for r in load_plan(Path(args.out)).runs}
+    if len(saved) == 1 and None not in saved:  # the plan's threads (a plan before torch_threads: the diff says so)
+        overrides["torch_threads"] = saved.pop()
+    return overrides
 
 
 def _run(plan: Plan, args: argparse.Namespace, write_report) -> int:
@@ -152,6 +171,8 @@ def _run(plan: Plan, args: argparse.Namespace, write_report) -> int:
             print(f"[{done[0]}/{total}] finished {info['run']} ({time.perf_counter() - start:.0f} s)", flush=True)
         elif kind == "failed":
             print(f"FAILED {info['run']}: {info['error']}", file=sys.stderr, flush=True)
+        elif kind == "warning":
+            print(f"hindex bench: {info['message']}", file=sys.stderr, flush=True)
 
     status = run_plan(
         plan,

@@ -64,6 +64,9 @@ class AdaptJob:
     scope: str
     settings: dict[str, Any]
     supplied: str | None = None  # an adapted checkpoint given by the user: no job runs
+    #: torch CPU threads of the job: on the CPU its numbers depend on them, so the plan records them (the runs'
+    #: ``torch_threads``) rather than taking whatever CPUs the scheduler reserves (``hindex adapt`` has no such setting)
+    torch_threads: int = 1
 
     @property
     def iterations(self) -> int:
@@ -100,12 +103,20 @@ class Plan:
         return {"format": PLAN_FORMAT, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Plan:
+    def from_json(cls, data: Any) -> Plan:
+        """The plan in ``data`` (plan.json); anything else is a :class:`BenchError` naming the entry that is wrong."""
+        if not isinstance(data, dict):
+            raise BenchError(f"not a bench plan (a JSON {type(data).__name__}, expected an object)")
         if data.get("format") != PLAN_FORMAT:
             raise BenchError(f"not a bench plan (format {data.get('format')!r}, expected {PLAN_FORMAT!r})")
-        fields = {k: v for k, v in data.items() if k != "format"}
-        fields["runs"] = [RunSpec(**{**r, "eval_backgrounds": tuple(r["eval_backgrounds"])}) for r in data["runs"]]
-        fields["adapt_jobs"] = [AdaptJob(**a) for a in data["adapt_jobs"]]
+        fields = _checked_fields("plan", {k: v for k, v in data.items() if k != "format"}, _PLAN_FIELDS)
+        fields["runs"] = [
+            RunSpec(**_checked_fields(f"runs[{i}]", r, _RUN_FIELDS)) for i, r in enumerate(_entries(data, "runs"))
+        ]
+        fields["adapt_jobs"] = [
+            AdaptJob(**_checked_fields(f"adapt_jobs[{i}]", a, _JOB_FIELDS))
+            for i, a in enumerate(_entries(data, "adapt_jobs"))
+        ]
         return cls(**fields)
 
     def adapt_job(self, key: str | None) -> AdaptJob | None:
@@ -132,6 +143,51 @@ class Plan:
         }
 
 
+_STR, _INT, _BOOL, _DICT, _LIST = str, int, bool, dict, list
+_OPT_STR = (str, type(None))
+#: (types, required) of each field in plan.json
+_PLAN_FIELDS = {
+    "suite": (_STR, True), "profile": (_STR, True), "tasks": (_LIST, True), "methods": (_LIST, True),
+    "seeds": (_LIST, True), "runs": (_LIST, True), "adapt_jobs": (_LIST, True), "random_weights": (_BOOL, False),
+}  # fmt: skip
+_RUN_FIELDS = {
+    "run_id": (_STR, True), "task": (_STR, True), "method": (_STR, True), "seed": (_INT, True),
+    "settings": (_DICT, True), "adapt": (_OPT_STR, False), "eval_backgrounds": (_LIST, False),
+    "train_frames": (_INT, False), "eval_frames": (_INT, False),
+}  # fmt: skip
+_JOB_FIELDS = {
+    "key": (_STR, True), "task": (_STR, True), "encoder": (_STR, True), "scope": (_STR, True),
+    "settings": (_DICT, True), "supplied": (_OPT_STR, False), "torch_threads": (_INT, False),
+}  # fmt: skip
+
+
+def _entries(data: dict[str, Any], key: str) -> list[Any]:
+    return list(data[key])  # checked to be a list by _checked_fields
+
+
+def _checked_fields(where: str, entry: Any, spec: dict[str, tuple[Any, bool]]) -> dict[str, Any]:
+    """``entry`` as constructor keywords, after checking it is an object with the fields of ``spec`` and their types:
+    a damaged plan.json is one message naming the entry (``runs[3]: no 'seed'``), not a ``TypeError`` later."""
+    if not isinstance(entry, dict):
+        raise BenchError(f"{where} is a JSON {type(entry).__name__}, expected an object")
+    unknown = sorted(set(entry) - set(spec))
+    if unknown:
+        raise BenchError(f"{where} has unknown field(s) {', '.join(map(repr, unknown))}")
+    for name, (types, required) in spec.items():
+        if name not in entry:
+            if required:
+                raise BenchError(f"{where} has no {name!r}")
+            continue
+        value = entry[name]
+        wrong_bool = isinstance(value, bool) and types is not bool
+        if wrong_bool or not isinstance(value, types):
+            raise BenchError(f"{where}.{name} is {value!r} ({type(value).__name__}), which is not a valid {name}")
+    fields = dict(entry)
+    if "eval_backgrounds" in fields:
+        fields["eval_backgrounds"] = tuple(fields["eval_backgrounds"])
+    return fields
+
+
 def _adapted_file(adapted_dir: str | os.PathLike | None, task: str) -> str | None:
     """The authors' adapted checkpoint for ``task`` (``door-v0.pth``, ``pour.pth``, ``relocate-mug.pth``)."""
     if not adapted_dir:
@@ -152,14 +208,23 @@ def make_plan(
     seeds: list[int] | None = None,
     set_train: dict[str, Any] | None = None,
     adapted_dir: str | os.PathLike | None = None,
+    cpus_per_run: float = 1.0,
 ) -> Plan:
     """The runs of ``suite`` (narrowed or replaced by ``tasks`` / ``methods`` / ``seeds``) at ``profile``.
 
     ``None`` takes the suite's own tasks, methods or seeds; an empty list is refused rather than read as "all".
+    Every run (and Stage-2 job) records its torch CPU threads, ``set_train["torch_threads"]`` or else
+    ``int(cpus_per_run)`` (at least 1): on the CPU a run's numbers depend on them, so they belong to its settings
+    (plan.json, the run's config.json) and not to the CPUs a later ``--resume`` happens to reserve.
     """
     tasks, methods, seeds = _as_list("tasks", tasks), _as_list("methods", methods), _as_list("seeds", seeds)
     _check_set_train(set_train)
     _check_adapted_dir(adapted_dir)
+    cpus_per_run = checked(check_real, "cpus_per_run", cpus_per_run, minimum=0.0, min_inclusive=False)
+    threads = (set_train or {}).get("torch_threads", max(int(cpus_per_run), 1))
+    # 0 would mean "torch's default" (the machine's cores): numbers that depend on the worker it lands on
+    threads = checked(check_int, "torch_threads", threads, minimum=1)
+    set_train = {**(set_train or {}), "torch_threads": threads}
     try:
         s, prof = get_suite(suite), get_profile(profile)
         tasks = list(s.tasks if tasks is None else tasks)
@@ -175,7 +240,7 @@ def make_plan(
     jobs: dict[str, AdaptJob] = {}
     for task in tasks:
         for method in method_objs:
-            job = _adapt_job(task, method, prof, adapted_dir) if method.adapt != "none" else None
+            job = _adapt_job(task, method, prof, adapted_dir, threads) if method.adapt != "none" else None
             if job is not None:
                 jobs.setdefault(job.key, job)
             for seed in seeds:
@@ -228,14 +293,14 @@ def _check_unique(what: str, items: list, key: Callable[[Any], Any] | None = Non
         raise BenchError(f"{what} given more than once: {', '.join(dupes)}")
 
 
-def _adapt_job(task: str, method, prof, adapted_dir: str | os.PathLike | None) -> AdaptJob:
+def _adapt_job(task: str, method, prof, adapted_dir: str | os.PathLike | None, threads: int) -> AdaptJob:
     key = f"{task}__{method.encoder}__{method.adapt}"
     # the authors' files are the hand encoder's: they stand in for its BN-scope job only
     supplied = _adapted_file(adapted_dir, task) if (method.adapt, method.encoder) == ("bn", "hindex") else None
     settings = {**prof.adapt, "trainable": method.adapt, "seed": 0}
     if method.encoder != "hindex":  # "hindex" is AdaptConfig's default: plans written before this key stay identical
         settings["encoder"] = method.encoder
-    return AdaptJob(key, task, method.encoder, method.adapt, settings, supplied)
+    return AdaptJob(key, task, method.encoder, method.adapt, settings, supplied, threads)
 
 
 def _run_spec(task, env_task, method, seed, prof, set_train, job, suite) -> RunSpec:
@@ -251,7 +316,8 @@ def _run_spec(task, env_task, method, seed, prof, set_train, job, suite) -> RunS
     if momentum is not None:
         settings["ema_momentum"] = momentum
     resolved = _runs.resolved_settings(env_task, settings)
-    eval_frames = resolved["eval_episodes"] * resolved["horizon"] * (resolved["iterations"] // resolved["eval_every"])
+    evaluations = resolved["iterations"] // resolved["eval_every"] + len(suite.eval_backgrounds)  # + Table 3's
+    eval_frames = resolved["eval_episodes"] * resolved["horizon"] * evaluations
     return RunSpec(
         run_id=f"{task}__{method.name}__s{seed}",
         task=task,

@@ -212,11 +212,11 @@ def write_report(out: str | Path, reps: int = 2000) -> Path:
     """Draw the figures and write ``report.md`` for the bench in ``out`` (partial results are marked)."""
     out = Path(out)
     plan = load_plan(out)
-    from hindex_sb3.bench.results import collect_results
+    from hindex_sb3.bench.results import collect
 
-    collect_results(out, plan)
+    _, damaged = collect(out, plan)
     rows = read_results(out)
-    done = sum(run_finished(out, r.run_id) for r in plan.runs)
+    done = sum(run_finished(out, r) and r.run_id not in damaged for r in plan.runs)
     partial = done < len(plan.runs)
     label = "RANDOM ENCODER WEIGHTS (smoke output, not results)" if plan.random_weights else ""
     # every figure title says what the header says: a figure travels without the page it came from
@@ -226,6 +226,9 @@ def write_report(out: str | Path, reps: int = 2000) -> Path:
     suite = get_suite(plan.suite)
     status = f"PARTIAL RESULTS: {done} of {len(plan.runs)} runs finished" if partial else "complete"
     lines = _header_lines(plan, suite.figure, status, label)
+    if damaged:
+        lines += ["**Left out (damaged run files; the run counts as unfinished):**", ""]
+        lines += [*(f"* {problem}" for problem in damaged.values()), ""]
     lines += _score_section(rows, plan, suite.figure, figs, prefix, reps)
     if rows:
         title = f"{prefix + ' - ' if prefix else ''}learning curves (mean over seeds, 95 % CI)"
