@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import logging
 import os
 import pickle
 import pickletools
+import re
+import secrets
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from hindex_sb3._io import atomic_write_bytes
 from hindex_sb3._validation import check_flag, check_inflation
 
 logger = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "WeightSpec",
+    "WeightsCacheError",
     "WeightsError",
     "WeightsUnavailableError",
     "adapted_encoder_name",
@@ -65,6 +70,8 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict_strict",
     "load_weights",
+    "negative_variance_keys",
+    "nonfinite_keys",
     "read_adapted_checkpoint",
     "register_weights",
     "resolve_weights_file",
@@ -79,6 +86,14 @@ class WeightsError(RuntimeError):
 
 class WeightsUnavailableError(WeightsError, FileNotFoundError):
     """The file is not on disk and could not be downloaded (offline, host down, or a page instead of a file)."""
+
+
+class WeightsCacheError(WeightsUnavailableError):
+    """The weight cache folder cannot be created or written (``$HINDEX_SB3_HOME`` names a file, a read-only place).
+
+    A subclass of :class:`WeightsUnavailableError` on purpose: for the caller it is the same situation as a missing
+    file (nothing usable in the cache), so ``on_unavailable="defer"`` defers it and a saved model still loads.
+    """
 
 
 class CheckpointError(WeightsError):
@@ -237,8 +252,7 @@ def download(spec: WeightSpec, *, progress: bool = True) -> Path:
         )
     if _offline():
         raise WeightsUnavailableError(_unavailable_message(spec, f"not cached and ${OFFLINE_ENV} is set"))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".partial")
+    tmp = _writable_temp(spec, dst)
     logger.info("downloading %s weights from %s to %s", spec.name, spec.url, dst)
     try:
         if is_google_drive(spec.url):
@@ -246,11 +260,35 @@ def download(spec: WeightSpec, *, progress: bool = True) -> Path:
         else:
             _torch_hub(spec, tmp, progress)
         _check_download(spec, tmp)
+        os.replace(tmp, dst)
+    except Exception:
+        tmp.unlink(missing_ok=True)  # our own temporary file only: another process's download goes on
+        if dst.is_file():  # another process filled the cache meanwhile: only complete, checked files get there
+            logger.info("%s: download failed here, but another process placed %s meanwhile; using it", spec.name, dst)
+            return dst
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, dst)
     return dst
+
+
+def _writable_temp(spec: WeightSpec, dst: Path) -> Path:
+    """A temporary name next to ``dst`` unique to this process and call (several processes may fill the cache at
+    once; a shared name let one process move or delete another's file), after checking the folder is usable."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb"):  # probe: a read-only folder fails here, not halfway through a download
+            pass
+        tmp.unlink()
+    except OSError as err:
+        raise WeightsCacheError(
+            f"{spec.name} weights cannot be cached: the folder {dst.parent} cannot be created or written "
+            f"({type(err).__name__}: {err}). Set ${HOME_ENV} (now {os.environ.get(HOME_ENV, 'unset')!r}) to a "
+            f"writable folder, or pass weights='/path/to/{spec.file_name}'."
+        ) from err
+    return tmp
 
 
 def _torch_hub(spec: WeightSpec, tmp: Path, progress: bool) -> None:
@@ -331,16 +369,29 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        # torch words every weights-only failure with "weights_only" and advice to load with weights_only=False;
+        # only an unsupported global means the file holds Python objects. Anything else is a damaged or foreign file,
+        # which must never be unpickled without restrictions.
+        text = str(err)
+        found = _UNSUPPORTED_GLOBAL.search(text)
+        if found:
             raise CheckpointError(
-                f"{path} holds Python objects besides tensors, which weights_only loading refuses ({err}). If you "
-                "trust the file, re-save its tensors: torch.save({'model': torch.load(p, weights_only=False)"
+                f"{path} holds Python objects besides tensors ({found.group(1)}), which weights_only loading refuses. "
+                "If you trust the file, re-save its tensors: torch.save({'model': torch.load(p, weights_only=False)"
                 "['model']}, p2)."
             ) from err
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({err})") from err
+        detail = _UNPICKLER_DETAIL.search(text)
+        reason = " ".join((detail.group(1) if detail else text).split())
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (damaged or not a torch file): {reason}"
+        ) from err
     except Exception as err:  # garbage bytes surface as almost any exception type from the unpickler
         reason = f"{type(err).__name__}: {err}"
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {reason}") from err
+
+
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", re.S)
 
 
 def _load_safetensors(path: Path) -> StateDict:
@@ -479,6 +530,13 @@ def check_finite_state(state: Mapping[str, Any], what: str) -> None:
             f"{what}: tensor {bad[0]!r} contains {n_bad} NaN or infinite value(s) (the file is damaged or was "
             "saved from a diverged run); nothing was loaded"
         )
+    negative = negative_variance_keys(state)
+    if negative:  # BatchNorm takes sqrt(running_var + eps): a negative variance gives NaN features just the same
+        n_bad = int((state[negative[0]] < 0).sum())
+        raise CheckpointError(
+            f"{what}: tensor {negative[0]!r} holds {n_bad} negative running variance(s) (the file is damaged); "
+            "nothing was loaded"
+        )
 
 
 def nonfinite_keys(state: Mapping[str, Any]) -> list[Any]:
@@ -487,6 +545,18 @@ def nonfinite_keys(state: Mapping[str, Any]) -> list[Any]:
         key
         for key, value in state.items()
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def negative_variance_keys(state: Mapping[str, Any]) -> list[Any]:
+    """The BatchNorm ``running_var`` keys of ``state`` holding a negative value (loading refuses them, saving too)."""
+    return [
+        key
+        for key, value in state.items()
+        if str(key).endswith("running_var")
+        and isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and bool((value < 0).any())
     ]
 
 
@@ -553,13 +623,17 @@ def save_adapted_checkpoint(
     nonfinite = [str(k) for k in nonfinite_keys(state_dict)]
     if nonfinite:  # loading refuses it (check_finite_state): better to fail in the run that produced it
         raise ValueError(f"state_dict: NaN or infinite values in {_abbrev(nonfinite)} (a diverged run?); nothing saved")
+    negative = [str(k) for k in negative_variance_keys(state_dict)]
+    if negative:
+        raise ValueError(f"state_dict: negative BatchNorm running variances in {_abbrev(negative)}; nothing saved")
     sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
     if adapted_encoder_name(provenance) == "hindex" and any(k.startswith("fc.") for k in sd):
         raise ValueError("adapted checkpoints store the backbone without fc.*; drop the classifier first")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": ADAPTED_FORMAT, "state_dict": sd, "provenance": dict(provenance)}, path)
-    return path
+    # serialised in memory, then written atomically: a run killed mid-save must not leave a truncated file at the
+    # final path (nor destroy the previous export there)
+    buffer = io.BytesIO()
+    torch.save({"format": ADAPTED_FORMAT, "state_dict": sd, "provenance": dict(provenance)}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_adapted_checkpoint(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any]]:
