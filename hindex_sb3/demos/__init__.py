@@ -4,9 +4,10 @@ and conversion of state demonstrations into pixel demonstrations."""
 from hindex_sb3.demos.core import Trajectory, check_compatible, stack_transitions, to_trajectories
 from hindex_sb3.demos.render import render_states, replay
 from hindex_sb3.demos.resolve import load_demonstrations
-from hindex_sb3.demos.sources import load_dapg_pickle, load_minari, load_npz, rollout, save_npz
+from hindex_sb3.demos.sources import DemoPickleError, load_dapg_pickle, load_minari, load_npz, rollout, save_npz
 
 __all__ = [
+    "DemoPickleError",
     "Trajectory",
     "check_compatible",
     "load_dapg_pickle",

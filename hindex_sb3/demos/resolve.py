@@ -19,6 +19,7 @@ state while pixels are recorded. Generated episodes start from seeds ``DEMO_SEED
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ def load_demonstrations(
     :param env_id: the training env's id; needed to generate demonstrations and to re-render state demonstrations
         for a pixel env (``None`` is enough for files and trajectories used as they are)
     :param num_demos: keep the first ``num_demos`` (files, datasets, trajectories) or generate that many (``scripted``,
-        ``expert:``; default :data:`PAPER_NUM_DEMOS`); ``None`` keeps every stored demonstration
+        ``expert:``; default :data:`PAPER_NUM_DEMOS`); ``None`` keeps every stored demonstration. At least 1 (no
+        demonstrations: ``source="none"``); a source holding fewer gives all it holds, with a ``UserWarning`` naming
+        both numbers.
     :param seed: generated demonstrations start from env seeds ``DEMO_SEED_OFFSET + seed + i``
     :param env_kwargs: the training env's ``gym.make`` kwargs; ``obs_mode`` (default ``"pixels"`` for ``HInDex/*``
         ids) says which format to produce. The time limit of generated demonstrations is the task's demonstration
@@ -69,8 +72,8 @@ def load_demonstrations(
         and state demonstrations without start states)
     :raises FileNotFoundError: a path that is not a file
     """
-    if num_demos is not None:
-        num_demos = check_int("num_demos", num_demos, minimum=0)
+    if num_demos is not None:  # 0 would train on nothing while saying it used demonstrations: None or "none" say so
+        num_demos = check_int("num_demos", num_demos, minimum=1)
     seed = check_int("seed", seed, minimum=0)
     if env_kwargs is not None and not isinstance(env_kwargs, Mapping):
         raise TypeError(f"env_kwargs must be a dict, got {type(env_kwargs).__name__}")
@@ -87,6 +90,15 @@ def load_demonstrations(
         count = PAPER_NUM_DEMOS if num_demos is None else num_demos
         return _generate(source, _need(env_id, source), count, DEMO_SEED_OFFSET + seed, kwargs, keys if pixel else None)
     demos = _read(source)
+    if num_demos is not None and len(demos) < num_demos:
+        # a warning, not an error: "the first N" of a file that holds fewer is a usable run (the paper's 25 and a
+        # 24-demo file), but it must not pass unsaid while the run's config records N
+        where = repr(os.fspath(source)) if is_named_source(source) else "the trajectories given"
+        warnings.warn(
+            f"num_demos={num_demos} but {where} holds only {len(demos)} demonstration(s): using those {len(demos)}",
+            UserWarning,
+            stacklevel=2,
+        )
     if num_demos is not None:
         demos = demos[:num_demos]
     if pixel and demos and not isinstance(demos[0].observations, dict):

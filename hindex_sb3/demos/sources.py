@@ -79,6 +79,12 @@ def _guarded_bytearray(limit: int) -> Callable[..., bytearray]:
     return make
 
 
+class DemoPickleError(ValueError, pickle.UnpicklingError):
+    """A demonstration pickle that is refused: truncated or damaged, or asking for a global the safe unpickler
+    does not build. A ``ValueError`` so that every caller validating its inputs reports it as a bad input in one
+    message (not a traceback); still a ``pickle.UnpicklingError`` for code that caught that before."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: Any, *, limit: int, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
@@ -127,8 +133,11 @@ def load_dapg_pickle(path: str | Path) -> list[Trajectory]:
     limit = max(PICKLE_ELEMENTS_FLOOR, PICKLE_ELEMENTS_PER_BYTE * len(data))
     try:
         obj = _RestrictedUnpickler(io.BytesIO(data), limit=limit, encoding="latin1").load()
-    except pickle.UnpicklingError as err:
-        raise pickle.UnpicklingError(f"{path}: {err}") from None
+    except pickle.UnpicklingError as err:  # one ValueError for callers (the CLI turns those into one line)
+        text = str(err)
+        if text.startswith(("refused to load", "array of shape", "bytearray(")):  # our own refusals say why
+            raise DemoPickleError(f"{path}: {text}") from None
+        raise DemoPickleError(f"{path} is not a readable demonstration pickle (truncated or damaged): {text}") from None
     except Exception as err:
         raise ValueError(f"{path} is not a readable demonstration pickle: {type(err).__name__}: {err}") from None
     try:

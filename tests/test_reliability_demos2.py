@@ -1,0 +1,98 @@
+"""Demonstration files that are damaged, hostile or short of what was asked (ninth-session audit)."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+from hindex_sb3.cli import main
+from hindex_sb3.demos import load_dapg_pickle, load_demonstrations, save_npz
+
+STATE = {"obs_mode": "state"}
+
+
+def _demos(n: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [
+        {"observations": rng.normal(size=(4, 39)), "actions": rng.normal(size=(4, 28)), "rewards": np.zeros(4)}
+        for _ in range(n)
+    ]
+
+
+def _truncated_pickle(tmp_path):
+    data = pickle.dumps(_demos(2), protocol=4)
+    path = tmp_path / "trunc.pickle"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+class _Reduce:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def _evil_pickle(tmp_path):
+    path = tmp_path / "evil.pickle"
+    path.write_bytes(pickle.dumps(_Reduce()))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 6. A bad DAPG pickle is a ValueError naming the file and why
+
+
+def test_a_truncated_pickle_is_a_value_error_naming_the_file(tmp_path):
+    path = _truncated_pickle(tmp_path)
+    with pytest.raises(ValueError, match=r"trunc\.pickle is not a readable demonstration pickle \(truncated"):
+        load_dapg_pickle(path)
+
+
+def test_a_pickle_asking_for_code_is_a_value_error_naming_the_global(tmp_path):
+    path = _evil_pickle(tmp_path)
+    with pytest.raises(ValueError, match=r"evil\.pickle: refused to load builtins\.print") as info:
+        load_dapg_pickle(path)
+    assert isinstance(info.value, pickle.UnpicklingError)  # still what older callers caught
+
+
+def test_hindex_train_with_a_truncated_pickle_is_one_line(tmp_path, capsys):
+    path = _truncated_pickle(tmp_path)
+    code = main(["train", "door", "--encoder", "state", "--demos", str(path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "trunc.pickle is not a readable demonstration pickle" in err and "Traceback" not in err
+
+
+def test_hindex_adapt_with_a_hostile_policy_pickle_is_one_line_and_runs_nothing(tmp_path, capsys):
+    path = _evil_pickle(tmp_path)
+    random = ["--weights", "random", "--vgg-weights", "random", "--no-progress", "--no-figures"]
+    code = main(["adapt", "door", *random, "--policy", f"expert:{path}", "--out", str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert "refused to load builtins.print" in captured.err and "Traceback" not in captured.err
+    assert "pwned" not in captured.out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 7. num_demos: more than available warns naming both numbers; 0 is refused
+
+
+def test_more_demos_asked_than_a_file_holds_warns_naming_both_numbers(tmp_path):
+    path = save_npz(_demos(3), tmp_path / "rt.npz")
+    with pytest.warns(UserWarning, match=r"num_demos=10 but '.*rt\.npz' holds only 3 demonstration\(s\)"):
+        demos = load_demonstrations(str(path), None, num_demos=10, env_kwargs=STATE)
+    assert len(demos) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # exactly as many, or fewer: no warning
+        assert len(load_demonstrations(str(path), None, num_demos=3, env_kwargs=STATE)) == 3
+        assert len(load_demonstrations(str(path), None, num_demos=2, env_kwargs=STATE)) == 2
+    with pytest.warns(UserWarning, match=r"num_demos=5 but the trajectories given hold"):
+        load_demonstrations(_demos(1), None, num_demos=5, env_kwargs=STATE)
+
+
+def test_zero_demos_is_refused(tmp_path):
+    path = save_npz(_demos(3), tmp_path / "rt.npz")
+    with pytest.raises(ValueError, match=r"num_demos must be >= 1, got 0"):
+        load_demonstrations(str(path), None, num_demos=0, env_kwargs=STATE)
