@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hindex_sb3.cli import main
-from hindex_sb3.demos import load_dapg_pickle, load_demonstrations, save_npz
+from hindex_sb3.demos import Trajectory, load_dapg_pickle, load_demonstrations, load_npz, save_npz
 
 STATE = {"obs_mode": "state"}
 
@@ -96,3 +96,27 @@ def test_zero_demos_is_refused(tmp_path):
     path = save_npz(_demos(3), tmp_path / "rt.npz")
     with pytest.raises(ValueError, match=r"num_demos must be >= 1, got 0"):
         load_demonstrations(str(path), None, num_demos=0, env_kwargs=STATE)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 8. Ambiguous npz entries
+
+
+def test_an_npz_naming_one_demonstration_twice_is_refused(tmp_path):
+    demo = _demos(1)[0]
+    path = tmp_path / "ambiguous.npz"
+    np.savez(path, n_demos=1, obs_0=demo["observations"], acts_0=demo["actions"], acts_00=-demo["actions"])
+    with pytest.raises(ValueError, match=r"ambiguous\.npz: entries 'acts_0' and 'acts_00' both name demonstration 0"):
+        load_npz(path)
+
+
+def test_save_npz_keeps_plain_infos_through_a_round_trip(tmp_path):
+    demo = _demos(1)[0]
+    infos = {"is_success": True, "seed": 10_003, "goal_steps": np.arange(3), "states": {"qpos": np.zeros(2)}}
+    t = Trajectory(demo["observations"], demo["actions"], demo["rewards"], None, infos)
+    with pytest.warns(UserWarning, match=r"infos \['states'\] .* not saved"):
+        path = save_npz([t], tmp_path / "rt.npz")
+    (back,) = load_npz(path)
+    assert back.infos["is_success"] is True and back.infos["seed"] == 10_003
+    np.testing.assert_array_equal(back.infos["goal_steps"], np.arange(3))
+    assert "states" not in back.infos

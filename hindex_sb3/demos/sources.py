@@ -18,6 +18,7 @@ import math
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,6 +154,7 @@ def save_npz(trajectories: Any, path: str | Path) -> Path:
     if not trajectories:
         raise ValueError("no demonstrations to save (load_npz refuses an empty set)")
     arrays: dict[str, np.ndarray] = {"n_demos": np.asarray(len(trajectories))}
+    dropped: set[str] = set()
     for i, t in enumerate(trajectories):
         if isinstance(t.observations, dict):
             for key, value in t.observations.items():
@@ -164,6 +166,18 @@ def save_npz(trajectories: Any, path: str | Path) -> Path:
             arrays[f"rews_{i}"] = t.rewards
         for key, value in (t.init_state or {}).items():
             arrays[f"init_{key}_{i}"] = np.asarray(value)
+        for key, value in (t.infos or {}).items():  # is_success, seed, goal_steps...: plain values and arrays only
+            info = _plain_array(value)
+            if info is None:  # the format holds no pickles
+                dropped.add(str(key))
+            else:
+                arrays[f"info.{key}_{i}"] = info
+    if dropped:
+        warnings.warn(
+            f"save_npz: infos {sorted(dropped)} are not plain numbers, strings or arrays (the .npz format holds no "
+            "pickles); not saved",
+            stacklevel=2,
+        )
     path = Path(path)
     path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,10 +192,22 @@ def save_npz(trajectories: Any, path: str | Path) -> Path:
     return path
 
 
+def _plain_array(value: Any) -> np.ndarray | None:
+    """``value`` as an array ``np.load(allow_pickle=False)`` reads back, or None (objects, ragged lists)."""
+    if not isinstance(value, np.ndarray | np.generic | int | float | bool | str | list | tuple):
+        return None
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged
+        return None
+    return array if array.dtype.kind in "biufcU" else None
+
+
 _NPZ_KEYS = (
     (re.compile(r"^(obs|acts|rews)_(\d+)$"), lambda m: (m.group(1), "", int(m.group(2)))),
     (re.compile(r"^obs\.(.+)_(\d+)$"), lambda m: ("obs", m.group(1), int(m.group(2)))),
     (re.compile(r"^init_(.+)_(\d+)$"), lambda m: ("init", m.group(1), int(m.group(2)))),
+    (re.compile(r"^info\.(.+)_(\d+)$"), lambda m: ("info", m.group(1), int(m.group(2)))),
 )
 
 
@@ -228,13 +254,21 @@ def load_npz(path: str | Path, *, max_bytes: int = MAX_NPZ_BYTES) -> list[Trajec
     f = open_npz(path, lambda name: name == "n_demos" or _parse_npz_key(name) is not None, max_bytes=max_bytes)
     with f:
         entries = [(name, parsed) for name in f.files if (parsed := _parse_npz_key(name)) is not None]
+        seen: dict[tuple[str, str, int], str] = {}
+        for name, parsed in entries:  # acts_0 and acts_00 both parse as demonstration 0: which one is meant?
+            if parsed in seen:
+                raise ValueError(f"{path}: entries {seen[parsed]!r} and {name!r} both name demonstration {parsed[2]}")
+            seen[parsed] = name
         try:
             n = _n_demos(path, f, len({idx for _, (kind, _, idx) in entries if kind == "acts"}))
-            parts: list[dict[str, Any]] = [{"obs": {}, "init": {}} for _ in range(n)]
+            parts: list[dict[str, Any]] = [{"obs": {}, "init": {}, "info": {}} for _ in range(n)]
             for name, (kind, key, idx) in entries:
                 if idx >= n:
                     raise ValueError(f"{path}: entry {name} is beyond n_demos={n}")
-                if kind in ("obs", "init"):
+                if kind == "info":  # scalars come back as the plain values they were (is_success: bool)
+                    value = f[name]
+                    parts[idx][kind][key] = value.item() if value.shape == () else value
+                elif kind in ("obs", "init"):
                     parts[idx][kind][key] = f[name]
                 else:
                     parts[idx][kind] = f[name]
@@ -246,7 +280,7 @@ def load_npz(path: str | Path, *, max_bytes: int = MAX_NPZ_BYTES) -> list[Trajec
             raise ValueError(f"{path}: demonstration {i} lacks observations or actions")
         obs = p["obs"][""] if set(p["obs"]) == {""} else p["obs"]
         try:
-            trajectories.append(Trajectory(obs, p["acts"], p.get("rews"), p["init"] or None))
+            trajectories.append(Trajectory(obs, p["acts"], p.get("rews"), p["init"] or None, p["info"]))
         except ValueError as err:
             raise ValueError(f"{path}: demonstration {i}: {err}") from None
     return trajectories
