@@ -4,8 +4,8 @@
   numpy arrays and plain containers. A pickle asking for any other class (the way malicious pickles run code) is
   refused before anything executes.
 * :func:`save_npz` / :func:`load_npz`: our own pickle-free format (``n_demos``, ``obs_{i}`` or ``obs.{key}_{i}``,
-  ``acts_{i}``, ``rews_{i}``, ``init_{key}_{i}``), which also reads the DAPG human door demonstrations converted
-  to this layout.
+  ``acts_{i}``, ``rews_{i}``, ``init_{key}_{i}``, ``info.{key}_{i}`` for plain ``infos``), which also reads the
+  DAPG human door demonstrations converted to this layout.
 * :func:`load_minari`: Minari datasets (e.g. ``D4RL/door/human-v2``) without making minari a hard dependency.
 * :func:`rollout`: episodes of any policy: an SB3 model, an ``.npz`` expert, a scripted demonstrator, a callable.
 """
