@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AdaptConfigError", "AdaptError"]
+__all__ = ["AdaptConfigError", "AdaptError", "NonFiniteLossError"]
 
 
 class AdaptError(RuntimeError):
@@ -11,3 +11,12 @@ class AdaptError(RuntimeError):
 
 class AdaptConfigError(AdaptError, ValueError):
     """An :class:`AdaptConfig` setting that cannot work (see :mod:`hindex_sb3.adapt.checks`); names the setting."""
+
+
+class NonFiniteLossError(AdaptError):
+    """The loss (or a trained parameter) became NaN or infinite: training stops there, before the bad step is applied
+    or saved, because every later iteration and the export would only carry the NaN on (a lower lr usually helps)."""
+
+    def __init__(self, message: str, iteration: int) -> None:
+        super().__init__(message)
+        self.iteration = iteration

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from hindex_sb3._io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from hindex_sb3.adapt.trainer import Adapter
@@ -67,14 +70,19 @@ def keypoint_figure(adapter: Adapter, path: str | os.PathLike, *, n: int = 6, ti
 
 
 def _save(plt, fig, path: str | os.PathLike, title: str) -> Path:
-    """Title, tight layout, write the PNG (creating its folder) and free the figure: every figure ends this way."""
+    """Title, tight layout, write the PNG and free the figure: every figure ends this way.
+
+    The PNG is rendered into memory and written atomically (:func:`hindex_sb3._io.atomic_write_bytes`), so a crash or
+    Ctrl-C mid-write leaves the previous figure, never half a PNG, and a file linked elsewhere is replaced, not edited.
+    """
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _bn_layers(state: Mapping[str, torch.Tensor]) -> list[str]:

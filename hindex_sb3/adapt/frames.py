@@ -258,7 +258,8 @@ def _policy_view(obs: Any, space: gym.Space | None, key: str | None) -> Any:
 
 
 def _npz_kind(path: Path) -> str:
-    with np.load(path, allow_pickle=False) as f:
+    """``expert`` or ``demos``; a damaged or foreign file is a ``ValueError`` naming it (not a zipfile traceback)."""
+    with open_npz(path, select=lambda name: False) as f:  # only the member names are read here
         if "fc0_w" in f.files:
             return "expert"
         if "n_demos" in f.files:

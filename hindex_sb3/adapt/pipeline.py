@@ -7,7 +7,6 @@ logging.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -16,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from hindex_sb3._io import write_json
 from hindex_sb3.adapt.base import load_base_backbone
 from hindex_sb3.adapt.checks import check_adapt_config
 from hindex_sb3.adapt.config import PAPER_PAIR_WINDOW, AdaptConfig
-from hindex_sb3.adapt.errors import AdaptConfigError, AdaptError
+from hindex_sb3.adapt.errors import AdaptConfigError, AdaptError, NonFiniteLossError
 from hindex_sb3.adapt.frames import FrameDataset, FrameDatasetError, collect_frames
 from hindex_sb3.adapt.loss import PerceptualLoss
 from hindex_sb3.adapt.model import KeypointModel
@@ -57,10 +57,32 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: what ``hindex adapt`` may find in a fresh ``--out``: the frames of a run killed before its first checkpoint (reused
+#: when their settings match) and temporary files a kill left behind; anything else is someone's output
+_RESTARTABLE = ("frames.npz", "checkpoints")
+
+
+def _foreign_outputs(out: Path) -> list[str]:
+    """Entries of ``out`` that a fresh start would overwrite or mix with (not frames, not stale temporary files)."""
+    if not out.is_dir():
+        return []
+    found = []
+    for entry in sorted(out.iterdir()):
+        if entry.name.endswith((".partial", ".partial.npz")):
+            continue
+        if entry.name == "checkpoints" and entry.is_dir():
+            found += [f"checkpoints/{e.name}" for e in sorted(entry.iterdir()) if not e.name.endswith(".partial")]
+        elif entry.name not in _RESTARTABLE:
+            found.append(entry.name)
+    return found
+
+
 def _check_run(cfg: AdaptConfig) -> tuple[str, str | None, Path, Path]:
     """The whole configuration and the run folder, before any weights are read or frames collected.
 
-    Returns ``(env id, our task name or None, run folder, checkpoint path)``.
+    Creates nothing: a refused start (here or while loading weights) must leave no empty ``--out`` behind; the
+    folder appears with the first file written into it. Returns ``(env id, our task name or None, run folder,
+    checkpoint path)``.
     """
     env_id, task_name = resolve_env(cfg.task)
     try:
@@ -68,12 +90,25 @@ def _check_run(cfg: AdaptConfig) -> tuple[str, str | None, Path, Path]:
     except (TypeError, ValueError, OSError) as err:
         raise AdaptConfigError(str(err)) from err
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoints" / "latest.pt"
-    if ckpt_path.is_file() and not cfg.resume:
-        raise AdaptError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
     if cfg.resume and not ckpt_path.is_file():
-        raise AdaptError(f"--resume: no checkpoint at {ckpt_path}")
+        hint = ""
+        if (out / "frames.npz").is_file():
+            hint = (
+                f" (the run stopped before its first checkpoint; {out / 'frames.npz'} is kept: run the same command "
+                "without --resume to train on those frames without collecting them again)"
+            )
+        raise AdaptError(f"--resume: no checkpoint at {ckpt_path}{hint}")
+    if not cfg.resume:
+        if ckpt_path.is_file():
+            raise AdaptError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+        foreign = _foreign_outputs(out)
+        if foreign:
+            shown = ", ".join(foreign[:6]) + (", ..." if len(foreign) > 6 else "")
+            raise AdaptError(
+                f"{out} already holds files that are not an unfinished adapt run ({shown}); hindex adapt would "
+                "overwrite them: choose another --out (or empty this one)"
+            )
     try:
         check_trainable(cfg.trainable)
     except ValueError as err:
@@ -122,14 +157,72 @@ def _load_dataset(cfg: AdaptConfig, env_id: str, task_name: str | None, path: Pa
             "task's frames would adapt to the wrong domain (pass the right --dataset, or another --out)"
         )
     if not cfg.dataset:
-        want = {"n_episodes": cfg.episodes, "frame_size": cfg.frame_side() if task_name else None}
-        have = {"n_episodes": ds.n_episodes, "frame_size": ds.frame_size[0] if task_name else None}
-        if want != have:
+        differ = _collection_differences(cfg, env_id, task_name, ds)
+        if differ:
             raise AdaptError(
-                f"{path} holds {have} but this run asks for {want}; delete it, or pass --dataset {path} to use it "
-                "as it is"
+                f"{path} was collected with other frame settings than this run asks for ({'; '.join(differ)}): "
+                f"pass the settings it was collected with, delete {path} to collect new frames (before the first "
+                f"checkpoint), choose another --out, or pass --dataset {path} to use it as it is"
             )
     return ds
+
+
+def _collection_request(
+    cfg: AdaptConfig, env_id: str, task_name: str | None
+) -> tuple[dict[str, Any], str | None, str, dict[str, Any]]:
+    """``(env kwargs, policy observation key, policy, what the frames' meta records of this request)``.
+
+    The record is compared with an existing ``OUT/frames.npz`` (:func:`_collection_differences`): frames are reused
+    only when every collection setting they recorded matches, never silently in place of the ones asked for.
+    """
+    env_kwargs, obs_key = dict(cfg.env_kwargs), None
+    if task_name is not None:
+        env_kwargs = {"obs_mode": "all", "image_size": cfg.frame_side(), **env_kwargs}
+        if cfg.camera:
+            env_kwargs["camera"] = cfg.camera
+        obs_key = None if cfg.policy in ("auto", "random", "scripted") or ".zip" in cfg.policy else "state"
+    policy = _collection_policy(cfg, env_id, task_name)
+    record = {
+        "n_episodes": cfg.episodes,
+        "seed": cfg.seed,
+        "max_steps": cfg.max_steps,
+        # as collect_frames records them (JSON scalars only)
+        "env_kwargs": {k: v for k, v in env_kwargs.items() if isinstance(v, str | int | float | bool)},
+        "policy_request": policy,
+        "deterministic": cfg.deterministic,
+    }
+    return env_kwargs, obs_key, policy, record
+
+
+#: the flag that sets each recorded collection setting, for the refusal
+_COLLECTION_FLAGS = {
+    "n_episodes": "--episodes",
+    "seed": "--seed",
+    "max_steps": "--max-steps",
+    "env_kwargs": "--env-kwargs/--camera/--frame-size",
+    "policy_request": "--policy",
+    "deterministic": "--deterministic",
+}
+
+
+def _collection_differences(cfg: AdaptConfig, env_id: str, task_name: str | None, ds: FrameDataset) -> list[str]:
+    """The collection settings ``ds`` recorded that differ from this run's, as ``--flag: recorded X, asked Y``.
+
+    Frames written before ``policy_request``/``deterministic`` were recorded are compared on what they hold (their
+    policy label for ``random``/``scripted``).
+    """
+    _, _, policy, want = _collection_request(cfg, env_id, task_name)
+    have = {**ds.meta, "n_episodes": ds.n_episodes}
+    if "policy_request" not in have and policy in ("random", "scripted") and isinstance(have.get("policy"), str):
+        have["policy_request"] = have["policy"].split(":")[0]
+    differ = [
+        f"{_COLLECTION_FLAGS[k]}: recorded {have[k]!r}, asked {want[k]!r}"
+        for k in want
+        if k in have and have[k] != want[k]
+    ]
+    if task_name and ds.frame_size[0] != cfg.frame_side():
+        differ.append(f"--frame-size/--image-size: frames of {ds.frame_size[0]}, asked {cfg.frame_side()}")
+    return differ
 
 
 def _collection_policy(cfg: AdaptConfig, env_id: str, task_name: str | None) -> str:
@@ -148,14 +241,8 @@ def _collection_policy(cfg: AdaptConfig, env_id: str, task_name: str | None) -> 
 
 
 def _collect_dataset(cfg: AdaptConfig, env_id: str, task_name: str | None, path: Path) -> FrameDataset:
-    """Collect ``cfg.episodes`` episodes of frames and save them to ``path``."""
-    env_kwargs, obs_key = dict(cfg.env_kwargs), None
-    if task_name is not None:
-        env_kwargs = {"obs_mode": "all", "image_size": cfg.frame_side(), **env_kwargs}
-        if cfg.camera:
-            env_kwargs["camera"] = cfg.camera
-        obs_key = None if cfg.policy in ("auto", "random", "scripted") or ".zip" in cfg.policy else "state"
-    policy = _collection_policy(cfg, env_id, task_name)
+    """Collect ``cfg.episodes`` episodes of frames and save them to ``path`` (recording the request in the meta)."""
+    env_kwargs, obs_key, policy, record = _collection_request(cfg, env_id, task_name)
     logger.info(f"collecting {cfg.episodes} episodes of {env_id} frames with policy {policy} ...")
     try:
         ds = collect_frames(
@@ -168,6 +255,7 @@ def _collect_dataset(cfg: AdaptConfig, env_id: str, task_name: str | None, path:
             policy_obs_key=obs_key,
             env_kwargs=env_kwargs,
             progress=cfg.progress_bar,
+            meta={"policy_request": record["policy_request"], "deterministic": record["deterministic"]},
         )
     except (FrameDatasetError, FileNotFoundError, ValueError, TypeError) as err:
         raise AdaptError(f"could not collect frames: {err}") from err
@@ -178,6 +266,8 @@ def _collect_dataset(cfg: AdaptConfig, env_id: str, task_name: str | None, path:
 def _prepare_dataset(cfg: AdaptConfig, env_id: str, task_name: str | None, out: Path) -> tuple[FrameDataset, Path]:
     """Load ``cfg.dataset`` / ``out/frames.npz`` (checked against the request) or collect and save new frames."""
     path = Path(cfg.dataset) if cfg.dataset else out / "frames.npz"
+    if not cfg.dataset:  # a kill during an earlier collection left its temporary file; those episodes are lost
+        path.with_name(path.name + ".partial.npz").unlink(missing_ok=True)
     if cfg.dataset or path.is_file():
         ds = _load_dataset(cfg, env_id, task_name, path)
     else:
@@ -226,21 +316,61 @@ def _labels(cfg: AdaptConfig) -> list[str]:
     return labels
 
 
+def _check_resumed(cfg: AdaptConfig, extra: dict[str, Any], ckpt_path: Path, done: int) -> None:
+    """What :meth:`Adapter.load_checkpoint` cannot see: the settings only the run's config records (which label the
+    outputs or changed the start), and an iteration target the checkpoint has already passed."""
+    old = extra.get("config") if isinstance(extra.get("config"), dict) else {}
+    changed = []
+    if "vgg_weights" in old and (old["vgg_weights"] in (None, "random")) != _random_vgg(cfg):
+        changed.append(f"vgg_weights (--vgg-weights)={old['vgg_weights']!r}, this run has {cfg.vgg_weights!r}")
+    if "calibrate_batches" in old and old["calibrate_batches"] != cfg.calibrate_batches:
+        changed.append(
+            f"calibrate_batches (--calibrate-batches)={old['calibrate_batches']!r}, "
+            f"this run has {cfg.calibrate_batches!r}"
+        )
+    if changed:
+        raise AdaptError(
+            f"cannot resume {ckpt_path}: it was trained with other settings: {'; '.join(changed)} (resume with the "
+            "same settings, or start a new run in another --out)"
+        )
+    if done > cfg.iterations:
+        raise AdaptError(
+            f"cannot resume {ckpt_path} to --iterations {cfg.iterations}: the checkpoint has already done {done}; "
+            f"ask for {done} or more"
+        )
+
+
 def _train(cfg: AdaptConfig, adapter: Adapter, ckpt_path: Path) -> None:
-    """Resume (or calibrate the heads' BN statistics), then train to ``cfg.iterations`` with checkpoints."""
+    """Resume (or calibrate the heads' BN statistics), then train to ``cfg.iterations`` with checkpoints.
+
+    A diverging run stops at its first non-finite loss, before that step is applied or saved: the checkpoint on disk
+    stays the last good one, and nothing is exported (a NaN encoder is no result).
+    """
     config = asdict(cfg)
     if cfg.resume:
-        adapter.load_checkpoint(ckpt_path)
+        extra = adapter.load_checkpoint(ckpt_path)
+        _check_resumed(cfg, extra, ckpt_path, adapter.iteration)
         logger.info(f"resumed {ckpt_path} at iteration {adapter.iteration}")
     elif cfg.calibrate_batches > 0:
         adapter.calibrate(cfg.calibrate_batches)
-    adapter.run(
-        cfg.iterations,
-        checkpoint_path=ckpt_path,
-        checkpoint_every=cfg.checkpoint_every,
-        progress=cfg.progress_bar,
-        extra={"config": _plain(config)},
-    )
+    try:
+        adapter.run(
+            cfg.iterations,
+            checkpoint_path=ckpt_path,
+            checkpoint_every=cfg.checkpoint_every,
+            progress=cfg.progress_bar,
+            extra={"config": _plain(config)},
+        )
+    except NonFiniteLossError as err:
+        if adapter.saved_iteration is not None:
+            kept = f"{ckpt_path} keeps iteration {adapter.saved_iteration}, the last good state"
+        else:
+            kept = "no checkpoint was written"
+        raise NonFiniteLossError(
+            f"{err}. Stopped without exporting: {kept}; start a new run with a lower --lr (another --out, with "
+            f"--dataset {Path(cfg.out_dir) / 'frames.npz'} to reuse these frames)",
+            err.iteration,
+        ) from err
 
 
 def _provenance(
@@ -324,7 +454,7 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
 
     provenance = _provenance(cfg, env_id, task_name, base_record, frames_path, labels)
     encoder_path = adapter.export(out / "adapted_encoder.pth", provenance)
-    (out / "history.json").write_text(json.dumps(dict(adapter.history.items())))
+    write_json(out / "history.json", dict(adapter.history.items()), indent=None)
     title = f"{task_name or env_id}: {adapter.iteration} iterations, image {cfg.image_size}"
     if labels:
         title = " / ".join(labels) + " - " + title
@@ -352,5 +482,5 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
         "figures": figures,
         **_loss_means(adapter.history),
     }
-    (out / "summary.json").write_text(json.dumps(_plain(summary), indent=2))
+    write_json(out / "summary.json", _plain(summary))
     return summary

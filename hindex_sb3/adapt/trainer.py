@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ import torch
 
 from hindex_sb3.adapt.base import load_base_backbone
 from hindex_sb3.adapt.config import PAPER_PAIR_WINDOW, AdaptConfig
-from hindex_sb3.adapt.errors import AdaptConfigError, AdaptError
+from hindex_sb3.adapt.errors import AdaptConfigError, AdaptError, NonFiniteLossError
 from hindex_sb3.adapt.frames import FrameDataset
 from hindex_sb3.adapt.loss import TERM_NAMES, PerceptualLoss
 from hindex_sb3.adapt.model import KeypointModel
@@ -40,7 +41,7 @@ from hindex_sb3.adapt.params import (
     freeze_for_adaptation,
     trainable_summary,
 )
-from hindex_sb3.encoders.weights import load_checkpoint, save_adapted_checkpoint
+from hindex_sb3.encoders.weights import CheckpointError, load_checkpoint, save_adapted_checkpoint
 
 __all__ = [
     "PAPER_PAIR_WINDOW",
@@ -103,8 +104,11 @@ class Adapter:
         self.iteration = 0
         self.history: dict[str, list[float]] = {"loss": [], "fixed": [], **{t: [] for t in TERM_NAMES}}
         self.seconds = 0.0
+        self.saved_iteration: int | None = None  #: the iteration the checkpoint on disk holds (None: none written)
         state = base_backbone if base_backbone is not None else self.model.backbone.state_dict()
         self.base_backbone = {k: v.detach().cpu().clone() for k, v in state.items()}
+        # VGG16 is frozen: one digest identifies the loss's weights (random or a file), so resume can refuse others
+        self.loss_digest = _digest(self.loss.slices.state_dict())
 
     # -- data ----------------------------------------------------------------------------------------------------------
     def batch(
@@ -131,14 +135,23 @@ class Adapter:
         t0 = time.perf_counter()
         source, target = self.batch(self.iteration)
         out = self.model(source, target)
+        running = self.loss.running_means.clone()
         loss, raw = self.loss(out.reconstruction, target)
+        # One device-to-host copy per iteration (loss, fixed-normalised loss, the raw terms), on CPU and GPU alike; it
+        # comes before the backward pass so that a NaN stops the run before Adam spreads it into every parameter.
+        values = torch.cat([loss.detach().reshape(1), self.loss.fixed_normalised(raw).reshape(1), raw]).tolist()
+        if not all(math.isfinite(v) for v in values):
+            self.loss.running_means.copy_(running)  # the adapter stays as it was after the last good iteration
+            raise NonFiniteLossError(
+                f"the loss became {values[0]} at iteration {self.iteration + 1} (lr {self.lr:g}): training diverged; "
+                "lower the learning rate (--lr)",
+                self.iteration + 1,
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.iteration += 1
         self.seconds += time.perf_counter() - t0
-        # One device-to-host copy per iteration (loss, fixed-normalised loss, the raw terms), on CPU and GPU alike.
-        values = torch.cat([loss.detach().reshape(1), self.loss.fixed_normalised(raw).reshape(1), raw]).tolist()
         row = {"loss": values[0], "fixed": values[1]}
         row.update(zip(TERM_NAMES, values[2:], strict=True))
         for k, v in row.items():
@@ -199,6 +212,7 @@ class Adapter:
                 "num_keypoints": self.model.num_keypoints,
                 "sigma": self.model.sigma,
                 "trainable": self.trainable,
+                "loss_weights": self.loss_digest,
             },
             "dataset": self.dataset.fingerprint(),
         }
@@ -206,29 +220,51 @@ class Adapter:
     def save_checkpoint(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """Write the run state atomically (a crash mid-write keeps the previous checkpoint)."""
         path = Path(path)
+        bad = [n for n, p in self.model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+        if bad:  # never replace a good checkpoint with a diverged one
+            raise NonFiniteLossError(
+                f"parameters became NaN or infinite by iteration {self.iteration} (lr {self.lr:g}; {bad[:3]}): "
+                "training diverged; lower the learning rate (--lr)",
+                self.iteration,
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         state = self.state_dict()
         state["extra"] = dict(extra or {})
         tmp = path.with_name(path.name + ".partial")
         torch.save(state, tmp)
         os.replace(tmp, path)
+        self.saved_iteration = self.iteration
         return path
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
-        """Restore a run saved by :meth:`save_checkpoint`; refuses other settings or another dataset."""
-        ckpt = load_checkpoint(path)
+        """Restore a run saved by :meth:`save_checkpoint`; refuses other settings, another dataset, other base or VGG16
+        weights, and damaged or incomplete files (all as :class:`AdaptError`, naming the file and what is wrong)."""
+        try:
+            ckpt = load_checkpoint(path)
+        except (CheckpointError, OSError) as err:
+            raise AdaptError(f"cannot resume {path}: it is damaged or unreadable ({err})") from err
         if not (isinstance(ckpt, dict) and ckpt.get("format") == RUN_FORMAT):
-            raise AdaptError(f"{path} is not a {RUN_FORMAT} checkpoint")
+            raise AdaptError(f"cannot resume {path}: it is not a {RUN_FORMAT} checkpoint")
+        required = ("settings", "model", "optimizer", "loss_running_means", "history", "iteration", "dataset")
+        missing = [k for k in (*required, "base_backbone_digest") if k not in ckpt]
+        if missing or not isinstance(ckpt["settings"], dict):
+            raise AdaptError(f"cannot resume {path}: the checkpoint is incomplete (missing {missing or ['settings']})")
         mine = self.state_dict()
-        # runs saved before --trainable / --encoder existed were BN-only, on the hand encoder
-        theirs = {"trainable": "bn", "encoder": "hindex", **ckpt["settings"]}
-        keys = ("encoder", "image_size", "num_keypoints", "sigma", "batch_size", "lr", "seed", "window", "trainable")
-        for key in keys:
-            if theirs.get(key) != mine["settings"][key]:
-                raise AdaptError(
-                    f"cannot resume {path}: it was trained with {key}={theirs.get(key)!r}, this run has "
-                    f"{mine['settings'][key]!r}"
+        # runs saved before --trainable / --encoder existed were BN-only, on the hand encoder; runs saved before the
+        # VGG16 digest existed are checked by the pipeline against their recorded --vgg-weights instead
+        theirs = {"trainable": "bn", "encoder": "hindex", "loss_weights": self.loss_digest, **ckpt["settings"]}
+        changed = [k for k in mine["settings"] if theirs.get(k) != mine["settings"][k]]
+        if changed:
+            raise AdaptError(
+                f"cannot resume {path}: it was trained with other settings: "
+                + "; ".join(
+                    f"{_setting(k)}: other VGG16 weights than this run's"
+                    if k == "loss_weights"
+                    else f"{_setting(k)}={theirs.get(k)!r}, this run has {mine['settings'][k]!r}"
+                    for k in changed
                 )
+                + " (resume with the same settings, or start a new run in another --out)"
+            )
         if ckpt["dataset"] != mine["dataset"]:
             raise AdaptError(
                 f"cannot resume {path}: it was trained on another frame dataset ({ckpt['dataset']} vs "
@@ -236,12 +272,16 @@ class Adapter:
             )
         if ckpt["base_backbone_digest"] != _digest(self.base_backbone):
             raise AdaptError(f"cannot resume {path}: it started from other base encoder weights")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.loss.running_means.copy_(ckpt["loss_running_means"])
-        self.history = {k: v.tolist() for k, v in ckpt["history"].items()}
-        self.iteration = int(ckpt["iteration"])
-        self.seconds = float(ckpt.get("seconds", 0.0))
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.loss.running_means.copy_(ckpt["loss_running_means"])
+            history = {k: v.tolist() for k, v in ckpt["history"].items()}
+            iteration, seconds = int(ckpt["iteration"]), float(ckpt.get("seconds", 0.0))
+        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as err:
+            raise AdaptError(f"cannot resume {path}: the checkpoint does not fit this model ({err})") from err
+        self.history, self.iteration, self.seconds = history, iteration, seconds
+        self.saved_iteration = iteration
         return dict(ckpt.get("extra", {}))
 
     @torch.no_grad()
@@ -325,6 +365,12 @@ class Adapter:
             **provenance,
         }
         return save_adapted_checkpoint(path, self.adapted_backbone(), _plain(record))
+
+
+def _setting(key: str) -> str:
+    """A checkpoint setting as both spellings a user may have typed: ``vgg_weights (--vgg-weights)``."""
+    name = {"loss_weights": "vgg_weights", "window": "pair_window"}.get(key, key)
+    return f"{name} (--{name.replace('_', '-')})"
 
 
 def _digest(state: dict[str, torch.Tensor]) -> str:
