@@ -338,7 +338,7 @@ def test_trainable_all_moves_every_backbone_parameter_and_exports(adapt_parts, t
     assert _rel_err(enc(images[:1]), expected) <= 1e-5
     adapter.save_checkpoint(tmp_path / "run.pt")
     bn_only = _adapter(adapt_parts, "bn")
-    with pytest.raises(AdaptError, match="trainable='all'"):
+    with pytest.raises(AdaptError, match=r"trainable \(--trainable\)='all'"):
         bn_only.load_checkpoint(tmp_path / "run.pt")
 
 
@@ -517,7 +517,7 @@ def test_adapted_checkpoint_names_its_encoder_and_loads_only_there(user_plugin, 
     adapter.save_checkpoint(tmp_path / "run.pt")
     other = KeypointModel(image_size=32)
     hand = Adapter(other, PerceptualLoss(vgg16_features(None)), frames, batch_size=2)
-    with pytest.raises(AdaptError, match="encoder='user_tiny', this run has 'hindex'"):
+    with pytest.raises(AdaptError, match=r"encoder \(--encoder\)='user_tiny', this run has 'hindex'"):
         hand.load_checkpoint(tmp_path / "run.pt")
     # files written before exports named their encoder are the hand encoder's, and still load there
     old = tmp_path / "old.pth"
