@@ -57,13 +57,19 @@ PICKLE_ELEMENTS_PER_BYTE = 8
 PICKLE_ELEMENTS_FLOOR = 1 << 20
 
 
+class DemoPickleError(ValueError, pickle.UnpicklingError):
+    """A demonstration pickle that is refused: truncated or damaged, or asking for a global the safe unpickler
+    does not build. A ``ValueError`` so that every caller validating its inputs reports it as a bad input in one
+    message (not a traceback); still a ``pickle.UnpicklingError`` for code that caught that before."""
+
+
 def _guarded_reconstruct(limit: int, real: Callable[..., Any]) -> Callable[..., Any]:
     """numpy's ``_reconstruct(cls, shape, dtype)`` allocates ``shape`` before any data arrives: bound it."""
 
     def reconstruct(cls: Any, shape: Any, dtype: Any) -> Any:
         dims = shape if isinstance(shape, tuple) else (shape,)
         if not all(isinstance(d, int) and d >= 0 for d in dims) or math.prod(dims) > limit:
-            raise pickle.UnpicklingError(f"array of shape {shape!r} is larger than this file can hold")
+            raise DemoPickleError(f"array of shape {shape!r} is larger than this file can hold")
         return real(cls, shape, dtype)
 
     return reconstruct
@@ -74,16 +80,10 @@ def _guarded_bytearray(limit: int) -> Callable[..., bytearray]:
 
     def make(*args: Any) -> bytearray:
         if args and isinstance(args[0], int) and not 0 <= args[0] <= limit:
-            raise pickle.UnpicklingError(f"bytearray({args[0]}) is larger than this file can hold")
+            raise DemoPickleError(f"bytearray({args[0]}) is larger than this file can hold")
         return bytearray(*args)
 
     return make
-
-
-class DemoPickleError(ValueError, pickle.UnpicklingError):
-    """A demonstration pickle that is refused: truncated or damaged, or asking for a global the safe unpickler
-    does not build. A ``ValueError`` so that every caller validating its inputs reports it as a bad input in one
-    message (not a traceback); still a ``pickle.UnpicklingError`` for code that caught that before."""
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -93,7 +93,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _SAFE_GLOBALS:
-            raise pickle.UnpicklingError(
+            raise DemoPickleError(
                 f"refused to load {module}.{name}: demonstration pickles may only contain numpy arrays and plain "
                 "containers (a pickle that asks for other classes can execute code)"
             )
@@ -134,11 +134,10 @@ def load_dapg_pickle(path: str | Path) -> list[Trajectory]:
     limit = max(PICKLE_ELEMENTS_FLOOR, PICKLE_ELEMENTS_PER_BYTE * len(data))
     try:
         obj = _RestrictedUnpickler(io.BytesIO(data), limit=limit, encoding="latin1").load()
+    except DemoPickleError as err:  # the unpickler's own refusals say why
+        raise DemoPickleError(f"{path}: {err}") from None
     except pickle.UnpicklingError as err:  # one ValueError for callers (the CLI turns those into one line)
-        text = str(err)
-        if text.startswith(("refused to load", "array of shape", "bytearray(")):  # our own refusals say why
-            raise DemoPickleError(f"{path}: {text}") from None
-        raise DemoPickleError(f"{path} is not a readable demonstration pickle (truncated or damaged): {text}") from None
+        raise DemoPickleError(f"{path} is not a readable demonstration pickle (truncated or damaged): {err}") from None
     except Exception as err:
         raise ValueError(f"{path} is not a readable demonstration pickle: {type(err).__name__}: {err}") from None
     try:
