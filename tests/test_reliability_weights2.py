@@ -13,90 +13,38 @@ import threading
 import urllib.error
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 from synthetic_checkpoints import save
+from test_reliability_weights import (  # the tiny encoder, registered while this module runs, and the offline cache
+    _TINY_WEIGHTS,
+    TINY,
+    _offline_cache,  # noqa: F401 (an autouse fixture)
+    _PixelEnv,
+    _tiny_encoder_registered,  # noqa: F401 (an autouse fixture)
+    _tiny_state,
+)
 from torch import nn
 
-from hindex_sb3.encoders import CheckpointError, RandomWeightsWarning, create_encoder, registry
+from hindex_sb3.encoders import CheckpointError, RandomWeightsWarning, create_encoder
 from hindex_sb3.encoders import weights as weights_module
-from hindex_sb3.encoders.registry import EncoderSpec, register_encoder
 from hindex_sb3.encoders.weights import (
     WeightsError,
-    WeightSpec,
     WeightsUnavailableError,
     download,
     read_adapted_checkpoint,
-    register_weights,
     save_adapted_checkpoint,
 )
 from hindex_sb3.extractor import HIndexExtractor
-
-TINY = "tiny_reliability2"
-
-
-def _tiny_trunk() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, stride=4), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
-    )
-
-
-_TINY_WEIGHTS = WeightSpec(
-    name=TINY,
-    url="http://127.0.0.1:9/tiny2.pth",  # never reached: downloads are faked
-    file_name="tiny_reliability2.pth",
-    key_layout="plain state_dict",
-    converter=lambda ckpt: dict(ckpt),
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _tiny_encoder_registered():
-    """Registered only while this module runs (other modules list the registry)."""
-    register_weights(_TINY_WEIGHTS, overwrite=True)
-    register_encoder(
-        EncoderSpec(
-            name=TINY, feature_dim=4, weights=_TINY_WEIGHTS, builder=_tiny_trunk, input_size=16, resize=16,
-            mean=None, std=None,
-        ),
-        overwrite=True,
-    )  # fmt: skip
-    yield
-    registry._ENCODERS.pop(TINY, None)
-    weights_module._WEIGHTS.pop(TINY, None)
-
-
-@pytest.fixture(autouse=True)
-def _offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HINDEX_SB3_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HINDEX_SB3_OFFLINE", "1")
-
-
-def _tiny_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    return _tiny_trunk().state_dict()
 
 
 def _serialised(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
-
-
-class _PixelEnv(gym.Env):
-    observation_space = gym.spaces.Box(0, 255, (3, 16, 16), np.uint8)
-    action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        return self.observation_space.sample(), 0.0, False, False, {}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
