@@ -104,15 +104,13 @@ def evaluate_backgrounds(
     from hindex_sb3.evaluation import evaluate
     from hindex_sb3.runs.build import make_env_kwargs
     from hindex_sb3.runs.checkpoint import find_latest, load_checkpoint
+    from hindex_sb3.runs.runner import apply_torch_threads
 
     outputs = run_outputs(run_dir)
     if outputs is None:
         raise FileNotFoundError(f"{run_dir}: the run has no outputs to evaluate")
     cfg = _config(env_id, settings, **({"weights": weights} if weights else {}))
-    if cfg.torch_threads:  # the run's own threads also when only the evaluation is redone (after a dead driver)
-        import torch
-
-        torch.set_num_threads(cfg.torch_threads)
+    apply_torch_threads(cfg)  # the run's own threads also when only the evaluation is redone (after a dead driver)
     model = load_checkpoint(find_latest(outputs), device="cpu").model
     results = {}
     for name in backgrounds:

@@ -249,14 +249,20 @@ def _behaviour_cloning(model: DAPG, plan: RunPlan, eval_env: gym.Env, curve: lis
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run BC + DAPG on one task and write the outputs; returns the summary."""
-    plan = plan_run(cfg)
-    cfg = plan.cfg
+def apply_torch_threads(cfg: TrainConfig) -> None:
+    """Set torch's CPU threads to the run's ``torch_threads`` (0: leave torch's default): the run's numbers depend on
+    them, so everything that computes for a run (training, a later evaluation of it) uses the same count."""
     if cfg.torch_threads:
         import torch
 
         torch.set_num_threads(cfg.torch_threads)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run BC + DAPG on one task and write the outputs; returns the summary."""
+    plan = plan_run(cfg)
+    cfg = plan.cfg
+    apply_torch_threads(cfg)
     # a fresh run checks the encoder weights before the (possibly long) demonstrations; a resumed one needs none
     policy = policy_setup(cfg) if plan.checkpoint is None else None
     t0 = time.perf_counter()
