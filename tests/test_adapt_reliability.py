@@ -213,3 +213,27 @@ def test_cli_a_diverging_run_stops_with_one_message_and_keeps_its_last_checkpoin
     floats = [v for v in state["model"].values() if v.is_floating_point()]
     assert state["iteration"] == 1 and all(torch.isfinite(v).all() for v in floats)
     assert not (out / "adapted_encoder.pth").exists() and not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("suffix", ["", ".zip"])
+def test_an_sb3_model_named_with_or_without_zip_is_loaded(tmp_path, suffix):
+    """SB3's ``save("m")`` writes ``m.zip`` and ``load("m")`` finds it; ``--policy sac:m`` said "no such file"."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from hindex_sb3.adapt.frames import resolve_policy
+
+    env = gym.make("HInDex/Door-v0", obs_mode="state")
+    try:
+        model = PPO("MlpPolicy", env, n_steps=8, seed=0)
+        model.save(tmp_path / "m")
+        spec = resolve_policy(f"ppo:{tmp_path / 'm'}{suffix}", env, deterministic=True)
+        obs, _ = env.reset(seed=0)
+        assert np.array_equal(spec.act(obs), model.predict(obs, deterministic=True)[0])
+        assert spec.label == f"ppo:m{suffix}"
+        with pytest.raises(FileNotFoundError, match="absent"):
+            resolve_policy(f"sac:{tmp_path / 'absent'}", env)
+        with pytest.raises(ValueError, match="unknown SB3 algorithm 'nope'"):
+            resolve_policy(f"nope:{tmp_path / 'm.zip'}", env)
+    finally:
+        env.close()

@@ -300,6 +300,18 @@ def resolve_policy(
     raise TypeError(f"cannot act with {type(policy).__name__}; see resolve_policy's docstring for what is accepted")
 
 
+def _saved_model(kind: str, rest: str, text: str) -> Any:
+    """The model an ``ALGO:PATH`` spec names; SB3 finds ``PATH`` or ``PATH.zip``, so both are accepted here too."""
+    if kind.lower() == "dapg":  # hindex train checkpoints: tensors + JSON, nothing executed on load
+        from hindex_sb3.runs.checkpoint import load_checkpoint
+
+        return load_checkpoint(rest, device="cpu").model
+    algorithm = _sb3_algorithm(kind)  # an unknown name is refused before the file is looked for
+    if not (Path(rest).is_file() or Path(rest + ".zip").is_file()):
+        raise FileNotFoundError(f"policy {text!r}: no such file {rest!r} (nor {rest + '.zip'!r})")
+    return algorithm.load(rest, device="cpu")  # SB3 zips unpickle: code, trusted files only
+
+
 def _named_policy(text: str, env: gym.Env, seed: int, deterministic: bool, policy_obs_key: str | None) -> PolicySpec:
     """:func:`resolve_policy` for a name or a path."""
     if text == "random":
@@ -313,18 +325,12 @@ def _named_policy(text: str, env: gym.Env, seed: int, deterministic: bool, polic
         demo = make_demonstrator(env)
         return PolicySpec(demo, f"scripted:{demo.name}", on_reset=demo.reset)
     kind, _, rest = text.partition(":")
-    model = None
-    if rest and kind.lower() == "dapg":  # hindex train checkpoints: tensors + JSON, nothing executed on load
-        from hindex_sb3.runs.checkpoint import load_checkpoint
-
-        model = load_checkpoint(rest, device="cpu").model
-    elif rest and rest.endswith(".zip") and kind.lower() != "expert":  # SB3 zips unpickle: code, trusted files only
-        model = _sb3_algorithm(kind).load(rest, device="cpu")
-    if model is not None:
+    if rest and kind.lower() != "expert" and not Path(text).is_file():
+        model = _saved_model(kind, rest, text)
         spec = resolve_policy(model, env, seed=seed, deterministic=deterministic, policy_obs_key=policy_obs_key)
         spec.label = f"{kind.lower()}:{Path(rest).name}"
         return spec
-    is_expert = kind == "expert" and bool(rest)
+    is_expert = kind.lower() == "expert" and bool(rest)
     path = Path(rest if is_expert else text)
     if not path.is_file():
         raise FileNotFoundError(
