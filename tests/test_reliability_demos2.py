@@ -120,3 +120,23 @@ def test_save_npz_keeps_plain_infos_through_a_round_trip(tmp_path):
     assert back.infos["is_success"] is True and back.infos["seed"] == 10_003
     np.testing.assert_array_equal(back.infos["goal_steps"], np.arange(3))
     assert "states" not in back.infos
+
+
+def test_a_bad_minari_episode_is_named_in_the_error():
+    """A dataset holds thousands of episodes: the error says which one is malformed, not just what was wrong."""
+    pytest.importorskip("minari")
+    from types import SimpleNamespace
+
+    from hindex_sb3.demos import load_minari
+
+    def episode(i: int, n_obs: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            id=i, observations=np.zeros((n_obs, 3)), actions=np.zeros((4, 2)), rewards=np.zeros(4), infos={}
+        )
+
+    dataset = SimpleNamespace(iterate_episodes=lambda: iter([episode(0, 5), episode(1, 5), episode(7, 9)]))
+    with pytest.raises(ValueError, match="Minari episode 7: "):
+        load_minari(dataset)
+    with pytest.raises(ValueError, match=r"Minari episode 0: .*missing"):
+        load_minari(dataset, state_keys=["missing"])
+    assert len(load_minari(SimpleNamespace(iterate_episodes=lambda: iter([episode(0, 5)])))) == 1

@@ -305,17 +305,25 @@ def load_minari(dataset: Any, state_keys: Sequence[str] | None = None) -> list[T
                 "$MINARI_DATASETS_PATH/<namespace>/<name>-vN/data/ (download it elsewhere with `minari download`)."
             ) from err
     trajectories = []
-    for episode in dataset.iterate_episodes():
-        infos = episode.infos or {}
-        states = _states_from_infos(infos, state_keys)
-        init = {k: v[0] for k, v in states.items()} if states else None
-        t = Trajectory(episode.observations, episode.actions, episode.rewards, init)
-        if states:
-            t.infos["states"] = {k: v[: len(t)] for k, v in states.items()}
-        trajectories.append(t)
+    for index, episode in enumerate(dataset.iterate_episodes()):
+        try:
+            trajectories.append(_minari_trajectory(episode, state_keys))
+        except (ValueError, KeyError, TypeError) as err:  # name the episode: a dataset holds thousands
+            detail = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise ValueError(f"Minari episode {getattr(episode, 'id', index)}: {detail}") from err
     if not trajectories:
         raise ValueError("the Minari dataset has no episodes")
     return trajectories
+
+
+def _minari_trajectory(episode: Any, state_keys: Sequence[str] | None) -> Trajectory:
+    infos = episode.infos or {}
+    states = _states_from_infos(infos, state_keys)
+    init = {k: v[0] for k, v in states.items()} if states else None
+    t = Trajectory(episode.observations, episode.actions, episode.rewards, init)
+    if states:
+        t.infos["states"] = {k: v[: len(t)] for k, v in states.items()}
+    return t
 
 
 def _states_from_infos(infos: dict[str, Any], state_keys: Sequence[str] | None) -> dict[str, np.ndarray]:
