@@ -239,6 +239,23 @@ class Adapter:
     def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
         """Restore a run saved by :meth:`save_checkpoint`; refuses other settings, another dataset, other base or VGG16
         weights, and damaged or incomplete files (all as :class:`AdaptError`, naming the file and what is wrong)."""
+        ckpt = self._read_run_checkpoint(path)
+        self._check_same_run(path, ckpt)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.loss.running_means.copy_(ckpt["loss_running_means"])
+            history = {k: v.tolist() for k, v in ckpt["history"].items()}
+            iteration, seconds = int(ckpt["iteration"]), float(ckpt.get("seconds", 0.0))
+        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as err:
+            raise AdaptError(f"cannot resume {path}: the checkpoint does not fit this model ({err})") from err
+        self.history, self.iteration, self.seconds = history, iteration, seconds
+        self.saved_iteration = iteration
+        return dict(ckpt.get("extra", {}))
+
+    @staticmethod
+    def _read_run_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+        """The checkpoint's dict, refused unless it is a whole checkpoint of this format."""
         try:
             ckpt = load_checkpoint(path)
         except (CheckpointError, OSError) as err:
@@ -249,6 +266,10 @@ class Adapter:
         missing = [k for k in (*required, "base_backbone_digest") if k not in ckpt]
         if missing or not isinstance(ckpt["settings"], dict):
             raise AdaptError(f"cannot resume {path}: the checkpoint is incomplete (missing {missing or ['settings']})")
+        return ckpt
+
+    def _check_same_run(self, path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
+        """Refuse a checkpoint of other settings, frames, base weights or VGG16 weights, naming each difference."""
         mine = self.state_dict()
         # runs saved before --trainable / --encoder existed were BN-only, on the hand encoder; runs saved before the
         # VGG16 digest existed are checked by the pipeline against their recorded --vgg-weights instead
@@ -272,17 +293,6 @@ class Adapter:
             )
         if ckpt["base_backbone_digest"] != _digest(self.base_backbone):
             raise AdaptError(f"cannot resume {path}: it started from other base encoder weights")
-        try:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.loss.running_means.copy_(ckpt["loss_running_means"])
-            history = {k: v.tolist() for k, v in ckpt["history"].items()}
-            iteration, seconds = int(ckpt["iteration"]), float(ckpt.get("seconds", 0.0))
-        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as err:
-            raise AdaptError(f"cannot resume {path}: the checkpoint does not fit this model ({err})") from err
-        self.history, self.iteration, self.seconds = history, iteration, seconds
-        self.saved_iteration = iteration
-        return dict(ckpt.get("extra", {}))
 
     @torch.no_grad()
     def keypoint_stats(self, n: int = 16) -> dict[str, float]:
