@@ -220,6 +220,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         out_dir=args.out,
         resume=args.resume,
+        overwrite=args.overwrite,
         figures=not args.no_figures,
         progress_bar=not args.no_progress,
     )
@@ -305,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the adapt run in --out (deletes its frames and outputs)"
+    )
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_adapt)

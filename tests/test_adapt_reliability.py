@@ -237,3 +237,25 @@ def test_an_sb3_model_named_with_or_without_zip_is_loaded(tmp_path, suffix):
             resolve_policy(f"nope:{tmp_path / 'm.zip'}", env)
     finally:
         env.close()
+
+
+def test_overwrite_replaces_a_finished_run_only_once_its_weights_load(tmp_path, capsys):
+    """``--overwrite``, as ``hindex train`` has it: no refused start deletes the old run, nothing foreign is deleted."""
+    out = tmp_path / "door"
+    args = ["adapt", "door", *TINY, "--out", str(out)]
+    assert main([*args, "--iterations", "2", "--seed", "1"]) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert main([*args, "--iterations", "1"]) == 2
+    assert "--overwrite to replace it" in capsys.readouterr().err
+    missing = [a if args[i - 1] != "--weights" else str(tmp_path / "absent.pth") for i, a in enumerate(args)]
+    assert main([*missing, "--iterations", "1", "--overwrite"]) == 2  # refused while loading weights: old run intact
+    assert json.loads((out / "summary.json").read_text()) == first
+    assert main([*args, "--iterations", "1", "--overwrite", "--resume"]) == 2
+    assert "choose one" in capsys.readouterr().err
+    assert main([*args, "--iterations", "1", "--overwrite"]) == 0
+    second = json.loads((out / "summary.json").read_text())
+    assert second["iterations"] == 1 and second["dataset"]["meta"]["seed"] == 0  # frames collected anew, for seed 0
+    (out / "notes.txt").write_text("mine")
+    assert main([*args, "--iterations", "1", "--overwrite"]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "summary.json").read_text()) == second

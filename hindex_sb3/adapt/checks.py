@@ -98,8 +98,10 @@ def check_adapt_config(cfg: AdaptConfig, *, our_task: bool) -> None:
     """
     _check_numbers(cfg)
     _check_encoder(cfg.encoder)
-    for name in ("deterministic", "resume", "figures", "progress_bar"):
+    for name in ("deterministic", "resume", "overwrite", "figures", "progress_bar"):
         check_flag(name, getattr(cfg, name))
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("resume and overwrite: choose one (continue the run in out_dir, or replace it)")
     if cfg.camera is not None:
         check_str("camera", cfg.camera)
     _check_env_kwargs(cfg.env_kwargs)

@@ -56,6 +56,7 @@ class AdaptConfig:
     checkpoint_every: int = 500
     out_dir: str = "runs/adapt"
     resume: bool = False
+    overwrite: bool = False  #: replace the adapt run already in out_dir (its frames, checkpoints and outputs)
     figures: bool = True
     progress_bar: bool = True
     encoder: str = "hindex"  #: the registered encoder to adapt (needs BatchNorm); its trunk is what the export holds

@@ -8,6 +8,7 @@ logging.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -60,21 +61,54 @@ def _device(name: str) -> torch.device:
 #: what ``hindex adapt`` may find in a fresh ``--out``: the frames of a run killed before its first checkpoint (reused
 #: when their settings match) and temporary files a kill left behind; anything else is someone's output
 _RESTARTABLE = ("frames.npz", "checkpoints")
+#: everything a run writes in ``--out``: what ``--overwrite`` deletes, and nothing else
+_RUN_OUTPUTS = (
+    *_RESTARTABLE,
+    "adapted_encoder.pth",
+    "history.json",
+    "summary.json",
+    "keypoints.png",
+    "bn_distribution.png",
+    "loss.png",
+)
 
 
-def _foreign_outputs(out: Path) -> list[str]:
-    """Entries of ``out`` that a fresh start would overwrite or mix with (not frames, not stale temporary files)."""
+def _is_temporary(name: str) -> bool:
+    return name.endswith((".partial", ".partial.npz"))
+
+
+def _foreign_outputs(out: Path, ours: tuple[str, ...]) -> list[str]:
+    """Entries of ``out`` other than ``ours`` that a start would overwrite or mix with (stale temporary files aside).
+
+    ``checkpoints/latest.pt`` counts as ours: the caller has already decided whether it may be resumed or replaced.
+    """
     if not out.is_dir():
         return []
     found = []
     for entry in sorted(out.iterdir()):
-        if entry.name.endswith((".partial", ".partial.npz")):
+        if _is_temporary(entry.name):
             continue
         if entry.name == "checkpoints" and entry.is_dir():
-            found += [f"checkpoints/{e.name}" for e in sorted(entry.iterdir()) if not e.name.endswith(".partial")]
-        elif entry.name not in _RESTARTABLE:
+            found += [
+                f"checkpoints/{e.name}"
+                for e in sorted(entry.iterdir())
+                if not (_is_temporary(e.name) or e.name == "latest.pt")
+            ]
+        elif entry.name not in ours:
             found.append(entry.name)
     return found
+
+
+def _clear_previous_run(out: Path) -> None:
+    """``--overwrite``: delete what an earlier run wrote, once this one has loaded what it needs."""
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.name in _RUN_OUTPUTS or _is_temporary(entry.name):
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def _check_run(cfg: AdaptConfig) -> tuple[str, str | None, Path, Path]:
@@ -100,13 +134,17 @@ def _check_run(cfg: AdaptConfig) -> tuple[str, str | None, Path, Path]:
             )
         raise AdaptError(f"--resume: no checkpoint at {ckpt_path}{hint}")
     if not cfg.resume:
-        if ckpt_path.is_file():
-            raise AdaptError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
-        foreign = _foreign_outputs(out)
+        if ckpt_path.is_file() and not cfg.overwrite:
+            raise AdaptError(
+                f"{ckpt_path} exists: pass --resume to continue that run, --overwrite to replace it, "
+                "or choose another --out"
+            )
+        foreign = _foreign_outputs(out, _RUN_OUTPUTS if cfg.overwrite else _RESTARTABLE)
         if foreign:
             shown = ", ".join(foreign[:6]) + (", ..." if len(foreign) > 6 else "")
+            what = "an adapt run's" if cfg.overwrite else "an unfinished adapt run"
             raise AdaptError(
-                f"{out} already holds files that are not an unfinished adapt run ({shown}); hindex adapt would "
+                f"{out} already holds files that are not {what} ({shown}); hindex adapt would "
                 "overwrite them: choose another --out (or empty this one)"
             )
     try:
@@ -441,6 +479,8 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
     """
     env_id, task_name, out, ckpt_path = _check_run(cfg)
     base_state, base_record, loss = _load_weights(cfg)
+    if cfg.overwrite:
+        _clear_previous_run(out)
     dataset, frames_path = _prepare_dataset(cfg, env_id, task_name, out)
     try:
         dataset.check_image_size(cfg.image_size)
