@@ -442,6 +442,42 @@ def check_observation_keys(
     check_key_list("record_keys", record_keys, space)
 
 
+def _checked_rollout_args(
+    env: Any,
+    n_episodes: Any,
+    seed: Any,
+    deterministic: Any,
+    only_successful: Any,
+    max_attempts: Any,
+    max_steps: Any,
+    env_kwargs: Any,
+) -> tuple[int, int, int | None, int | None]:
+    """:func:`rollout`'s arguments checked before an env is built; the checked values are the ones to use (Python
+    ints: gymnasium's reset refuses a numpy integer seed)."""
+    n_episodes = check_int("n_episodes", n_episodes, minimum=1)  # an empty demonstration set is an error, not []
+    seed = check_int("seed", seed, minimum=0)
+    check_flag("deterministic", deterministic)
+    check_flag("only_successful", only_successful)
+    if max_attempts is not None:
+        max_attempts = check_int("max_attempts", max_attempts, minimum=n_episodes)
+    if max_steps is not None:
+        max_steps = check_int("max_steps", max_steps, minimum=1)
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise TypeError(f"env_kwargs must be a dict, got {type(env_kwargs).__name__}")
+    if not isinstance(env, str | gym.Env):
+        raise TypeError(f"env must be a gymnasium env or an env id, got {type(env).__name__}")
+    return n_episodes, seed, max_attempts, max_steps
+
+
+def _stacked_trajectory(init: Any, observations: list, actions: list, rewards: list) -> Trajectory:
+    """One recorded episode's per-step lists as arrays (a dict observation stacked key by key)."""
+    if isinstance(observations[0], dict):
+        stacked: Any = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+    else:
+        stacked = np.stack(observations)
+    return Trajectory(stacked, np.stack(actions), np.asarray(rewards), init)
+
+
 def rollout(
     env: gym.Env | str,
     policy: PolicyLike,
@@ -471,19 +507,9 @@ def rollout(
     :returns: trajectories whose ``init_state`` is ``env.unwrapped.get_env_state()`` right after the reset and whose
         ``infos`` hold ``is_success``, ``seed``, ``goal_achieved`` (per step) and ``goal_steps``.
     """
-    # the checked values are used (Python ints: gymnasium's reset refuses a numpy integer seed)
-    n_episodes = check_int("n_episodes", n_episodes, minimum=1)  # an empty demonstration set is an error, not []
-    seed = check_int("seed", seed, minimum=0)
-    check_flag("deterministic", deterministic)
-    check_flag("only_successful", only_successful)
-    if max_attempts is not None:
-        max_attempts = check_int("max_attempts", max_attempts, minimum=n_episodes)
-    if max_steps is not None:
-        max_steps = check_int("max_steps", max_steps, minimum=1)
-    if env_kwargs is not None and not isinstance(env_kwargs, dict):
-        raise TypeError(f"env_kwargs must be a dict, got {type(env_kwargs).__name__}")
-    if not isinstance(env, str | gym.Env):
-        raise TypeError(f"env must be a gymnasium env or an env id, got {type(env).__name__}")
+    n_episodes, seed, max_attempts, max_steps = _checked_rollout_args(
+        env, n_episodes, seed, deterministic, only_successful, max_attempts, max_steps, env_kwargs
+    )
     own_env = isinstance(env, str)
     if isinstance(env, str):
         env = gym.make(env, **(env_kwargs or {}))
@@ -493,8 +519,7 @@ def rollout(
         if own_env:
             env.close()
         raise
-    rng = np.random.default_rng(seed)
-    act = _as_action_fn(policy, deterministic, rng)
+    act = _as_action_fn(policy, deterministic, np.random.default_rng(seed))
     if max_attempts is None:
         max_attempts = 10 * n_episodes if only_successful else n_episodes
     trajectories: list[Trajectory] = []
@@ -510,11 +535,7 @@ def rollout(
             )
             if only_successful and not success:
                 continue
-            if isinstance(observations[0], dict):
-                stacked: Any = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
-            else:
-                stacked = np.stack(observations)
-            t = Trajectory(stacked, np.stack(actions), np.asarray(rewards), init)
+            t = _stacked_trajectory(init, observations, actions, rewards)
             t.infos.update(
                 is_success=success, seed=episode_seed, goal_achieved=np.asarray(goals), goal_steps=int(np.sum(goals))
             )
