@@ -47,6 +47,30 @@ class EvalResult:
         return {"success_rate": self.success_rate, "mean_return": self.mean_return, "std_return": self.std_return}
 
 
+class _Predictor:
+    """``obs -> action`` through an SB3 ``predict``, carrying its recurrent state through an episode.
+
+    A recurrent policy (sb3-contrib's ``RecurrentPPO``) returns its LSTM state from ``predict`` and needs it back with
+    the next observation, plus ``episode_start`` at the first step: without them every step would start from a
+    zero state, and the evaluation would score another policy. Feed-forward policies return ``None`` and ignore both.
+    """
+
+    def __init__(self, policy: object, deterministic: bool) -> None:
+        self.policy, self.deterministic = policy, deterministic
+        self.state: object = None
+        self.start = True
+
+    def reset(self, _obs: object) -> None:
+        self.state, self.start = None, True
+
+    def __call__(self, obs: object) -> object:
+        action, self.state = self.policy.predict(  # type: ignore[attr-defined]
+            obs, state=self.state, episode_start=np.array([self.start]), deterministic=self.deterministic
+        )
+        self.start = False
+        return action
+
+
 def evaluate(
     policy: Callable[[object], np.ndarray] | object,
     env: gym.Env,
@@ -59,7 +83,8 @@ def evaluate(
     """Run ``n_episodes`` episodes from the evaluation seeds of a run seeded ``seed`` (:func:`eval_seeds`).
 
     ``seeds`` gives the episodes' env seeds explicitly instead (one per episode; ``n_episodes`` is then ignored).
-    ``policy`` is an SB3 model or policy (anything with ``predict``), or a callable ``obs -> action``.
+    ``policy`` is an SB3 model or policy (anything with SB3's ``predict(obs, state, episode_start, deterministic)``;
+    a recurrent policy's state is carried through each episode), or a callable ``obs -> action``.
     The env must end episodes (``gym.make`` adds the time limit of every ``HInDex/*`` id).
     """
     check_flag("deterministic", deterministic)  # a string such as "no" would be truthy
@@ -70,12 +95,11 @@ def evaluate(
     if not episode_seeds:
         raise ValueError("evaluation needs at least one episode")
     if hasattr(policy, "predict"):
-
-        def act(obs):
-            return policy.predict(obs, deterministic=deterministic)[0]  # type: ignore[union-attr]
+        act: Callable[[object], object] = _Predictor(policy, deterministic)
+        on_reset = act.reset  # type: ignore[attr-defined]
     else:
-        act = policy  # type: ignore[assignment]
-    episodes = [run_episode(env, act, seed=int(episode_seed)) for episode_seed in episode_seeds]
+        act, on_reset = policy, None  # type: ignore[assignment]
+    episodes = [run_episode(env, act, seed=int(s), on_reset=on_reset) for s in episode_seeds]
     returns = [ep.total_return for ep in episodes]
     successes = [ep.success for ep in episodes]
     lengths = [ep.length for ep in episodes]
