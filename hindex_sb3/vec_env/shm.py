@@ -31,6 +31,7 @@ import contextlib
 import copy
 import itertools
 import multiprocessing as mp
+import operator
 import os
 import queue
 import shutil
@@ -43,7 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
 import gymnasium as gym
@@ -556,7 +557,20 @@ def _worker(remote: Any, parent_remote: Any, env_fns: CloudpickleWrapper, first:
         except Exception:  # the main process raises it, with this traceback, instead of losing the worker
             reply = ("error", (worker.current, traceback.format_exc()))
             worker.current = None
-        remote.send(reply)
+        if not _reply(remote, cmd, reply):
+            break
+
+
+def _reply(remote: Any, cmd: str, reply: tuple) -> bool:
+    """Send ``reply``; one that cannot be pickled (an env's info holding a lambda) becomes an error reply instead of
+    ending the worker, whose death would hide why. ``False`` when the main process is gone."""
+    try:
+        remote.send(reply)  # pickled whole before a byte is written: a failure leaves the pipe in step
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return False
+    except Exception:
+        remote.send(("error", (None, f"its reply to {cmd!r} could not be sent:\n{traceback.format_exc()}")))
+    return True
 
 
 def _release(shm: shared_memory.SharedMemory | None) -> None:
@@ -617,6 +631,10 @@ class SharedMemoryVecEnv(VecEnv):
         self._worker_of = [w for w, group in enumerate(self.groups) for _ in group]
         self._sent: list[deque[list[int]]] = [deque() for _ in self.groups]  # step_env batches not yet received
         self._stash: dict[int, tuple] = {}  # their replies, received while waiting for another batch
+        # replies sent to us and not read yet, per worker (each worker first says whether it built its envs); those
+        # beyond the step_env batches in flight were abandoned by an interrupted wait and are dropped before the next
+        # command, so that no command reads an earlier one's reply
+        self._unread = [1] * len(self.groups)
         self._start_workers(env_fns, start_method, tiled_render, threads)
         try:
             self._gather(range(len(self.groups)))  # each worker built its envs (or says why not)
@@ -633,6 +651,9 @@ class SharedMemoryVecEnv(VecEnv):
         if start_method is None:
             start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(start_method)
+        # Forked workers inherit this process's resource tracker only if it runs already; else each starts its own,
+        # which warns of a "leaked" segment at its exit and unlinks the buffer early if its worker dies.
+        resource_tracker.ensure_running()
         remotes, self.processes = [], []
         for group in self.groups:  # one pipe at a time: even a forked worker then holds no other worker's end
             remote, work_remote = ctx.Pipe()
@@ -684,10 +705,13 @@ class SharedMemoryVecEnv(VecEnv):
         )
 
     def _send(self, w: int, message: tuple) -> None:
+        if self.closed:
+            raise RuntimeError("SharedMemoryVecEnv: this VecEnv is closed; build a new one")
         try:
             self.remotes[w].send(message)
         except (BrokenPipeError, ConnectionResetError, EOFError) as err:
             raise self._dead(w) from err
+        self._unread[w] += 1
 
     def _recv(self, w: int) -> Any:
         # A blocking recv, not a poll loop (poll costs ~100 us a reply, more than the frame saves): a dead worker
@@ -696,6 +720,7 @@ class SharedMemoryVecEnv(VecEnv):
             status, payload = self.remotes[w].recv()
         except (EOFError, ConnectionResetError) as err:
             raise self._dead(w) from err
+        self._unread[w] -= 1
         if status == "error":
             env, tb = payload
             who = f"env {env}" if env is not None else self._envs_of(w)
@@ -823,6 +848,7 @@ class SharedMemoryVecEnv(VecEnv):
         other's frames); each worker answers its batches in the order they were sent.
         """
         indices = self._check_indices(actions)
+        self._drop_abandoned()
         if any(j in self._stash or any(j in b for b in self._sent[self._worker_of[j]]) for j in indices):
             raise RuntimeError("SharedMemoryVecEnv: step_envs_send for an env whose last step was not received")
         for w, locals_ in self._by_worker(indices).items():
@@ -832,6 +858,7 @@ class SharedMemoryVecEnv(VecEnv):
 
     def step_envs_recv(self, indices: Sequence[int]) -> dict[int, tuple[Any, Any, bool, bool, dict]]:
         """The second half of :meth:`step_envs`: wait for the steps sent to ``indices`` and return them."""
+        self._drop_abandoned()
         for j in indices:
             w = self._worker_of[j]
             while j not in self._stash:
@@ -852,8 +879,22 @@ class SharedMemoryVecEnv(VecEnv):
         self._stash.update({start + i: r for i, r in replies.items()})
         assert sorted(self._stash.keys() & set(batch)) == sorted(batch)
 
+    def _drop_abandoned(self) -> None:
+        """Read and drop the replies that an interrupted wait (Ctrl-C in ``step_wait``) left in the pipes.
+
+        A wait always reads a worker's oldest reply, so the abandoned ones come before any batch still in flight.
+        """
+        for w, remote in enumerate(self.remotes):
+            while self._unread[w] > len(self._sent[w]):
+                try:
+                    remote.recv()
+                except (EOFError, ConnectionResetError) as err:
+                    raise self._dead(w) from err
+                self._unread[w] -= 1
+
     def _collect_sent(self) -> None:
         """Receive the ``step_env`` batches still in flight before another command takes the pipes."""
+        self._drop_abandoned()
         for w, sent in enumerate(self._sent):
             while sent:
                 self._receive_batch(w)
@@ -874,12 +915,11 @@ class SharedMemoryVecEnv(VecEnv):
 
     def _shutdown(self) -> None:
         """Stop every worker (ending those that do not stop) and unlink the shared buffer, even after a failure."""
-        pending = [w for w, sent in enumerate(self._sent) for _ in sent]
-        if self.waiting:
-            pending += list(range(len(self.remotes)))
-        for w in pending:
-            with contextlib.suppress(EOFError, ConnectionResetError):
-                self.remotes[w].recv()
+        for w, remote in enumerate(self.remotes):  # replies still due (a worker stuck in a step is ended below)
+            with contextlib.suppress(EOFError, ConnectionResetError, OSError):
+                while self._unread[w] > 0 and remote.poll(_JOIN_TIMEOUT_S):
+                    remote.recv()
+                    self._unread[w] -= 1
         self.waiting = False
         for remote in self.remotes:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):
@@ -910,14 +950,25 @@ class SharedMemoryVecEnv(VecEnv):
     def has_attr(self, attr_name: str) -> bool:
         return all(self._request(range(len(self.groups)), "has_attr", attr_name))
 
+    def _env_indices(self, indices: VecEnvIndices) -> list[int]:
+        """``indices`` as env indices in ``0 .. num_envs - 1``; negative ones count from the end, as a list's do (and
+        as ``DummyVecEnv``/``SubprocVecEnv`` take them)."""
+        out = []
+        for j in self._get_indices(indices):
+            j = operator.index(j)
+            if not -self.num_envs <= j < self.num_envs:
+                raise IndexError(f"env index {j} out of range for {self.num_envs} envs")
+            out.append(j % self.num_envs)
+        return out
+
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return self._per_env(list(self._get_indices(indices)), "get_attr", attr_name)
+        return self._per_env(self._env_indices(indices), "get_attr", attr_name)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        self._per_env(list(self._get_indices(indices)), "set_attr", (attr_name, value))
+        self._per_env(self._env_indices(indices), "set_attr", (attr_name, value))
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        return self._per_env(list(self._get_indices(indices)), "env_method", (method_name, method_args, method_kwargs))
+        return self._per_env(self._env_indices(indices), "env_method", (method_name, method_args, method_kwargs))
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return self._per_env(list(self._get_indices(indices)), "is_wrapped", wrapper_class)
+        return self._per_env(self._env_indices(indices), "is_wrapped", wrapper_class)
