@@ -116,6 +116,20 @@ def test_use_after_close_is_one_clear_error():
             use()
 
 
+def test_close_ends_workers_stuck_in_a_step_within_one_timeout(monkeypatch):
+    import hindex_sb3.vec_env.shm as shm
+
+    monkeypatch.setattr(shm, "_JOIN_TIMEOUT_S", 0.5)
+    venv = _venv([lambda: Frames(sleep=20)] * 3)  # stands for an env that never returns from its step
+    name = venv.shared_memory_name
+    venv.reset()
+    venv.step_async(np.zeros((3, 1), np.float32))
+    start = time.monotonic()
+    venv.close()  # before: waited for every step's reply with no limit (here 20 s; forever for a hung env)
+    assert time.monotonic() - start < 5
+    assert not any(p.is_alive() for p in venv.processes) and not os.path.exists(f"/dev/shm/{name}")
+
+
 _FORKED = """
     import numpy as np, gymnasium as gym
     from gymnasium import spaces

@@ -914,20 +914,31 @@ class SharedMemoryVecEnv(VecEnv):
         self.closed = True
 
     def _shutdown(self) -> None:
-        """Stop every worker (ending those that do not stop) and unlink the shared buffer, even after a failure."""
-        for w, remote in enumerate(self.remotes):  # replies still due (a worker stuck in a step is ended below)
+        """Stop every worker (ending those that do not stop) and unlink the shared buffer, even after a failure.
+
+        The replies still due are awaited, and the workers joined, within one ``_JOIN_TIMEOUT_S`` each for all
+        workers together: a worker stuck in a step (an env that never returns) is ended instead of holding ``close``
+        forever, and many stuck workers do not add up their waits.
+        """
+        deadline = time.monotonic() + _JOIN_TIMEOUT_S
+        for w, remote in enumerate(self.remotes):
             with contextlib.suppress(EOFError, ConnectionResetError, OSError):
-                while self._unread[w] > 0 and remote.poll(_JOIN_TIMEOUT_S):
+                while self._unread[w] > 0 and remote.poll(max(0.0, deadline - time.monotonic())):
                     remote.recv()
                     self._unread[w] -= 1
         self.waiting = False
         for remote in self.remotes:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError, OSError):
                 remote.send(("close", None))
+        deadline = time.monotonic() + _JOIN_TIMEOUT_S
         for process in self.processes:
-            process.join(timeout=_JOIN_TIMEOUT_S)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for process in self.processes:
             if process.is_alive():
                 process.terminate()
+                process.join(timeout=_JOIN_TIMEOUT_S)
+            if process.is_alive():  # SIGTERM blocked or ignored
+                process.kill()
                 process.join()
         for remote in self.remotes:
             remote.close()
