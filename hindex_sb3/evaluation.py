@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
 
 from hindex_sb3._validation import check_flag, check_int
 from hindex_sb3.episodes import run_episode
@@ -88,6 +89,8 @@ def evaluate(
     The env must end episodes (``gym.make`` adds the time limit of every ``HInDex/*`` id).
     """
     check_flag("deterministic", deterministic)  # a string such as "no" would be truthy
+    if isinstance(env, VecEnv):  # SB3's evaluate_policy takes one; its reset() has no seed, so say so here
+        raise TypeError(f"env must be one gymnasium Env (episodes are played one by one), got a {type(env).__name__}")
     if seeds is not None:
         episode_seeds = [check_int("seeds[]", s, minimum=0) for s in seeds]
     else:

@@ -195,3 +195,39 @@ def test_evaluate_carries_a_recurrent_policys_state_through_each_episode():
     # before: the state was dropped, so every step acted as the first one (returns 0.0)
     assert result.returns == pytest.approx([0.3, 0.3])  # actions 0.0, 0.1, 0.2 in each episode
     assert policy.starts == [True, False, False, True, False, False]
+
+
+def test_evaluate_refuses_a_vec_env_by_name():
+    venv = DummyVecEnv([_EchoEnv])
+    # before: TypeError "DummyVecEnv.reset() got an unexpected keyword argument 'seed'" from inside the episode loop
+    with pytest.raises(TypeError, match=r"env must be one gymnasium Env .* got a DummyVecEnv"):
+        evaluate(lambda obs: np.zeros(1, np.float32), venv, n_episodes=1)
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("interrupted mid-save")
+
+
+@pytest.mark.filterwarnings("ignore:.*randomly initialised")
+def test_a_failed_save_encoder_leaves_the_previous_file_whole(tmp_path):
+    from tiny_encoder import NAME as TINY
+
+    from hindex_sb3.vec_encode import VecEncode
+
+    class Pixels(gym.Env):
+        observation_space = spaces.Box(0, 255, (3, 16, 16), np.uint8)
+        action_space = spaces.Box(-1, 1, (1,), np.float32)
+
+    venv = VecEncode(DummyVecEnv([Pixels]), TINY, weights=None, device="cpu")
+    path = tmp_path / "encoder.pt"
+    venv.save_encoder(path)
+    saved = path.read_bytes()
+    state_dict = venv.encoder.state_dict
+    venv.encoder.state_dict = lambda: {**state_dict(), "zz": _Unpicklable()}
+    with pytest.raises(RuntimeError, match="interrupted mid-save"):
+        venv.save_encoder(path)
+    assert path.read_bytes() == saved  # before: truncated to the part written before the failure
+    assert list(tmp_path.iterdir()) == [path]
+    venv.encoder.state_dict = state_dict
+    venv.load_encoder(path)  # strict: the saved state is whole
