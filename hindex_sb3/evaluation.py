@@ -48,6 +48,19 @@ class EvalResult:
         return {"success_rate": self.success_rate, "mean_return": self.mean_return, "std_return": self.std_return}
 
 
+def _step_cap(env: gym.Env) -> int | None:
+    """The episode length to stop at: ``None`` when a ``TimeLimit`` ends the episodes, else an ``HInDex/*`` task's
+    registered horizon (its env class built without ``gym.make`` never ends an episode: evaluation would not return).
+    """
+    layer = env
+    while isinstance(layer, gym.Wrapper):
+        if isinstance(layer, gym.wrappers.TimeLimit):
+            return None
+        layer = layer.env
+    horizon = getattr(env.unwrapped, "default_horizon", None)
+    return horizon if isinstance(horizon, int) and not isinstance(horizon, bool) else None
+
+
 class _Predictor:
     """``obs -> action`` through an SB3 ``predict``, carrying its recurrent state through an episode.
 
@@ -86,7 +99,8 @@ def evaluate(
     ``seeds`` gives the episodes' env seeds explicitly instead (one per episode; ``n_episodes`` is then ignored).
     ``policy`` is an SB3 model or policy (anything with SB3's ``predict(obs, state, episode_start, deterministic)``;
     a recurrent policy's state is carried through each episode), or a callable ``obs -> action``.
-    The env must end episodes (``gym.make`` adds the time limit of every ``HInDex/*`` id).
+    The env must end episodes (``gym.make`` adds the time limit of every ``HInDex/*`` id; an ``HInDex/*`` env
+    class built directly is stopped at that limit here).
     """
     check_flag("deterministic", deterministic)  # a string such as "no" would be truthy
     if isinstance(env, VecEnv):  # SB3's evaluate_policy takes one; its reset() has no seed, so say so here
@@ -102,7 +116,8 @@ def evaluate(
         on_reset = act.reset  # type: ignore[attr-defined]
     else:
         act, on_reset = policy, None  # type: ignore[assignment]
-    episodes = [run_episode(env, act, seed=int(s), on_reset=on_reset) for s in episode_seeds]
+    cap = _step_cap(env)
+    episodes = [run_episode(env, act, seed=int(s), max_steps=cap, on_reset=on_reset) for s in episode_seeds]
     returns = [ep.total_return for ep in episodes]
     successes = [ep.success for ep in episodes]
     lengths = [ep.length for ep in episodes]

@@ -231,3 +231,22 @@ def test_a_failed_save_encoder_leaves_the_previous_file_whole(tmp_path):
     assert list(tmp_path.iterdir()) == [path]
     venv.encoder.state_dict = state_dict
     venv.load_encoder(path)  # strict: the saved state is whole
+
+
+class _Endless(_EchoEnv):
+    """Never ends an episode, like an ``HInDex/*`` env class built without ``gym.make`` (its TimeLimit)."""
+
+    default_horizon = 5
+
+    def step(self, action):
+        self._t += 1
+        if self._t > 1000:  # the old evaluation would step for ever
+            raise RuntimeError("evaluation never stopped the episode")
+        return np.zeros(1, np.float32), 1.0, False, False, {}
+
+
+def test_evaluate_stops_an_hindex_env_class_built_directly_at_its_registered_horizon():
+    result = evaluate(lambda obs: np.zeros(1, np.float32), _Endless(), seeds=[0, 1])
+    assert result.lengths == [5, 5] and result.returns == [5.0, 5.0]
+    made = gym.wrappers.TimeLimit(_Endless(), 3)  # a TimeLimit, where there is one, decides
+    assert evaluate(lambda obs: np.zeros(1, np.float32), made, seeds=[0]).lengths == [3]
