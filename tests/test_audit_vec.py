@@ -250,3 +250,29 @@ def test_evaluate_stops_an_hindex_env_class_built_directly_at_its_registered_hor
     assert result.lengths == [5, 5] and result.returns == [5.0, 5.0]
     made = gym.wrappers.TimeLimit(_Endless(), 3)  # a TimeLimit, where there is one, decides
     assert evaluate(lambda obs: np.zeros(1, np.float32), made, seeds=[0]).lengths == [3]
+
+
+def test_tiles_of_wide_frames_keep_the_atlas_within_its_side_and_the_frames_unchanged():
+    import copy
+
+    from hindex_sb3.envs.rendering import MAX_ATLAS_SIDE, OffscreenRenderer, TiledRenderer
+
+    env = gym.make("HInDex/Door-v0", image_size=(16, 1024), obs_mode="state")
+    try:
+        base = env.unwrapped
+        env.reset(seed=0)
+        tiled = TiledRenderer(copy.deepcopy(base.model), 16, 1024, 20)
+        single = OffscreenRenderer(copy.deepcopy(base.model), 16, 1024)
+        try:
+            # before: a square grid of 5 x 5 wide tiles, an atlas 5120 pixels wide (300 tiles: incomplete framebuffer)
+            assert tiled.cols * 1024 <= MAX_ATLAS_SIDE and tiled.rows * 16 <= MAX_ATLAS_SIDE
+            assert tiled.cols * tiled.rows > tiled.tiles
+            out = [np.empty((3, 16, 1024), np.uint8) for _ in range(3)]
+            tiled.render_into([(base.model, base.data, base.camera_id)] * 3, out)
+            for frame in out:
+                np.testing.assert_array_equal(frame, single.render_chw(base.data, base.camera_id))
+        finally:
+            tiled.close()
+            single.close()
+    finally:
+        env.close()

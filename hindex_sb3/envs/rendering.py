@@ -191,6 +191,16 @@ class OffscreenRenderer:
 MAX_ATLAS_SIDE = 4096
 
 
+def _atlas_grid(slots: int, height: int, width: int) -> tuple[int, int]:
+    """Columns and rows for ``slots`` tiles of ``height`` x ``width``: as square in pixels as they come, each side at
+    most :data:`MAX_ATLAS_SIDE` (a square grid of wide or tall tiles would pass it: 20 tiles of 16x1024 made a
+    5120-pixel side, 300 an incomplete framebuffer)."""
+    max_cols, max_rows = MAX_ATLAS_SIDE // width, MAX_ATLAS_SIDE // height
+    square = math.ceil(math.sqrt(slots * height / width))
+    cols = min(max_cols, max(math.ceil(slots / max_rows), square))
+    return cols, math.ceil(slots / cols)
+
+
 class TiledRenderer:
     """Renders the scenes of several envs of one task into one offscreen buffer, read back once.
 
@@ -216,8 +226,7 @@ class TiledRenderer:
         self.height, self.width = height, width
         slots = (MAX_ATLAS_SIDE // height) * (MAX_ATLAS_SIDE // width)  # slot 0 is where every scene is drawn
         self.tiles = min(tiles, slots - 1)  # more scenes than fit are drawn in several rounds
-        self.cols = math.ceil(math.sqrt(self.tiles + 1))
-        self.rows = math.ceil((self.tiles + 1) / self.cols)
+        self.cols, self.rows = _atlas_grid(self.tiles + 1, height, width)
         self._renderer = OffscreenRenderer(model, self.rows * height, self.cols * width, "fast", max_geom)
         self._atlas = self._renderer._buffer
         self._origin = mujoco.MjrRect(0, 0, width, height)  # where every scene is drawn before its copy
