@@ -95,6 +95,18 @@ def test_an_interrupted_step_wait_leaves_no_stale_reply_for_the_next_command():
     assert not any(p.is_alive() for p in venv.processes)
 
 
+def test_step_wait_without_a_step_async_is_an_error_not_a_hang():
+    venv = _venv([Frames, Frames])
+    try:
+        venv.reset()
+        venv.step(np.zeros((2, 1), np.float32))
+        with pytest.raises(RuntimeError, match="step_wait without a step_async"):  # before: blocked for ever
+            venv.step_wait()
+        assert venv.step(np.zeros((2, 1), np.float32))[1].tolist() == [1.0, 1.0]
+    finally:
+        venv.close()
+
+
 def test_a_reply_that_cannot_be_pickled_is_an_error_naming_the_env_and_the_worker_lives_on():
     venv = _venv([Frames, lambda: Frames(lambda_info=True)])
     try:

@@ -802,6 +802,11 @@ class SharedMemoryVecEnv(VecEnv):
         self.waiting = True
 
     def step_wait(self) -> VecEnvStepReturn:
+        if not self.waiting:  # no worker owes a step: the wait would block for ever
+            raise RuntimeError(
+                "SharedMemoryVecEnv: step_wait without a step_async before it (or after an interrupted step_wait, "
+                "whose steps are dropped): call step_async first"
+            )
         try:
             replies = self._gather_envs()
         finally:
