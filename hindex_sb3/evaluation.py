@@ -14,6 +14,7 @@ start states the policy had been trained on. Here evaluation episode ``j`` of a 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -61,6 +62,16 @@ def _step_cap(env: gym.Env) -> int | None:
     return horizon if isinstance(horizon, int) and not isinstance(horizon, bool) else None
 
 
+def _takes_state(predict: Callable) -> bool:
+    """Whether ``predict`` takes SB3's ``state`` and ``episode_start`` (every SB3 model and policy does)."""
+    try:
+        params = inspect.signature(predict).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: call it as SB3's
+        return True
+    names = {p.name for p in params}
+    return {"state", "episode_start"} <= names or any(p.kind is p.VAR_KEYWORD for p in params)
+
+
 class _Predictor:
     """``obs -> action`` through an SB3 ``predict``, carrying its recurrent state through an episode.
 
@@ -73,11 +84,14 @@ class _Predictor:
         self.policy, self.deterministic = policy, deterministic
         self.state: object = None
         self.start = True
+        self.stateful = _takes_state(policy.predict)  # type: ignore[attr-defined]
 
     def reset(self, _obs: object) -> None:
         self.state, self.start = None, True
 
     def __call__(self, obs: object) -> object:
+        if not self.stateful:  # a duck-typed predict(obs, deterministic=...)
+            return self.policy.predict(obs, deterministic=self.deterministic)[0]  # type: ignore[attr-defined]
         action, self.state = self.policy.predict(  # type: ignore[attr-defined]
             obs, state=self.state, episode_start=np.array([self.start]), deterministic=self.deterministic
         )

@@ -288,3 +288,11 @@ def test_tiles_of_wide_frames_keep_the_atlas_within_its_side_and_the_frames_unch
             single.close()
     finally:
         env.close()
+
+
+def test_evaluate_still_takes_a_predict_without_state():
+    class Plain:
+        def predict(self, obs, deterministic=True):
+            return np.array([0.5], np.float32), None
+
+    assert evaluate(Plain(), _EchoEnv(), seeds=[0]).returns == [1.5]
