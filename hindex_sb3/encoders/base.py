@@ -78,6 +78,11 @@ class Preprocess(nn.Module):
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         self.resize, self.crop = int(resize), int(crop)
+        if self.resize < self.crop:  # center_crop would zero-pad every image: black borders, no error
+            raise ValueError(
+                f"resize ({self.resize}) must be at least the crop ({self.crop}, the spec's input_size): the centre "
+                "crop is taken from the resized image, and a larger crop would pad it with black borders"
+            )
         self.interpolation = _INTERPOLATION[interpolation]
         self.normalize = mean is not None
         self.register_buffer("mean", torch.tensor(mean or (0.0, 0.0, 0.0)).view(1, 3, 1, 1), persistent=False)
@@ -112,7 +117,10 @@ class Encoder(nn.Module):
     def __init__(self, spec: EncoderSpec, backbone: nn.Module, weights_source: str = "random") -> None:
         super().__init__()
         self.spec = spec
-        self.preprocess = Preprocess(spec.resize, spec.input_size, spec.interpolation, spec.mean, spec.std)
+        try:
+            self.preprocess = Preprocess(spec.resize, spec.input_size, spec.interpolation, spec.mean, spec.std)
+        except ValueError as err:
+            raise ValueError(f"{spec.name} encoder: {err}") from None
         self.backbone = backbone
         self.weights_source = weights_source
         self.channels_last = False
@@ -286,7 +294,19 @@ class Encoder(nn.Module):
                         feats = self.backbone(x)
                 else:
                     feats = self.backbone(x)
+        self._check_features(feats, x.shape[0])
         return feats.float()
+
+    def _check_features(self, feats: object, batch: int) -> None:
+        """The trunk must give ``(B, feature_dim)``: the extractor sizes the policy by ``spec.feature_dim``, so a
+        plugin spec that misstates it (or a trunk that returns a feature map) would fail inside SB3's MLP instead."""
+        shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
+        if shape != (batch, self.spec.feature_dim):
+            raise ValueError(
+                f"{self.spec.name} encoder: the trunk returned {shape} for {batch} image(s), but its spec says "
+                f"feature_dim={self.spec.feature_dim}, i.e. ({batch}, {self.spec.feature_dim}); fix the spec's "
+                "feature_dim or make the builder's network end in pooled, flattened features"
+            )
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):

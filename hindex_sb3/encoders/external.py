@@ -235,6 +235,9 @@ _TV_PRETRAINED_KWARGS = {
     "inception_v3": {"transform_input": True, "aux_logits": True, "init_weights": False},
     "googlenet": {"transform_input": True, "aux_logits": False, "init_weights": False},
 }
+#: keys of published files that the model we build does not have: torchvision builds GoogLeNet with its auxiliary
+#: classifiers to load the file, then deletes them (``aux1 = aux2 = None``); they only run in training mode anyway
+_TV_EXTRA_KEYS = {"googlenet": ("aux1.", "aux2.")}
 
 
 def _torchvision_model(model_name: str, head: str, pretrained_layout: bool) -> nn.Module:
@@ -289,7 +292,9 @@ def _torchvision_spec(name: str, model_spec: str):
             url=url,
             file_name=url.rsplit("/", 1)[-1] if url else f"{model_name}.pth",
             key_layout=f"torchvision {model_name} state_dict ({head}.* dropped)",
-            converter=functools.partial(_drop_prefix, prefixes=(f"{head}.",), what=f"{name} checkpoint"),
+            converter=functools.partial(
+                _drop_prefix, prefixes=(f"{head}.", *_TV_EXTRA_KEYS.get(model_name, ())), what=f"{name} checkpoint"
+            ),
             sha256_prefix=_hash_prefix(url) if url else None,
             description=f"torchvision {model_name} {weights.name if weights is not None else '(no weights)'}",
         ),

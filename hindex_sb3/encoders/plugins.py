@@ -42,12 +42,17 @@ def load_plugins(*, force: bool = False) -> dict[str, list[str]]:
     if _loaded and not force:
         return dict(_registered)
     _loaded = True
+    from hindex_sb3.encoders.registry import _ENCODERS
+
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _registered:
             continue
+        before = dict(_ENCODERS)  # importing or calling the plugin may register (or replace) encoders itself
         try:
-            names = _register_from(ep.load())
-        except Exception as err:  # a broken plugin is reported, not fatal
+            names = _register_from(ep.load(), before)
+        except Exception as err:  # a broken plugin is reported, not fatal, and leaves nothing registered
+            _ENCODERS.clear()
+            _ENCODERS.update(before)
             _errors[ep.name] = f"{ep.value}: {type(err).__name__}: {err}"
             warnings.warn(
                 f"hindex_sb3 encoder plugin {ep.name!r} ({ep.value}) could not be loaded: {err}",
@@ -74,23 +79,29 @@ def reset_plugins() -> None:
     _registered.clear()
 
 
-def _register_from(obj: object) -> list[str]:
+def _register_from(obj: object, before: dict) -> list[str]:
+    """Register what an entry point gave; ``before`` is the registry as it was before the plugin was imported.
+
+    All specs are checked before any is registered (a plugin reported as failed must not be half-registered), and
+    encoders the plugin replaced or removed by calling the registry itself are put back: plugins only add names.
+    """
     from hindex_sb3.encoders.registry import _ENCODERS, EncoderSpec, register_encoder
 
     if not isinstance(obj, EncoderSpec) and callable(obj):
         obj = obj()
+    _restore_replaced(before)
     if obj is None:
-        return []
-    specs = [obj] if isinstance(obj, EncoderSpec) else obj
-    if not isinstance(specs, Iterable) or isinstance(specs, str | bytes):
+        return sorted(set(_ENCODERS) - set(before))
+    if isinstance(obj, str | bytes) or not isinstance(obj, EncoderSpec | Iterable):
         raise TypeError(f"expected an EncoderSpec, an iterable of them or None, got {type(obj).__name__}")
-    names = []
+    specs = [obj] if isinstance(obj, EncoderSpec) else list(obj)
+    bad = [type(spec).__name__ for spec in specs if not isinstance(spec, EncoderSpec)]
+    if bad:
+        raise TypeError(f"expected EncoderSpec objects, got {', '.join(bad)}")
+    names = sorted(set(_ENCODERS) - set(before))  # what it registered itself
     for spec in specs:
-        if not isinstance(spec, EncoderSpec):
-            raise TypeError(f"expected EncoderSpec objects, got {type(spec).__name__}")
         try:
             if _ENCODERS.get(spec.name) is spec:  # a callable that registered and also returned it
-                names.append(spec.name)
                 continue
             register_encoder(spec)
         except ValueError as err:
@@ -98,3 +109,17 @@ def _register_from(obj: object) -> list[str]:
             continue
         names.append(spec.name)
     return names
+
+
+def _restore_replaced(before: dict) -> None:
+    """Put back every encoder that existed before the plugin loaded and that it replaced or removed (warning)."""
+    from hindex_sb3.encoders.registry import _ENCODERS
+
+    replaced = sorted(name for name, spec in before.items() if _ENCODERS.get(name) is not spec)
+    if replaced:
+        warnings.warn(
+            f"encoder plugin replaced or removed {replaced}, which were registered before it; keeping the originals",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        _ENCODERS.update({name: before[name] for name in replaced})

@@ -10,6 +10,7 @@ loss), so that every pretrained download in the package goes through the same ca
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -322,6 +323,8 @@ def _backbone_with_weights(
             raise
         state, path, pending = None, None, _defer_weights_error(name, err)
     backbone = spec.builder()  # after resolving the file: a missing file fails before a costly ViT-B init
+    if not isinstance(backbone, nn.Module):  # a plain function would run but never move, save or load weights
+        raise TypeError(f"{name}: the spec's builder must return a torch nn.Module, got {type(backbone).__name__}")
     if state is not None:
         try:
             if spec.family == "vit":
@@ -489,7 +492,7 @@ register_encoder(
         name="mvp",
         feature_dim=384,
         weights=MVP_VITS,
-        builder=lambda: vit_cls(embed_dim=384, depth=12, num_heads=12),
+        builder=functools.partial(vit_cls, embed_dim=384, depth=12, num_heads=12),  # picklable, unlike a lambda
         family="vit",
         description="MVP ViT-S/16 (12 heads), CLS token after the final LayerNorm",
     )
@@ -499,7 +502,7 @@ register_encoder(
         name="vc1",
         feature_dim=768,
         weights=VC1_VITB,
-        builder=lambda: vit_cls(embed_dim=768, depth=12, num_heads=12),
+        builder=functools.partial(vit_cls, embed_dim=768, depth=12, num_heads=12),
         family="vit",
         description="VC-1 base ViT-B/16, CLS token after the final LayerNorm",
     )
