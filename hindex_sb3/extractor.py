@@ -20,21 +20,24 @@ sb3-contrib algorithm. SB3 behaviours that would silently damage a pretrained fr
 from __future__ import annotations
 
 import os
+import sys
 from collections import OrderedDict
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from hindex_sb3._validation import check_extractor_options, check_hidden
 from hindex_sb3.ema_bn import EMAScope, EMAUpdate
-from hindex_sb3.encoders import Encoder, create_encoder, get_encoder_spec
+from hindex_sb3.encoders import Encoder, WeightsUnavailableError, create_encoder, get_encoder_spec
 
 __all__ = ["HIndexExtractor", "baseline_extractor", "encoder_extractor", "hindex_extractor", "paper_policy_kwargs"]
 
@@ -43,6 +46,9 @@ _ON_POLICY = {"ppo", "a2c", "trpo", "dapg", "recurrentppo", "maskableppo"}
 _OFF_POLICY = {"sac", "td3", "ddpg", "tqc", "crossq", "dqn", "qrdqn"}
 PAPER_HIDDEN = (256, 256)
 _ENCODER_PREFIX = "encoder."
+#: state-dict entry (under the encoder's prefix) present only while the encoder's weights are pending: its tensors
+#: are then random placeholders, which a copy (SAC/TD3's target critic) may carry but nothing may adopt as weights
+_PENDING_KEY = "_weights_pending"
 
 
 class HIndexExtractor(BaseFeaturesExtractor):
@@ -132,13 +138,26 @@ class HIndexExtractor(BaseFeaturesExtractor):
         return self
 
     def _save_to_state_dict(self, destination, prefix: str, keep_vars: bool) -> None:
+        """The encoder's tensors under ``encoder.``; refused while its weights are pending (saving a model then would
+        store random features as if trained), except while SB3 builds the model. There SAC, TD3, TQC and (QR-)DQN
+        copy ``critic.state_dict()`` into their target network, also inside ``load()`` before the zip's tensors
+        arrive: the copy gets the random placeholders and a :data:`_PENDING_KEY` flag that keeps the target pending,
+        so that a saved off-policy model loads wherever the weight file is missing."""
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        self._encoder.state_dict(destination=destination, prefix=prefix + _ENCODER_PREFIX, keep_vars=keep_vars)
+        own = prefix + _ENCODER_PREFIX
+        if self._encoder._pending_weights_error is None or not _in_sb3_setup():
+            self._encoder.state_dict(destination=destination, prefix=own, keep_vars=keep_vars)
+            return
+        nn.Module.state_dict(self._encoder, destination=destination, prefix=own, keep_vars=keep_vars)
+        destination[own + _PENDING_KEY] = torch.ones((), dtype=torch.uint8)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
         own = prefix + _ENCODER_PREFIX
         unexpected_keys[:] = [key for key in unexpected_keys if not key.startswith(own)]
+        if own + _PENDING_KEY in state_dict:  # placeholders of an encoder that never got its weights
+            self._adopt_pending()
+            return
         sub = OrderedDict((key[len(own) :], value) for key, value in state_dict.items() if key.startswith(own))
         metadata = getattr(state_dict, "_metadata", None)
         if metadata is not None:
@@ -148,6 +167,17 @@ class HIndexExtractor(BaseFeaturesExtractor):
         result = self._encoder.load_state_dict(sub, strict=False)
         missing_keys.extend(own + key for key in result.missing_keys)
         unexpected_keys.extend(own + key for key in result.unexpected_keys)
+
+    def _adopt_pending(self) -> None:
+        """Keep our encoder's weights (from its file, or an earlier complete state dict) and ignore the incoming
+        placeholders; an encoder without real weights becomes pending, so it refuses to run instead of using them."""
+        encoder = self._encoder
+        if encoder._pending_weights_error is None and encoder.weights_source == "random":
+            encoder._pending_weights_error = WeightsUnavailableError(
+                f"{encoder.spec.name}: the state dict loaded into this encoder came from one whose pretrained weights "
+                "were never available (its tensors are random placeholders); load a state dict saved from a model "
+                "that had them, or build the model where the weight file is available"
+            )
 
     # -- EMA-BN control ------------------------------------------------------------------------------------------------
     @property
@@ -235,6 +265,18 @@ class HIndexExtractor(BaseFeaturesExtractor):
             proprio = observations[self.proprio_key].flatten(1).to(features.dtype)
             features = torch.cat([features, proprio], dim=1)
         return features
+
+
+def _in_sb3_setup() -> bool:
+    """Whether SB3 is building a model: a policy's ``_build`` (off-policy policies copy their target networks there)
+    or an algorithm's ``_setup_model`` (SAC/TD3 list the critics' ``running_*`` buffers from ``state_dict()``)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_name
+        if name in ("_build", "_setup_model") and isinstance(frame.f_locals.get("self"), BasePolicy | BaseAlgorithm):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _split_space(space: gym.Space, pixels_key: str, proprio_key: str) -> tuple[gym.spaces.Box, gym.spaces.Box | None]:
