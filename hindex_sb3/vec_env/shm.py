@@ -653,7 +653,8 @@ class SharedMemoryVecEnv(VecEnv):
         ctx = mp.get_context(start_method)
         # Forked workers inherit this process's resource tracker only if it runs already; else each starts its own,
         # which warns of a "leaked" segment at its exit and unlinks the buffer early if its worker dies.
-        resource_tracker.ensure_running()
+        if os.name == "posix":  # (Windows has no resource tracker to share)
+            resource_tracker.ensure_running()
         remotes, self.processes = [], []
         for group in self.groups:  # one pipe at a time: even a forked worker then holds no other worker's end
             remote, work_remote = ctx.Pipe()
