@@ -19,6 +19,7 @@ sb3-contrib algorithm. SB3 behaviours that would silently damage a pretrained fr
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections import OrderedDict
@@ -187,7 +188,9 @@ class HIndexExtractor(BaseFeaturesExtractor):
     def _pixels_tensor(self, obs: Any) -> torch.Tensor:
         """Observation (numpy or tensor, dict or array) -> pixels as SB3 hands them to ``forward`` (float / 255)."""
         pixels = obs[self.pixels_key] if self.is_dict else obs
-        device = next(self.encoder.parameters()).device
+        # buffers too: a trunk may hold no parameters at all (BatchNorm2d(affine=False) and pooling)
+        held = next(itertools.chain(self.encoder.parameters(), self.encoder.buffers()), None)
+        device = held.device if held is not None else torch.device("cpu")
         pixels = torch.as_tensor(pixels, device=device)
         if pixels.ndim == len(self.image_shape):
             pixels = pixels.unsqueeze(0)

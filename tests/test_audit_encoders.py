@@ -8,6 +8,7 @@ import pickle
 import warnings
 from types import SimpleNamespace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,7 @@ from hindex_sb3.encoders import (
     unregister_encoder,
 )
 from hindex_sb3.encoders import plugins as plugins_mod
-from hindex_sb3.extractor import encoder_extractor
+from hindex_sb3.extractor import HIndexExtractor, encoder_extractor
 from tests.tiny_encoder import PixelEnv
 
 AUDIT = "audit_tiny"
@@ -44,6 +45,10 @@ def _pooled4() -> nn.Module:
 
 def _feature_map() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3))
+
+
+def _stats_only() -> nn.Module:
+    return nn.Sequential(nn.BatchNorm2d(3, affine=False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 def _not_a_module() -> object:
@@ -105,6 +110,19 @@ def test_builder_that_returns_no_module_is_refused(registered):
         TypeError, match=r"audit_fn_trunk: the spec's builder must return a torch nn\.Module, got function"
     ):
         _quiet_create(name)
+
+
+def test_ema_update_works_for_a_trunk_without_parameters(registered):
+    # before: arm_bn_update / update_bn_stats raised a bare StopIteration (the device came from parameters() only)
+    name = registered(_spec("audit_stats_only", _stats_only, feature_dim=3, batchnorm=True, input_size=8, resize=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        ext = HIndexExtractor(gym.spaces.Box(0, 255, (3, 8, 8), np.uint8), encoder=name, weights=None)
+    ext.encoder.ema_layers[0].momentum_ema = 0.5
+    frames = np.full((1, 3, 8, 8), 255, np.uint8)
+    ext.arm_bn_update(frames)
+    assert ext.is_armed and ext.update_bn_stats(frames).shape == (1, 3)
+    assert torch.allclose(ext.encoder.ema_layers[0].running_mean, torch.full((3,), 0.5))  # 0 -> 0.5: one update
 
 
 @pytest.mark.parametrize("name", ["mvp", "vc1"])
