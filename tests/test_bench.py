@@ -29,8 +29,19 @@ def test_methods_cover_the_papers_recipes():
         get_method("nope")
 
 
-def test_main_suite_plan_shares_stage2_between_seeds():
-    plan = make_plan("main", profile="smoke")
+def _experts(folder: Path, tasks: tuple[str, ...] = ("hammer", "pen", "pour")) -> dict[str, str]:
+    """Demonstration sources for the tasks without a scripted demonstrator (planning checks only that they exist)."""
+    for task in tasks:
+        (folder / f"{task}-expert.npz").write_bytes(b"x")
+    return {task: f"expert:{folder / f'{task}-expert.npz'}" for task in tasks}
+
+
+def test_main_suite_plan_shares_stage2_between_seeds(tmp_path):
+    with pytest.raises(BenchError, match=r"hammer, pen, pour: no scripted demonstrator.*--demos hammer=expert:"):
+        make_plan("main", profile="smoke")  # refused when planned, not when each of their runs starts
+    plan = make_plan("main", profile="smoke", demos=_experts(tmp_path))
+    assert {r.settings["demos"] for r in plan.runs if r.task == "pen"} == {f"expert:{tmp_path / 'pen-expert.npz'}"}
+    assert {r.settings["demos"] for r in plan.runs if r.task == "door"} == {"scripted"}
     assert len(plan.runs) == 12 * 5 * 3
     assert len(plan.adapt_jobs) == 12  # one Stage-2 job per task for hindex, shared by its three seeds
     hindex_runs = [r for r in plan.runs if r.method == "hindex"]
@@ -39,8 +50,8 @@ def test_main_suite_plan_shares_stage2_between_seeds():
     assert len({r.run_id for r in plan.runs}) == len(plan.runs)
 
 
-def test_suites_compose_with_tasks_methods_seeds():
-    plan = make_plan("momentum", profile="smoke", tasks=["hammer"], seeds=[4])
+def test_suites_compose_with_tasks_methods_seeds(tmp_path):
+    plan = make_plan("momentum", profile="smoke", tasks=["hammer"], seeds=[4], demos=_experts(tmp_path, ("hammer",)))
     assert [r.method for r in plan.runs] == ["hindex-m0", "hindex-m0.1", "hindex-m0.01", "hindex-m0.001"]
     assert [r.settings["ema_momentum"] for r in plan.runs] == [0.0, 0.1, 0.01, 0.001]
     assert len(plan.adapt_jobs) == 1  # the four momenta share hammer's Stage 2
@@ -49,7 +60,10 @@ def test_suites_compose_with_tasks_methods_seeds():
 
 def test_supplied_adapted_checkpoints_replace_stage2(tmp_path):
     (tmp_path / "door-v0.pth").write_bytes(b"x")
-    plan = make_plan("main", profile="smoke", tasks=["door", "pen"], methods=["hindex"], adapted_dir=str(tmp_path))
+    plan = make_plan(
+        "main", profile="smoke", tasks=["door", "pen"], methods=["hindex"], adapted_dir=str(tmp_path),
+        demos=_experts(tmp_path, ("pen",)),
+    )  # fmt: skip
     jobs = {j.task: j for j in plan.adapt_jobs}
     assert jobs["door"].supplied == str(tmp_path / "door-v0.pth") and jobs["door"].iterations == 0
     assert jobs["pen"].supplied is None
@@ -69,7 +83,9 @@ def test_any_batchnorm_encoder_takes_the_hindex_recipe(tmp_path):
     assert runs["rrl+bn"].adapt == jobs["rrl"].key and runs["rrl+bn"].settings["encoder"] == "rrl"
     assert "ema_momentum" not in runs["hindex"].settings  # hindex train fills in the paper's value itself
     assert runs["rrl+bn"].settings["ema_momentum"] == 0.0  # the paper's door momentum (runs/paper/door.json)
-    hammer = make_plan("main", profile="smoke", tasks=["hammer"], methods=["rrl+bn"]).runs[0]
+    hammer = make_plan(
+        "main", profile="smoke", tasks=["hammer"], methods=["rrl+bn"], demos=_experts(tmp_path, ("hammer",))
+    ).runs[0]
     assert hammer.settings["ema_momentum"] == 0.1  # the paper's hammer momentum: the recipe follows the task
     with pytest.raises(ValueError, match="'mvp' \\(vit\\) has no BatchNorm"):
         get_method("mvp+bn")
@@ -160,7 +176,10 @@ def _fake_run(out: Path, run_id: str, returns: list[float], finished: bool = Tru
 
 
 def test_results_table_and_report_numbers(tmp_path):
-    plan = make_plan("main", profile="smoke", tasks=["door", "pen"], methods=["hindex", "rrl"], seeds=[0, 1])
+    plan = make_plan(
+        "main", profile="smoke", tasks=["door", "pen"], methods=["hindex", "rrl"], seeds=[0, 1],
+        demos=_experts(tmp_path, ("pen",)),
+    )  # fmt: skip
     save_plan(tmp_path, plan, resume=False)
     finals = {("door", "hindex"): [80, 100], ("door", "rrl"): [40, 60], ("pen", "hindex"): [10, 30],
               ("pen", "rrl"): [20, 40]}  # fmt: skip
@@ -327,3 +346,27 @@ def test_names_and_folders_of_the_wrong_type_are_refused_naming_them(tmp_path):
         make_plan("main", profile="smoke", tasks=["door"], methods=["hindex"], adapted_dir="")  # the current folder
     with pytest.raises(TypeError, match="out must be the bench folder's path"):
         collect_results(5)
+
+
+def test_cli_demos_per_task_and_resume_takes_the_saved_ones(tmp_path, capsys):
+    """hammer, pen and pour have no scripted demonstrator: their runs failed at their start, the dry run was silent."""
+    import argparse
+
+    from hindex_sb3.bench.cli import _with_saved_demos
+
+    assert main(["bench", "main", "--dry-run", "--tasks", "door", "pen"]) == 2
+    assert "pen: no scripted demonstrator" in capsys.readouterr().err
+    pen = _experts(tmp_path, ("pen",))["pen"]
+    assert main(["bench", "main", "--dry-run", "--tasks", "door", "pen", "--demos", f"pen={pen}"]) == 0
+    assert main(["bench", "main", "--dry-run", "--tasks", "door", "--demos", f"pen={pen}"]) == 2
+    assert "--demos pen: not one of this bench's tasks" in capsys.readouterr().err
+    assert main(["bench", "main", "--dry-run", "--tasks", "pen", "--demos", f"pen={pen}", "Pen=scripted"]) == 2
+    assert "more than once" in capsys.readouterr().err
+    out = tmp_path / "bench"
+    save_plan(out, make_plan("main", profile="smoke", tasks=["door", "pen"], demos={"pen": pen}), resume=False)
+    args = argparse.Namespace(
+        task_demos=None, resume=True, dry_run=False, overrides=[], out=str(out), tasks=["door", "pen"], suite="main"
+    )
+    assert _with_saved_demos(args) == {"door": "scripted", "pen": pen}  # a resume needs no --demos again
+    assert _with_saved_demos(argparse.Namespace(**{**vars(args), "tasks": ["door"]})) == {"door": "scripted"}
+    assert _with_saved_demos(argparse.Namespace(**{**vars(args), "overrides": [("demos", "x.npz")]})) is None

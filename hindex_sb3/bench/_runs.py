@@ -48,6 +48,11 @@ def resolved_settings(env_id: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in keys}
 
 
+def run_demos(env_id: str, settings: dict[str, Any]) -> str:
+    """The demonstration source a run with ``settings`` would load (``hindex train``'s default where unset)."""
+    return _config(env_id, {**settings, "weights": "random"}).demos
+
+
 def paper_momentum(env_id: str) -> float:
     """The paper's EMA-BN momentum for the task (what ``hindex train`` gives the ``hindex`` encoder by default)."""
     return float(_config(env_id, {"encoder": "hindex", "weights": "random"}).ema_momentum)

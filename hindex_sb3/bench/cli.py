@@ -47,6 +47,13 @@ def _set_value(text: str) -> tuple[str, Any]:
         return key, raw  # a bare string such as scripted or cpu
 
 
+def _task_source(text: str) -> tuple[str, str]:
+    task, sep, source = text.partition("=")
+    if not sep or not task or not source:
+        raise argparse.ArgumentTypeError(f"--demos takes TASK=SOURCE, got {text!r}")
+    return task, source
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
@@ -67,6 +74,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a hindex train setting for every run (JSON value or string)",
+    )
+    p.add_argument(
+        "--demos",
+        dest="task_demos",
+        type=_task_source,
+        nargs="+",
+        default=None,
+        metavar="TASK=SOURCE",
+        help="a task's demonstrations (hindex train --demos: expert:PATH.npz, DEMOS.npz, minari:ID, ...); needed for "
+        "tasks without a scripted demonstrator (hammer, pen, pour)",
     )
     p.add_argument("--adapted-dir", default=None, help="authors' adapted checkpoints (<task>.pth): skip Stage 2")
     p.add_argument("--out", default="bench", help="bench folder (plan, runs, results.csv, report.md)")
@@ -128,6 +145,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             set_train=_with_saved_threads(args),
             adapted_dir=args.adapted_dir,
             cpus_per_run=args.cpus_per_run,
+            demos=_with_saved_demos(args),
         )
         if args.dry_run:
             _print_plan(plan, args.frames_per_s)
@@ -154,6 +172,26 @@ def _with_saved_threads(args: argparse.Namespace) -> dict[str, Any]:
     if len(saved) == 1 and None not in saved:  # the plan's threads (a plan before torch_threads: the diff says so)
         overrides["torch_threads"] = saved.pop()
     return overrides
+
+
+def _with_saved_demos(args: argparse.Namespace) -> dict[str, str] | None:
+    """``--demos``; when resuming without ``--demos`` or ``--set demos``, each task's source from the saved plan, so
+    a resume repeats nothing but the command's name and folder."""
+    if args.task_demos is not None:
+        tasks = [task for task, _ in args.task_demos]
+        if len(set(tasks)) < len(tasks):
+            raise BenchError(f"--demos names a task more than once: {' '.join(tasks)}")
+        return dict(args.task_demos)
+    saved_plan = Path(args.out) / "plan.json"
+    if not args.resume or args.dry_run or "demos" in dict(args.overrides) or not saved_plan.is_file():
+        return None
+    from hindex_sb3.bench._runs import canonical_task
+    from hindex_sb3.bench.store import load_plan
+    from hindex_sb3.bench.suites import get_suite
+
+    asked = {canonical_task(t) for t in (args.tasks or get_suite(args.suite).tasks)}  # other tasks: the diff says so
+    saved = {run.task: run.settings.get("demos") for run in load_plan(Path(args.out)).runs}
+    return {task: demos for task, demos in saved.items() if isinstance(demos, str) and canonical_task(task) in asked}
 
 
 def _run(plan: Plan, args: argparse.Namespace, write_report) -> int:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hindex_sb3._validation import check_int, check_real
+from hindex_sb3._validation import check_int, check_real, check_str
 from hindex_sb3.bench import _runs
 from hindex_sb3.bench.methods import get_method
 from hindex_sb3.bench.profiles import get_profile
@@ -209,6 +209,7 @@ def make_plan(
     set_train: dict[str, Any] | None = None,
     adapted_dir: str | os.PathLike | None = None,
     cpus_per_run: float = 1.0,
+    demos: Mapping[str, str] | None = None,
 ) -> Plan:
     """The runs of ``suite`` (narrowed or replaced by ``tasks`` / ``methods`` / ``seeds``) at ``profile``.
 
@@ -216,6 +217,10 @@ def make_plan(
     Every run (and Stage-2 job) records its torch CPU threads, ``set_train["torch_threads"]`` or else
     ``int(cpus_per_run)`` (at least 1): on the CPU a run's numbers depend on them, so they belong to its settings
     (plan.json, the run's config.json) and not to the CPUs a later ``--resume`` happens to reserve.
+
+    ``demos`` maps tasks to their demonstration source (``hindex train --demos``), over ``set_train["demos"]`` and the
+    profile's: tasks without a scripted demonstrator need one, and a plan that would start them with ``scripted`` is
+    refused here rather than failing at each run's start.
     """
     tasks, methods, seeds = _as_list("tasks", tasks), _as_list("methods", methods), _as_list("seeds", seeds)
     _check_set_train(set_train)
@@ -236,6 +241,11 @@ def make_plan(
     _check_unique("task", tasks, key=canonical.get)  # door and Door are one task: its runs would be planned twice
     _check_unique("method", [m.name for m in method_objs])
     _check_unique("seed", seeds)
+    task_demos = _task_demos(demos, canonical)
+    run_sets = {
+        t: {**set_train, **({"demos": task_demos[canonical[t]]} if canonical[t] in task_demos else {})} for t in tasks
+    }
+    _check_demonstrators({t: _runs.run_demos(canonical[t], {**prof.train, **run_sets[t]}) for t in tasks}, canonical)
     plan = Plan(s.name, prof.name, tasks, [m.name for m in method_objs], seeds, random_weights=prof.random_weights)
     jobs: dict[str, AdaptJob] = {}
     for task in tasks:
@@ -244,7 +254,7 @@ def make_plan(
             if job is not None:
                 jobs.setdefault(job.key, job)
             for seed in seeds:
-                plan.runs.append(_run_spec(task, canonical[task], method, seed, prof, set_train, job, s))
+                plan.runs.append(_run_spec(task, canonical[task], method, seed, prof, run_sets[task], job, s))
     plan.adapt_jobs = list(jobs.values())
     return plan
 
@@ -259,6 +269,40 @@ def _as_list(name: str, value: Any) -> list | None:
     if not items:
         raise BenchError(f"{name} must not be empty (leave it out for the suite's own {name})")
     return items
+
+
+def _task_demos(demos: Mapping[str, str] | None, canonical: dict[str, str]) -> dict[str, str]:
+    """``demos`` keyed by env id, each task one of the plan's and each source a non-empty string."""
+    if demos is None:
+        return {}
+    if not isinstance(demos, Mapping):
+        raise TypeError(f"demos must map tasks to demonstration sources, got {type(demos).__name__}")
+    by_env: dict[str, str] = {}
+    for task, source in demos.items():
+        env_id = _runs.canonical_task(checked(check_str, "demos", task))
+        if env_id not in canonical.values():
+            raise BenchError(f"--demos {task}: not one of this bench's tasks ({', '.join(canonical)})")
+        if env_id in by_env:
+            raise BenchError(f"--demos {task}: given more than once")
+        by_env[env_id] = checked(check_str, f"--demos {task}", source)
+    return by_env
+
+
+def _check_demonstrators(sources: dict[str, str], canonical: dict[str, str]) -> None:
+    """Refuse tasks whose runs would start with ``scripted`` demonstrations but have no scripted demonstrator."""
+    try:
+        from hindex_sb3.demonstrators import available_demonstrators
+
+        scripted = set(available_demonstrators())
+    except ImportError:
+        scripted = set()
+    lacking = [t for t, source in sources.items() if source == "scripted" and canonical[t] not in scripted]
+    if lacking:
+        raise BenchError(
+            f"{', '.join(lacking)}: no scripted demonstrator, and their runs would use scripted demonstrations (the "
+            f"default); give theirs with --demos {lacking[0]}=expert:EXPERT.npz (or DEMOS.npz, DEMOS.pickle, "
+            "minari:ID), one TASK=SOURCE per task, or leave them out with --tasks"
+        )
 
 
 def _check_set_train(set_train: Any) -> None:
