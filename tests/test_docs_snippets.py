@@ -112,3 +112,21 @@ def test_the_command_line_check_sees_the_readme_quick_start() -> None:
     lines = _command_lines(ROOT / "README.md")
     assert any(line.startswith("hindex train door --encoder hindex --weights random") for line in lines)
     assert len(lines) >= 6
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
+    headings = re.findall(r"^#+\s+(.*)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_reach_a_file_and_heading(page: Path) -> None:
+    for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if link.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path) if path else page
+        assert target.exists(), f"{page.name} links to {link}: no such file"
+        if anchor and target.suffix == ".md":
+            assert anchor in _anchors(target), f"{page.name} links to {link}: no such heading"
