@@ -86,9 +86,13 @@ def test_every_dotted_package_name_in_the_prose_exists(page: Path) -> None:
 
 
 def _command_lines(page: Path) -> list[str]:
+    """``hindex`` commands of the shell blocks, with the block's ``NAME="..."`` variables expanded (unquoted)."""
     lines = []
     for block in _blocks(page, {"bash", "sh", ""}):
+        variables = dict(re.findall(r'^(\w+)="([^"]*)"', block, re.M))
         for line in block.replace("\\\n", " ").splitlines():
+            for name, value in variables.items():
+                line = line.replace(f"${name}", value)
             for part in line.split("&&"):
                 if part.strip().startswith("hindex "):
                     lines.append(part.strip())
