@@ -134,3 +134,19 @@ def test_relative_links_reach_a_file_and_heading(page: Path) -> None:
         assert target.exists(), f"{page.name} links to {link}: no such file"
         if anchor and target.suffix == ".md":
             assert anchor in _anchors(target), f"{page.name} links to {link}: no such heading"
+
+
+def test_training_md_paper_table_matches_the_shipped_settings() -> None:
+    """docs/training.md's per-task table is what ``hindex train`` fills in (it once called every reward dense)."""
+    from hindex_sb3.runs import paper_settings, resolve_task
+    from hindex_sb3.runs.paper import GENERIC
+
+    text = (ROOT / "docs" / "training.md").read_text()
+    table = text[text.index("| task | trajectories |") :].split("\n\n")[0].splitlines()[2:]
+    fields = ("trajectories", "iterations", "num_demos", "ema_momentum", "horizon", "camera", "reward_type")
+    for row in table:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        first = cells[0].split(" ")[0].split("/")[0].strip()
+        settings = {**GENERIC, **paper_settings(resolve_task(first))}
+        for field, cell in zip(fields, cells[1:], strict=True):
+            assert str(settings[field]) == cell or float(settings[field]) == float(cell), (row, field)
