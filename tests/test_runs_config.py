@@ -57,6 +57,10 @@ def test_bad_values_are_refused_naming_the_field(field, value):
     assert info.value.field == field
 
 
+#: a run that ends in seconds, for refusals that the code before them did not make
+TINY_RUN = ["--iterations", "1", "--trajectories", "1", "--horizon", "2", "--num-demos", "1", "--eval-episodes", "1"]
+
+
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
@@ -72,6 +76,8 @@ def test_bad_values_are_refused_naming_the_field(field, value):
         (["--ema-momentum", "0.1"], "--ema-momentum"),  # EMA-BN needs the hindex encoder, not 'state'
         (["--overlap", "--vec-env", "dummy", "--n-envs", "2"], "--overlap"),  # it would silently do nothing
         (["--device", f"cuda:{torch.cuda.device_count()}"], "--device"),  # one GPU past this machine's
+        # a weight file for the state encoder went unread (the old code trained: keep that run tiny)
+        (["--weights", "w.pth", *TINY_RUN], "--weights"),
     ],
 )
 def test_cli_refuses_before_any_work(tmp_path, capsys, argv, flag):

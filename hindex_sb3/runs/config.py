@@ -198,6 +198,8 @@ class TrainConfig:
                               f"({self.envs_per_worker}): a thread steps at least one env")  # fmt: skip
         if self.encoder == "state" and self.precision != "fp32":
             raise ConfigError("precision", "applies to the pixel encoder; encoder 'state' has none (use fp32)")
+        if self.encoder == "state" and self.weights not in (None, "default", "random"):  # a file would go unread
+            raise ConfigError("weights", f"{self.weights!r}: encoder 'state' has no weights (leave --weights out)")
         if self.device != "auto":
             import torch
 
@@ -208,7 +210,7 @@ class TrainConfig:
         if not _CHECK_FILES.get():
             return
         _check_demo_source(self.demos)
-        named_file = self.weights not in (None, "default", "random") and self.encoder != "state"
+        named_file = self.weights not in (None, "default", "random")
         if named_file and not Path(str(self.weights)).is_file():
             raise ConfigError("weights", f"no such file: {self.weights!r} (or use default, random)")
         if self.resume is not None and self.overwrite:
