@@ -352,7 +352,7 @@ def test_cli_demos_per_task_and_resume_takes_the_saved_ones(tmp_path, capsys):
     """hammer, pen and pour have no scripted demonstrator: their runs failed at their start, the dry run was silent."""
     import argparse
 
-    from hindex_sb3.bench.cli import _with_saved_demos
+    from hindex_sb3.bench.cli import _saved_runs, _with_saved_demos
 
     assert main(["bench", "main", "--dry-run", "--tasks", "door", "pen"]) == 2
     assert "pen: no scripted demonstrator" in capsys.readouterr().err
@@ -367,6 +367,10 @@ def test_cli_demos_per_task_and_resume_takes_the_saved_ones(tmp_path, capsys):
     args = argparse.Namespace(
         task_demos=None, resume=True, dry_run=False, overrides=[], out=str(out), tasks=["door", "pen"], suite="main"
     )
-    assert _with_saved_demos(args) == {"door": "scripted", "pen": pen}  # a resume needs no --demos again
-    assert _with_saved_demos(argparse.Namespace(**{**vars(args), "tasks": ["door"]})) == {"door": "scripted"}
-    assert _with_saved_demos(argparse.Namespace(**{**vars(args), "overrides": [("demos", "x.npz")]})) is None
+    runs = _saved_runs(args)
+    assert _with_saved_demos(args, runs) == {"door": "scripted", "pen": pen}  # a resume needs no --demos again
+    assert _with_saved_demos(argparse.Namespace(**{**vars(args), "tasks": ["door"]}), runs) == {"door": "scripted"}
+    assert _with_saved_demos(argparse.Namespace(**{**vars(args), "overrides": [("demos", "x.npz")]}), runs) is None
+    # a misspelt suite on resume is one line naming it (the saved demos were looked up in it first: a traceback)
+    assert main(["bench", "mian", "--resume", "--out", str(out)]) == 2
+    assert "unknown suite 'mian'" in capsys.readouterr().err

@@ -136,16 +136,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise BenchError("--max-retries must be >= 0")
         if not args.dry_run:  # before planning: a file named as the bench folder is one line naming --out
             checked(check_output_dir, "--out", args.out)
+        saved_runs = _saved_runs(args)
         plan = make_plan(
             args.suite,
             profile=args.profile,
             tasks=args.tasks,
             methods=args.methods,
             seeds=args.seeds,
-            set_train=_with_saved_threads(args),
+            set_train=_with_saved_threads(args, saved_runs),
             adapted_dir=args.adapted_dir,
             cpus_per_run=args.cpus_per_run,
-            demos=_with_saved_demos(args),
+            demos=_with_saved_demos(args, saved_runs),
         )
         if args.dry_run:
             _print_plan(plan, args.frames_per_s)
@@ -159,38 +160,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 130
 
 
-def _with_saved_threads(args: argparse.Namespace) -> dict[str, Any]:
+def _saved_runs(args: argparse.Namespace) -> list | None:
+    """The runs of the bench that ``--resume`` continues (read once), or ``None`` when there is none to continue."""
+    if not args.resume or args.dry_run or not (Path(args.out) / "plan.json").is_file():
+        return None
+    from hindex_sb3.bench.store import load_plan
+
+    return load_plan(Path(args.out)).runs
+
+
+def _with_saved_threads(args: argparse.Namespace, saved_runs: list | None) -> dict[str, Any]:
     """The ``--set`` values, plus the saved plan's torch threads when resuming without ``--set torch_threads``: the
     default follows ``--cpus-per-run`` when a bench starts, and a resume that reserves other CPUs must not change the
     runs' numbers (nor be refused for it)."""
     overrides = dict(args.overrides)
-    if not args.resume or args.dry_run or "torch_threads" in overrides or not (Path(args.out) / "plan.json").is_file():
+    if saved_runs is None or "torch_threads" in overrides:
         return overrides
-    from hindex_sb3.bench.store import load_plan
-
-    saved = {r.settings.get("torch_threads") for r in load_plan(Path(args.out)).runs}
+    saved = {r.settings.get("torch_threads") for r in saved_runs}
     if len(saved) == 1 and None not in saved:  # the plan's threads (a plan before torch_threads: the diff says so)
         overrides["torch_threads"] = saved.pop()
     return overrides
 
 
-def _with_saved_demos(args: argparse.Namespace) -> dict[str, str] | None:
+def _with_saved_demos(args: argparse.Namespace, saved_runs: list | None) -> dict[str, str] | None:
     """``--demos``; when resuming without ``--demos`` or ``--set demos``, each task's source from the saved plan, so
     a resume repeats nothing but the command's name and folder."""
     if args.task_demos is not None:
         tasks = [task for task, _ in args.task_demos]
-        if len(set(tasks)) < len(tasks):
+        if len(set(tasks)) < len(tasks):  # dict() would keep the last silently
             raise BenchError(f"--demos names a task more than once: {' '.join(tasks)}")
         return dict(args.task_demos)
-    saved_plan = Path(args.out) / "plan.json"
-    if not args.resume or args.dry_run or "demos" in dict(args.overrides) or not saved_plan.is_file():
+    if saved_runs is None or "demos" in dict(args.overrides):
         return None
     from hindex_sb3.bench._runs import canonical_task
-    from hindex_sb3.bench.store import load_plan
     from hindex_sb3.bench.suites import get_suite
 
-    asked = {canonical_task(t) for t in (args.tasks or get_suite(args.suite).tasks)}  # other tasks: the diff says so
-    saved = {run.task: run.settings.get("demos") for run in load_plan(Path(args.out)).runs}
+    try:
+        asked = args.tasks or get_suite(args.suite).tasks
+    except ValueError:  # an unknown suite: make_plan names it
+        return None
+    asked = {canonical_task(t) for t in asked}  # the saved plan's other tasks: the resume's diff names them
+    saved = {run.task: run.settings.get("demos") for run in saved_runs}
     return {task: demos for task, demos in saved.items() if isinstance(demos, str) and canonical_task(task) in asked}
 
 
