@@ -8,6 +8,7 @@ and Python's default of writing them anyway produces files that other tools refu
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "read_json", "to_json_text", "write_json"]
+__all__ = ["atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "read_json", "to_json_text", "write_json"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -34,6 +35,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)``, serialised in memory first and written atomically: a save that fails or is killed
+    leaves the previous file at ``path`` whole, never a truncated one."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -17,7 +17,6 @@ statistics with :meth:`VecEncode.save_encoder` (like ``VecNormalize``).
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any
 
@@ -28,7 +27,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from hindex_sb3._io import atomic_write_bytes
+from hindex_sb3._io import atomic_torch_save
 from hindex_sb3._validation import check_device, check_encoder_options, check_flag, check_precision
 from hindex_sb3.ema_bn import EMAScope, EMAUpdate, set_ema_momentum, set_ema_update
 from hindex_sb3.encoders import Encoder, create_encoder
@@ -183,9 +182,7 @@ class VecEncode(VecEnvWrapper):
 
         Atomically: a save that fails or is interrupted leaves the previous file at ``path`` whole.
         """
-        buffer = io.BytesIO()
-        torch.save(self.encoder.state_dict(), buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_torch_save(self.encoder.state_dict(), path)
 
     def load_encoder(self, path: str | os.PathLike) -> None:
         """Restore a state saved by :meth:`save_encoder` (strict: keys and shapes must match)."""

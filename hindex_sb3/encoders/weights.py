@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import logging
 import os
 import pickle
@@ -35,7 +34,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from hindex_sb3._io import atomic_write_bytes
+from hindex_sb3._io import atomic_torch_save
 from hindex_sb3._validation import check_flag, check_inflation
 
 logger = logging.getLogger(__name__)
@@ -629,11 +628,8 @@ def save_adapted_checkpoint(
     sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
     if adapted_encoder_name(provenance) == "hindex" and any(k.startswith("fc.") for k in sd):
         raise ValueError("adapted checkpoints store the backbone without fc.*; drop the classifier first")
-    # serialised in memory, then written atomically: a run killed mid-save must not leave a truncated file at the
-    # final path (nor destroy the previous export there)
-    buffer = io.BytesIO()
-    torch.save({"format": ADAPTED_FORMAT, "state_dict": sd, "provenance": dict(provenance)}, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    # a run killed mid-save must not leave a truncated file at the final path (nor destroy the previous export there)
+    return atomic_torch_save({"format": ADAPTED_FORMAT, "state_dict": sd, "provenance": dict(provenance)}, path)
 
 
 def read_adapted_checkpoint(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any]]:
